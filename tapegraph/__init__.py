@@ -1,0 +1,36 @@
+"""tapegraph: a functional graph compiler for automatic differentiation.
+
+Declare a model as an immutable expression, compile it to flat forward and
+reverse tapes over preallocated numpy buffers, and run pure SGD steps::
+
+    import tapegraph as tg
+    x = tg.input("x", shape=(400,))
+    y = tg.input("y")
+    w = tg.param("w", shape=(400,))
+    b = tg.param("b")
+    pred = tg.vector_scalar_affine(x, w, b)
+    loss = tg.squared_l2_distance(pred, y) + tg.l2_norm_penalty(w, l2_reg=1.0)
+    prog = tg.compile(loss, wrt=[w, b], outputs={"prediction": pred})
+    print(prog.dump())
+"""
+
+from tapegraph import testing
+from tapegraph.compile.grad import grad
+from tapegraph.errors import CallError, GraphError, ShapeError, TapeError, TapegraphError
+from tapegraph.expr import Node, const, input, param
+from tapegraph.ops import (
+    add, affine, cross_entropy, div, dot, exp, l2_norm_penalty, log, log_softmax, matmul, mean, mul, neg, nll,
+    relu, reshape, sigmoid, softmax, square, squared_l2_distance, sub, sum, tanh, transpose, vector_scalar_affine,
+)
+from tapegraph.optim import SGDStep, sgd
+from tapegraph.program import Program, compile
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "input", "param", "const", "Node", "grad", "compile", "Program", "sgd", "SGDStep", "testing",
+    "TapegraphError", "ShapeError", "GraphError", "CallError", "TapeError",
+    "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", "sigmoid", "relu",
+    "sum", "mean", "matmul", "dot", "reshape", "transpose", "softmax", "log_softmax", "nll", "cross_entropy",
+    "vector_scalar_affine", "squared_l2_distance", "l2_norm_penalty", "affine",
+]

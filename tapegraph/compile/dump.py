@@ -1,0 +1,74 @@
+"""The text dump of a tape: one printer for instructions, sections and buffers.
+
+The format is documented in ``docs/tape.md`` and pinned by a golden test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tapegraph.shapes import format_type
+from tapegraph.compile.tape import SECTIONS, Instruction, Tape
+
+
+def _format_static(items: tuple[tuple[str, Any], ...]) -> str:
+    shown = []
+    for key, value in items:
+        if value is False or value is None:
+            continue  # default flags add noise, not information
+        shown.append(key if value is True else f"{key}={value}")
+    return " {" + ", ".join(shown) + "}" if shown else ""
+
+
+def format_instruction(position: int, instruction: Instruction) -> str:
+    """``  3  s4:f64[] = matmul s0 s2  # %6 pred (model.py:12)``"""
+    target = f"s{instruction.output}:{format_type(instruction.shape, instruction.dtype)}"
+    operands = " ".join(f"s{slot}" for slot in instruction.inputs)
+    text = f"{position:4d}  {target:<18} = {instruction.op} {operands}{_format_static(instruction.static)}"
+    return f"{text:<62} # %{instruction.value} {instruction.label}"
+
+
+def _format_constant(array: np.ndarray) -> str:
+    if array.size <= 4:
+        return np.array2string(array, separator=", ", precision=6)
+    return f"{format_type(array.shape, array.dtype.name)} (min {array.min():.4g}, max {array.max():.4g})"
+
+
+def format_tape(tape: Tape, title: str = "") -> str:
+    """The whole tape as text: feeds, constants, each section, results, buffers."""
+    lines = []
+    if title:
+        lines.append(title)
+    if tape.sizes:
+        lines.append("sizes: " + ", ".join(f"{name}={size}" for name, size in sorted(tape.sizes.items())))
+    lines.append("feeds:")
+    for feed in tape.feeds:
+        lines.append(f"        s{feed.slot}:{format_type(feed.shape, feed.dtype)} <- {feed.kind} {feed.name}  # %{feed.value}")
+    if tape.constants:
+        lines.append("constants:")
+        for constant in tape.constants:
+            array = constant.array
+            lines.append(f"        s{constant.slot}:{format_type(array.shape, array.dtype.name)} = "
+                         f"{_format_constant(array)}  # %{constant.value} {constant.label}")
+    for section in SECTIONS:
+        instructions = [(position, instruction) for position, instruction in enumerate(tape.instructions)
+                        if instruction.section == section]
+        if not instructions and section != "forward":
+            continue
+        lines.append(f"{section} tape ({len(instructions)} instructions):")
+        lines.extend(format_instruction(position, instruction) for position, instruction in instructions)
+    lines.append("results:")
+    for name, (slot, value) in tape.results.items():
+        lines.append(f"        {name} <- s{slot}  # %{value}")
+    lines.append(f"buffers ({len(tape.buffers)} slots):")
+    lines.append("  slot  type                 bytes  values")
+    for buffer in tape.buffers:
+        values = ", ".join(f"%{value}" for value in buffer.values)
+        lines.append(f"  s{buffer.slot:<4d}{format_type(buffer.shape, buffer.dtype):<18}{buffer.nbytes:>8d}  {values}")
+    scratch = tape.total_bytes - sum(buffer.nbytes for buffer in tape.buffers)
+    if scratch:
+        lines.append(f"workspace: {scratch} bytes (scratch arrays of {len(tape.workspaces)} instructions)")
+    lines.append(f"total: {tape.total_bytes} bytes")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""Reverse-mode differentiation as a graph transformation.
+
+``grad`` walks the expression DAG from the objective back to the
+parameters and builds, with each op's VJP rule, new expression nodes for
+the gradients. The result is an ordinary expression, so it can be
+compiled, dumped, or differentiated again (Hessian-vector products).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import networkx as nx
+import numpy as np
+
+from tapegraph.errors import GraphError
+from tapegraph.expr import Node, const, origin_scope
+from tapegraph.ops import REGISTRY, add, sum_to
+from tapegraph.compile.graph import build_graph, topological_order
+
+
+def check_objective(objective: object) -> Node:
+    """Raise unless ``objective`` is a scalar floating-point node."""
+    if not isinstance(objective, Node):
+        raise GraphError(f"the objective must be a tapegraph node, got {type(objective).__name__}")
+    if objective.shape != ():
+        raise GraphError(
+            f"the objective must be a scalar, but {objective.label} has shape {objective.type_str}; "
+            f"reduce it with tg.sum or tg.mean")
+    if np.dtype(objective.dtype).kind != "f":
+        raise GraphError(f"the objective {objective.label} has integer dtype {objective.dtype}; it must be floating point")
+    return objective
+
+
+def check_wrt(wrt: Sequence[object]) -> list[Node]:
+    """Raise unless ``wrt`` is a list of distinct ``tg.param`` nodes."""
+    if isinstance(wrt, Node):
+        wrt = [wrt]
+    result: list[Node] = []
+    for item in wrt:
+        if not isinstance(item, Node) or item.op != "param":
+            what = f"{item.op} {item.label!r} ({item.type_str})" if isinstance(item, Node) else repr(item)
+            raise GraphError(f"wrt must list parameters made with tg.param, but got {what}")
+        if item in result:
+            raise GraphError(f"wrt lists parameter {item.name!r} twice")
+        result.append(item)
+    return result
+
+
+def _accumulate(contributions: list[Node]) -> Node:
+    # first contribution is used as it is, later ones are added: fan-out
+    # (ridge's w, used twice) shows up as explicit adds in the tape
+    total = contributions[0]
+    for contribution in contributions[1:]:
+        total = add(total, contribution)
+    return total
+
+
+def grad(objective: Node, wrt: Sequence[Node]) -> list[Node]:
+    """Gradient expressions of a scalar ``objective`` with respect to ``wrt``.
+
+    Only nodes that lie between a parameter and the objective get
+    cotangents (activity analysis). A parameter the objective does not use
+    gets a constant zero gradient.
+
+    >>> import tapegraph as tg
+    >>> x = tg.param("x", shape=(3,))
+    >>> (gx,) = tg.grad(tg.sum(tg.square(x)), [x])
+    >>> gx.shape
+    (3,)
+    """
+    objective = check_objective(objective)
+    wrt = check_wrt(wrt)
+    graph = build_graph([objective])
+    needed = nx.ancestors(graph, objective) | {objective}
+    active: set[Node] = set()
+    for parameter in wrt:
+        if parameter in graph:
+            active |= (nx.descendants(graph, parameter) | {parameter}) & needed
+
+    cotangents: dict[Node, list[Node]] = {objective: [const(np.ones((), dtype=objective.dtype))]}
+    for node in reversed(topological_order(graph)):
+        if node.is_leaf or node not in active or node not in cotangents:
+            continue
+        with origin_scope(f"grad of {node.label}"):
+            g = _accumulate(cotangents[node])
+            op = REGISTRY[node.op]
+            input_grads = op.vjp(g, node, *node.inputs, **dict(node.static))
+            for operand, operand_grad in zip(node.inputs, input_grads, strict=True):
+                if operand_grad is None or operand not in active:
+                    continue
+                cotangents.setdefault(operand, []).append(sum_to(operand_grad, operand.shape))
+
+    gradients = []
+    for parameter in wrt:
+        with origin_scope(f"grad of {parameter.name}"):
+            if parameter in cotangents:
+                gradients.append(_accumulate(cotangents[parameter]))
+            else:
+                gradients.append(const(np.zeros(parameter.shape, dtype=parameter.dtype)))
+    return gradients

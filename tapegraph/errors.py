@@ -1,0 +1,28 @@
+"""Exception types.
+
+Every error tapegraph raises on purpose is a ``TapegraphError``; the
+subclasses also derive from the built-in exception a user would catch for
+that kind of mistake, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class TapegraphError(Exception):
+    """Base class of the errors tapegraph raises on purpose."""
+
+
+class ShapeError(TapegraphError, ValueError):
+    """Operand shapes or dtypes do not fit an op (raised when a node is built)."""
+
+
+class GraphError(TapegraphError, ValueError):
+    """The graph handed to ``compile`` or ``grad`` is not well formed."""
+
+
+class CallError(TapegraphError, ValueError):
+    """Arguments given to a compiled program do not match what it expects."""
+
+
+class TapeError(TapegraphError, RuntimeError):
+    """An instruction failed while a tape was running."""

@@ -1,0 +1,289 @@
+"""Expression nodes: the immutable trees a model is declared as.
+
+A ``Node`` is a frozen attrs record: the op that computes it, its input
+nodes, its static attributes, and its type (shape and dtype), which is worked
+out when the node is built. Equal subtrees are equal values with a cached
+hash, so a dict keyed by nodes merges common subexpressions for free.
+
+Leaves are ``input`` (data given at each call), ``param`` (what gradients
+are taken with respect to) and ``const`` (a value fixed at declaration).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from tapegraph.shapes import Dim, Shape, as_shape, format_type, is_concrete
+
+LEAF_OPS = frozenset({"input", "param", "const"})
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_origin_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("origin", default=None)
+
+
+def caller_origin() -> str:
+    """``file.py:LINE`` of the first stack frame outside tapegraph.
+
+    That is the user's line that declared a node, which errors and dumps
+    name. Inside ``origin_scope`` (used by the differentiation pass), the
+    scope's text is returned instead, so gradient nodes name their primal.
+    """
+    override = _origin_override.get()
+    if override is not None:
+        return override
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>"
+    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+@contextlib.contextmanager
+def origin_scope(text: str) -> Iterator[None]:
+    """Label every node built inside the block with ``text`` as its origin."""
+    token = _origin_override.set(text)
+    try:
+        yield
+    finally:
+        _origin_override.reset(token)
+
+
+@attrs.frozen(eq=False, repr=False)
+class ConstValue:
+    """A read-only array held by a ``const`` node, compared by content."""
+
+    #: The value; a private read-only copy of what the user gave.
+    array: np.ndarray = attrs.field()
+    _key: tuple = attrs.field(init=False)
+
+    @_key.default
+    def _make_key(self) -> tuple:
+        return (self.array.dtype.str, self.array.shape, self.array.tobytes())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConstValue) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        if self.array.size <= 4:
+            return np.array2string(self.array, separator=",", precision=6)
+        return f"<{format_type(self.array.shape, self.array.dtype)}>"
+
+
+def _as_static(items: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(items.items()))
+
+
+@attrs.frozen(cache_hash=True, repr=False)
+class Node:
+    """One value in an expression: an op applied to input nodes.
+
+    Build nodes with ``tg.input``, ``tg.param``, ``tg.const`` and the op
+    functions (``tg.tanh(x)``, ``x @ w + b``); do not call this class
+    directly. Nodes are immutable; ``named`` returns a renamed copy.
+    """
+
+    #: Registered op name, or ``input`` / ``param`` / ``const`` for leaves.
+    op: str
+    #: The operands, in the order the op declares them.
+    inputs: tuple["Node", ...] = attrs.field(converter=tuple)
+    #: Static attributes of the op (axis, transpose flags, ...), sorted by name.
+    static: tuple[tuple[str, Any], ...] = attrs.field(converter=tuple)
+    #: Shape; a ``str`` dimension is symbolic, filled in when called.
+    shape: Shape = attrs.field(converter=tuple)
+    #: numpy dtype name, such as ``"float64"``.
+    dtype: str
+    #: The user's name for the value: required for leaves, optional otherwise.
+    name: str | None = None
+    #: The array of a ``const`` leaf.
+    value: ConstValue | None = None
+    #: Where the node was declared (``file.py:LINE``); not part of equality.
+    origin: str = attrs.field(default="", eq=False)
+
+    # numpy must not treat a node as an array: ``2.0 * node`` calls __rmul__.
+    __array_ufunc__ = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.op in LEAF_OPS
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        """The static attribute ``key`` of this node's op."""
+        for name, value in self.static:
+            if name == key:
+                return value
+        return default
+
+    @property
+    def type_str(self) -> str:
+        """``f64[batch,400]``."""
+        return format_type(self.shape, self.dtype)
+
+    @property
+    def label(self) -> str:
+        """The user's name if given, else the op and origin."""
+        if self.name is not None:
+            return self.name
+        return f"{self.op} at {self.origin}" if self.origin else self.op
+
+    def named(self, name: str) -> "Node":
+        """A copy of this node carrying ``name`` (shown in dumps and errors).
+
+        >>> import tapegraph as tg
+        >>> h = tg.tanh(tg.input("x", shape=(3,))).named("hidden")
+        >>> h.name
+        'hidden'
+        """
+        if self.is_leaf:
+            raise ValueError(f"{self.op} {self.name!r} already has its name; leaves cannot be renamed")
+        _check_name(name)
+        return attrs.evolve(self, name=name)
+
+    def __repr__(self) -> str:
+        text = f"<{self.op} {self.type_str}"
+        if self.name is not None:
+            text += f" {self.name!r}"
+        if self.origin:
+            text += f" at {self.origin}"
+        return text + ">"
+
+    # Python operators build nodes through the op functions. The import is
+    # local because ops import this module.
+    def __add__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.add(self, other)
+
+    def __radd__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.add(other, self)
+
+    def __sub__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.sub(self, other)
+
+    def __rsub__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.sub(other, self)
+
+    def __mul__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.mul(self, other)
+
+    def __rmul__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.mul(other, self)
+
+    def __truediv__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.div(other, self)
+
+    def __matmul__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.matmul(other, self)
+
+    def __neg__(self) -> "Node":
+        from tapegraph import ops
+        return ops.neg(self)
+
+    def __pos__(self) -> "Node":
+        return self
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a name must be a non-empty string, got {name!r}")
+
+
+def _check_dtype(dtype: Any) -> str:
+    try:
+        return np.dtype(dtype).name
+    except TypeError as error:
+        raise ValueError(f"{dtype!r} is not a numpy dtype") from error
+
+
+def input(name: str, shape: Sequence[Dim] | int = (), dtype: Any = "float64") -> Node:
+    """Declare data given at each call, such as ``x`` or a label ``y``.
+
+    The leading dimension may be symbolic (``shape=("batch", 400)``); it is
+    filled in from the array given at call time.
+
+    >>> import tapegraph as tg
+    >>> tg.input("x", shape=("batch", 400))
+    <input f64[batch,400] 'x' at ...>
+    """
+    _check_name(name)
+    try:
+        shape = as_shape(shape)
+    except ValueError as error:
+        raise ValueError(f"input {name!r}: {error}") from None
+    return Node("input", (), (), shape, _check_dtype(dtype), name=name, origin=caller_origin())
+
+
+def param(name: str, shape: Sequence[int] | int = (), dtype: Any = "float64") -> Node:
+    """Declare a trainable parameter; its shape must be fully known.
+
+    >>> import tapegraph as tg
+    >>> tg.param("w", shape=(400,))
+    <param f64[400] 'w' at ...>
+    """
+    _check_name(name)
+    try:
+        shape = as_shape(shape)
+    except ValueError as error:
+        raise ValueError(f"param {name!r}: {error}") from None
+    if not is_concrete(shape):
+        raise ValueError(f"param {name!r}: shape {shape!r} has a symbolic dimension; parameters need fixed sizes")
+    dtype = _check_dtype(dtype)
+    if np.dtype(dtype).kind != "f":
+        raise ValueError(f"param {name!r}: dtype {dtype} is not floating point; gradients need floats")
+    return Node("param", (), (), shape, dtype, name=name, origin=caller_origin())
+
+
+def const(value: Any, dtype: Any = None, name: str | None = None) -> Node:
+    """A fixed value in the graph (the array is copied and frozen).
+
+    >>> import tapegraph as tg
+    >>> tg.const(2.0)
+    <const f64[] at ...>
+    """
+    array = np.array(value, dtype=None if dtype is None else _check_dtype(dtype))
+    if array.dtype.kind not in "fiub":
+        raise ValueError(f"const: cannot hold a value of dtype {array.dtype}")
+    if array.dtype.kind == "f" and array.dtype.itemsize < 4:
+        array = array.astype("float32")
+    array.setflags(write=False)
+    if name is not None:
+        _check_name(name)
+    return Node("const", (), (), array.shape, array.dtype.name, name=name, value=ConstValue(array), origin=caller_origin())
+
+
+def is_const(node: Node, fill: float | None = None) -> bool:
+    """True for a ``const`` leaf; with ``fill``, only if every entry equals it."""
+    if node.op != "const":
+        return False
+    if fill is None:
+        return True
+    return bool(np.all(node.value.array == fill))

@@ -1,0 +1,125 @@
+"""The homework's nodes and other ops built from primitives.
+
+A composite is a plain function of primitives, so it needs no VJP of its
+own: its gradient comes from theirs. Each is listed in ``COMPOSITES`` with
+samples, so the test suite checks composites the way it checks primitives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from tapegraph.expr import Node
+from tapegraph.ops.elementwise import add, log, mul, neg, sigmoid, square, sub
+from tapegraph.ops.linalg import matmul
+from tapegraph.ops.reductions import sum_
+from tapegraph.ops.registry import Arg, Sample, as_node
+from tapegraph.ops.softmax import log_softmax, pick
+from tapegraph.errors import ShapeError
+from tapegraph.expr import caller_origin
+
+
+@attrs.frozen
+class Composite:
+    """A function of primitives, with samples for the gradient tests."""
+
+    name: str
+    build: Callable[..., Node]
+    samples: tuple[Sample, ...] = attrs.field(converter=tuple)
+
+
+def _require(condition: bool, op: str, nodes: tuple[Node, ...], message: str) -> None:
+    if not condition:
+        operands = ", ".join(node.type_str if node.name is None else f"{node.name}: {node.type_str}" for node in nodes)
+        raise ShapeError(f"{op}({operands}) at {caller_origin()}: {message}")
+
+
+def vector_scalar_affine(x: Any, w: Any, b: Any, name: str | None = None) -> Node:
+    """``x @ w + b`` for a weight vector ``w`` and a scalar bias ``b``.
+
+    ``x`` is one example (``(d,)``) or a batch (``(batch, d)``); the
+    homework's ``VectorScalarAffineNode``.
+    """
+    x, w, b = as_node(x), as_node(w), as_node(b)
+    _require(w.ndim == 1 and b.ndim == 0 and x.ndim in (1, 2), "vector_scalar_affine", (x, w, b),
+             "needs x of shape [d] or [batch,d], w of shape [d] and a scalar b")
+    return _named(add(matmul(x, w), b), name)
+
+
+def affine(W: Any, x: Any, b: Any, name: str | None = None) -> Node:
+    """``W @ x + b`` for a matrix ``W`` (m, d); the homework's ``AffineNode``.
+
+    ``x`` may be one example ``(d,)`` or a batch ``(batch, d)``, giving
+    ``(m,)`` or ``(batch, m)``: computed as ``x @ W.T + b``.
+    """
+    W, x, b = as_node(W), as_node(x), as_node(b)
+    _require(W.ndim == 2 and b.ndim == 1 and x.ndim in (1, 2), "affine", (W, x, b),
+             "needs W of shape [m,d], x of shape [d] or [batch,d], and b of shape [m]")
+    return _named(add(matmul(x, W, transpose_b=True), b), name)
+
+
+def squared_l2_distance(a: Any, b: Any, name: str | None = None) -> Node:
+    """``||a - b||^2``, summed over every entry; the homework's node."""
+    return _named(sum_(square(sub(a, b))), name)
+
+
+def l2_norm_penalty(w: Any, l2_reg: float, name: str | None = None) -> Node:
+    """``l2_reg * ||w||^2``; the homework's ``L2NormPenaltyNode``."""
+    return _named(mul(sum_(square(w)), l2_reg), name)
+
+
+def dot(a: Any, b: Any, name: str | None = None) -> Node:
+    """Dot product of vectors, or matrix-vector/matrix product (as ``matmul``)."""
+    return matmul(a, b, name=name)
+
+
+def nll(probs: Any, label: Any, name: str | None = None) -> Node:
+    """``-log probs[label]``, one value per example; the homework's ``NLLNode``.
+
+    Takes probabilities (a softmax output). For logits prefer
+    ``cross_entropy``, which never takes the log of an underflowed zero.
+    """
+    return _named(neg(log(pick(probs, label))), name)
+
+
+def cross_entropy(logits: Any, label: Any, name: str | None = None) -> Node:
+    """``-log softmax(logits)[label]``, one value per example, stable for large logits."""
+    return _named(neg(pick(log_softmax(logits), label)), name)
+
+
+def _named(node: Node, name: str | None) -> Node:
+    return node.named(name) if name else node
+
+
+_LABEL = Arg((), dtype="int64", low=0, high=3)
+_LABELS = Arg((5,), dtype="int64", low=0, high=3, batch=True)
+
+COMPOSITES: dict[str, Composite] = {composite.name: composite for composite in (
+    Composite("vector_scalar_affine", vector_scalar_affine, [
+        Sample([Arg((4,)), Arg((4,)), Arg(())]),
+        Sample([Arg((5, 4), batch=True), Arg((4,)), Arg(())]),
+    ]),
+    Composite("affine", affine, [
+        Sample([Arg((3, 4)), Arg((4,)), Arg((3,))]),
+        Sample([Arg((3, 4)), Arg((5, 4), batch=True), Arg((3,))]),
+    ]),
+    Composite("squared_l2_distance", squared_l2_distance, [
+        Sample([Arg(()), Arg(())]),
+        Sample([Arg((5,), batch=True), Arg((5,), batch=True)]),
+    ]),
+    Composite("l2_norm_penalty", lambda w: l2_norm_penalty(w, l2_reg=0.7), [Sample([Arg((6,))])]),
+    Composite("sigmoid", sigmoid, [Sample([Arg((5,))]), Sample([Arg((4, 3), batch=True)])]),
+    Composite("dot", dot, [Sample([Arg((4,)), Arg((4,))])]),
+    Composite("nll", nll, [
+        Sample([Arg((3,), low=0.1, high=1.0), _LABEL]),
+        Sample([Arg((5, 3), low=0.1, high=1.0, batch=True), _LABELS]),
+    ]),
+    Composite("cross_entropy", cross_entropy, [
+        Sample([Arg((3,)), _LABEL]),
+        Sample([Arg((5, 3), batch=True), _LABELS]),
+        Sample([Arg((3,), low=800.0, high=1000.0), _LABEL]),
+    ]),
+)}

@@ -1,0 +1,124 @@
+"""Matrix products: ``matmul`` (with transpose flags) and ``outer``.
+
+The transpose flags let VJP rules use ``W.T`` without materialising it.
+Operands are vectors or matrices, as in the homework's models; a batch of
+examples is a matrix whose rows are the examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tapegraph.expr import Node
+from tapegraph.ops.elementwise import mul
+from tapegraph.ops.registry import Arg, Op, Sample, apply, register, result_dtype
+from tapegraph.shapes import Shape, format_shape
+
+
+def _effective(shape: Shape, transpose: bool) -> Shape:
+    return tuple(reversed(shape)) if transpose else tuple(shape)
+
+
+def _matmul_rule(a: Node, b: Node, transpose_a: bool, transpose_b: bool) -> tuple[Shape, str]:
+    dtype = result_dtype(a, b)
+    for node in (a, b):
+        if node.ndim not in (1, 2):
+            raise ValueError(f"matmul takes vectors and matrices, got {node.ndim} dimension(s)")
+    left = _effective(a.shape, transpose_a)
+    right = _effective(b.shape, transpose_b)
+    inner_left = left[-1]
+    inner_right = right[0] if len(right) == 1 else right[-2]
+    if inner_left != inner_right:
+        raise ValueError(f"inner dimensions differ: {format_shape(left)} @ {format_shape(right)}")
+    return left[:-1] + right[1:], dtype
+
+
+def _matmul_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool, transpose_b: bool) -> None:
+    np.matmul(a.T if transpose_a else a, b.T if transpose_b else b, out=out)
+
+
+def _matmul_vjp(g: Node, ans: Node, a: Node, b: Node, transpose_a: bool, transpose_b: bool):
+    # Work with A = op(a), B = op(b), C = A @ B; then express the cotangent
+    # of a (not of A) directly through the flags, never forming a transpose.
+    if a.ndim == 1 and b.ndim == 1:
+        return mul(g, b), mul(g, a)
+    if a.ndim == 1:  # (k,) @ B(k, m) -> (m,)
+        grad_a = matmul(b, g, transpose_a=transpose_b)
+        grad_b = outer(g, a) if transpose_b else outer(a, g)
+        return grad_a, grad_b
+    if b.ndim == 1:  # A(n, k) @ (k,) -> (n,)
+        grad_a = outer(b, g) if transpose_a else outer(g, b)
+        grad_b = matmul(a, g, transpose_a=not transpose_a)
+        return grad_a, grad_b
+    # dA = g B^T, dB = A^T g
+    if transpose_a:
+        grad_a = matmul(b, g, transpose_a=transpose_b, transpose_b=True)
+    else:
+        grad_a = matmul(g, b, transpose_b=not transpose_b)
+    if transpose_b:
+        grad_b = matmul(g, a, transpose_a=True, transpose_b=transpose_a)
+    else:
+        grad_b = matmul(a, g, transpose_a=not transpose_a)
+    return grad_a, grad_b
+
+
+def _outer_rule(a: Node, b: Node) -> tuple[Shape, str]:
+    dtype = result_dtype(a, b)
+    if a.ndim != 1 or b.ndim != 1:
+        raise ValueError("outer takes two vectors")
+    return (a.shape[0], b.shape[0]), dtype
+
+
+def _outer_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    np.multiply.outer(a, b, out=out)
+
+
+def _flags(transpose_a: bool, transpose_b: bool) -> dict[str, bool]:
+    return {"transpose_a": transpose_a, "transpose_b": transpose_b}
+
+
+MATMUL = register(Op(
+    name="matmul", arity=2, shape_rule=_matmul_rule, kernel=_matmul_kernel, vjp=_matmul_vjp,
+    samples=(
+        Sample([Arg((4,)), Arg((4,))], _flags(False, False)),
+        Sample([Arg((3, 4)), Arg((4,))], _flags(False, False)),
+        Sample([Arg((5, 4), batch=True), Arg((4,))], _flags(False, False)),
+        Sample([Arg((4,)), Arg((4, 2))], _flags(False, False)),
+        Sample([Arg((4,)), Arg((2, 4))], _flags(False, True)),
+        Sample([Arg((3, 4)), Arg((4, 2))], _flags(False, False)),
+        Sample([Arg((5, 4), batch=True), Arg((3, 4))], _flags(False, True)),
+        Sample([Arg((4, 3)), Arg((4, 2))], _flags(True, False)),
+        Sample([Arg((4, 3)), Arg((2, 4))], _flags(True, True)),
+        Sample([Arg((4, 3)), Arg((4,))], _flags(True, False)),
+    ),
+    doc="A @ B with A = a or a.T and B = b or b.T",
+))
+
+OUTER = register(Op(
+    name="outer", arity=2, shape_rule=_outer_rule, kernel=_outer_kernel,
+    vjp=lambda g, ans, a, b: (matmul(g, b), matmul(g, a, transpose_a=True)),
+    samples=(Sample([Arg((3,)), Arg((4,))]),),
+    doc="outer product a b^T of two vectors",
+))
+
+
+def matmul(a: Any, b: Any, transpose_a: bool = False, transpose_b: bool = False, name: str | None = None) -> Node:
+    """Matrix product ``a @ b`` of vectors and matrices.
+
+    ``transpose_a``/``transpose_b`` use ``a.T``/``b.T`` without copying.
+
+    >>> import tapegraph as tg
+    >>> x = tg.input("x", shape=("batch", 400))
+    >>> W = tg.param("W", shape=(10, 400))
+    >>> tg.matmul(x, W, transpose_b=True)
+    <matmul f64[batch,10] at ...>
+    """
+    return apply(MATMUL, a, b, name=name, transpose_a=bool(transpose_a), transpose_b=bool(transpose_b))
+
+
+def outer(a: Any, b: Any, name: str | None = None) -> Node:
+    """Outer product of two vectors: ``out[i, j] = a[i] * b[j]``."""
+    return apply(OUTER, a, b, name=name)
+

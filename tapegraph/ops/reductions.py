@@ -1,0 +1,207 @@
+"""Reductions and their transposes: sum, mean, expand, sum_to, broadcast_to.
+
+``sum_to`` is the one place broadcasting is undone: the differentiation
+pass applies it to any cotangent whose shape differs from its input's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tapegraph.expr import Node
+from tapegraph.ops.registry import Arg, Op, Sample, apply, as_node, normalize_axis, register, result_dtype
+from tapegraph.shapes import Shape, broadcast, format_shape
+
+
+def _reduced_shape(shape: Shape, axes: tuple[int, ...], keepdims: bool) -> Shape:
+    if keepdims:
+        return tuple(1 if axis in axes else dim for axis, dim in enumerate(shape))
+    return tuple(dim for axis, dim in enumerate(shape) if axis not in axes)
+
+
+def _reduce_rule(x: Node, axis: tuple[int, ...], keepdims: bool) -> tuple[Shape, str]:
+    return _reduced_shape(x.shape, axis, keepdims), result_dtype(x)
+
+
+def _sum_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
+    np.sum(x, axis=axis, keepdims=keepdims, out=out)
+
+
+def _mean_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
+    np.mean(x, axis=axis, keepdims=keepdims, out=out)
+
+
+def _expand_rule(g: Node, shape: Shape, axis: tuple[int, ...], keepdims: bool, mean: bool) -> tuple[Shape, str]:
+    expected = _reduced_shape(shape, axis, keepdims)
+    if g.shape != expected:
+        raise ValueError(f"expanding to {format_shape(shape)} over axes {axis} needs an operand of shape {format_shape(expected)}")
+    return tuple(shape), result_dtype(g)
+
+
+def _expand_specialize(in_shapes, out_shape, shape, axis, keepdims, mean) -> dict[str, Any]:
+    view_shape = tuple(1 if index in axis else dim for index, dim in enumerate(out_shape))
+    count = int(np.prod([out_shape[index] for index in axis], dtype=np.int64))
+    return {"view_shape": view_shape, "scale": 1.0 / count if mean and count else 1.0}
+
+
+def _expand_kernel(g: np.ndarray, out: np.ndarray, shape, axis, keepdims, mean, view_shape, scale) -> None:
+    np.copyto(out, g.reshape(view_shape))
+    if mean:
+        np.multiply(out, scale, out=out)
+
+
+def _sum_to_rule(x: Node, shape: Shape) -> tuple[Shape, str]:
+    try:
+        together = broadcast(x.shape, shape)
+    except ValueError:
+        together = None
+    if together != x.shape:
+        raise ValueError(f"cannot sum {format_shape(x.shape)} down to {format_shape(shape)}")
+    return tuple(shape), result_dtype(x)
+
+
+def _sum_to_specialize(in_shapes, out_shape, shape) -> dict[str, Any]:
+    (x_shape,) = in_shapes
+    lead = len(x_shape) - len(out_shape)
+    kept = tuple(lead + index for index, dim in enumerate(out_shape) if dim == 1 and x_shape[lead + index] != 1)
+    axes = tuple(range(lead)) + kept
+    # keepdims for the size-1 target axes, so sum into a view of out that
+    # also has the leading axes, as size 1
+    view_shape = (1,) * lead + tuple(out_shape) if kept else None
+    return {"axes": axes, "view_shape": view_shape}
+
+
+def _sum_to_kernel(x: np.ndarray, out: np.ndarray, shape, axes, view_shape) -> None:
+    if view_shape is None:
+        np.sum(x, axis=axes, out=out)
+    else:
+        np.sum(x, axis=axes, keepdims=True, out=out.reshape(view_shape))
+
+
+def _broadcast_to_rule(x: Node, shape: Shape) -> tuple[Shape, str]:
+    if broadcast(x.shape, shape) != tuple(shape):
+        raise ValueError(f"cannot broadcast {format_shape(x.shape)} to {format_shape(shape)}")
+    return tuple(shape), result_dtype(x)
+
+
+def _broadcast_to_kernel(x: np.ndarray, out: np.ndarray, shape) -> None:
+    np.copyto(out, x)
+
+
+_REDUCE_SAMPLES = (
+    Sample([Arg((5,))], {"axis": None, "keepdims": False}),
+    Sample([Arg((4, 3), batch=True)], {"axis": (0,), "keepdims": False}),
+    Sample([Arg((4, 3), batch=True)], {"axis": (1,), "keepdims": True}),
+    Sample([Arg((2, 3, 2))], {"axis": (0, 2), "keepdims": False}),
+)
+
+SUM = register(Op(
+    name="sum", arity=1, shape_rule=_reduce_rule, kernel=_sum_kernel,
+    vjp=lambda g, ans, x, axis, keepdims: (expand(g, x.shape, axis, keepdims),),
+    samples=_REDUCE_SAMPLES, doc="sum over axes; the VJP spreads g back over them",
+))
+
+MEAN = register(Op(
+    name="mean", arity=1, shape_rule=_reduce_rule, kernel=_mean_kernel,
+    vjp=lambda g, ans, x, axis, keepdims: (expand(g, x.shape, axis, keepdims, mean=True),),
+    samples=_REDUCE_SAMPLES, doc="mean over axes; the VJP spreads g / count back over them",
+))
+
+EXPAND = register(Op(
+    name="expand", arity=1, shape_rule=_expand_rule, kernel=_expand_kernel,
+    specialize=_expand_specialize,
+    vjp=lambda g, ans, x, shape, axis, keepdims, mean: (
+        (mean_(g, axis, keepdims) if mean else sum_(g, axis, keepdims)),),
+    samples=(
+        Sample([Arg((3,))], {"shape": (4, 3), "axis": (0,), "keepdims": False, "mean": False}),
+        Sample([Arg((4, 1))], {"shape": (4, 3), "axis": (1,), "keepdims": True, "mean": True}),
+        Sample([Arg(())], {"shape": (2, 3), "axis": (0, 1), "keepdims": False, "mean": True}),
+    ),
+    doc="the transpose of sum (or of mean, scaled by 1/count): copy g along the reduced axes",
+))
+
+SUM_TO = register(Op(
+    name="sum_to", arity=1, shape_rule=_sum_to_rule, kernel=_sum_to_kernel,
+    specialize=_sum_to_specialize,
+    vjp=lambda g, ans, x, shape: (broadcast_to(g, x.shape),),
+    samples=(
+        Sample([Arg((4, 3))], {"shape": (3,)}),
+        Sample([Arg((4, 3))], {"shape": (4, 1)}),
+        Sample([Arg((2, 4, 3))], {"shape": (1, 3)}),
+        Sample([Arg((4, 3))], {"shape": ()}),
+    ),
+    doc="sum a broadcast value back down to shape: the transpose of broadcast_to",
+))
+
+BROADCAST_TO = register(Op(
+    name="broadcast_to", arity=1, shape_rule=_broadcast_to_rule, kernel=_broadcast_to_kernel,
+    # the differentiation pass sums g back to x's shape by itself
+    vjp=lambda g, ans, x, shape: (g,),
+    samples=(Sample([Arg((3,))], {"shape": (4, 3)}), Sample([Arg(())], {"shape": (2,)})),
+    doc="copy x to a larger shape by numpy broadcasting",
+))
+
+
+def sum(x: Any, axis: int | Sequence[int] | None = None, keepdims: bool = False, name: str | None = None) -> Node:
+    """Sum of the entries of ``x`` over ``axis`` (all of them by default).
+
+    >>> import tapegraph as tg
+    >>> tg.sum(tg.input("x", shape=("batch", 3)), axis=0)
+    <sum f64[3] at ...>
+    """
+    return _reduce(SUM, x, axis, keepdims, name)
+
+
+def mean(x: Any, axis: int | Sequence[int] | None = None, keepdims: bool = False, name: str | None = None) -> Node:
+    """Mean of the entries of ``x`` over ``axis`` (all of them by default).
+
+    The count may be a symbolic batch size; it is taken when called.
+    """
+    return _reduce(MEAN, x, axis, keepdims, name)
+
+
+def _reduce(op: Op, x: Any, axis: Any, keepdims: bool, name: str | None) -> Node:
+    x = as_node(x)
+    axes = _checked_axes(op, x, axis)
+    # reducing over no axis (a scalar's sum) is the value itself
+    if not axes and name is None and x.dtype.startswith("float"):
+        return x
+    return apply(op, x, name=name, axis=axes, keepdims=bool(keepdims))
+
+
+def _checked_axes(op: Op, x: Node, axis: Any) -> tuple[int, ...]:
+    from tapegraph.errors import ShapeError
+    from tapegraph.expr import caller_origin
+    try:
+        return normalize_axis(axis, x.ndim)
+    except (ValueError, TypeError) as error:
+        raise ShapeError(f"{op.name}({x.type_str}) at {caller_origin()}: {error}") from None
+
+
+# the VJP rules above call these under names that do not shadow builtins
+sum_ = sum
+mean_ = mean
+
+
+def expand(g: Any, shape: Shape, axis: tuple[int, ...], keepdims: bool, mean: bool = False) -> Node:
+    """Copy ``g`` along ``axis`` up to ``shape`` (dividing by the count if ``mean``)."""
+    return apply(EXPAND, g, shape=tuple(shape), axis=tuple(axis), keepdims=bool(keepdims), mean=bool(mean))
+
+
+def sum_to(x: Any, shape: Shape) -> Node:
+    """Sum ``x`` down to ``shape``, undoing numpy broadcasting; no-op if equal."""
+    node = apply(SUM_TO, x, shape=tuple(shape))
+    if node.inputs[0].shape == node.shape:
+        return node.inputs[0]
+    return node
+
+
+def broadcast_to(x: Any, shape: Shape) -> Node:
+    """Broadcast ``x`` to ``shape`` (a copy, as numpy's rules allow)."""
+    node = apply(BROADCAST_TO, x, shape=tuple(shape))
+    if node.inputs[0].shape == node.shape:
+        return node.inputs[0]
+    return node

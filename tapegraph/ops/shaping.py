@@ -1,0 +1,91 @@
+"""Ops that rearrange entries: ``reshape`` and ``transpose``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tapegraph.expr import Node
+from tapegraph.ops.registry import Arg, Op, Sample, apply, as_node, register
+from tapegraph.shapes import Shape, as_shape, format_shape, is_concrete
+
+
+def _size(shape: Shape) -> int | None:
+    if not is_concrete(shape):
+        return None
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _reshape_rule(x: Node, shape: Shape) -> tuple[Shape, str]:
+    # a symbolic dimension must be carried over where it stood
+    if not is_concrete(x.shape) or not is_concrete(shape):
+        if x.shape[:1] != shape[:1] or not is_concrete(x.shape[1:]) or not is_concrete(shape[1:]):
+            raise ValueError(f"can reshape {format_shape(x.shape)} only to a shape with the same symbolic leading dimension, not {format_shape(shape)}")
+        if _size(x.shape[1:]) != _size(shape[1:]):
+            raise ValueError(f"cannot reshape {format_shape(x.shape)} to {format_shape(shape)}")
+    elif _size(x.shape) != _size(shape):
+        raise ValueError(f"cannot reshape {format_shape(x.shape)} ({_size(x.shape)} entries) to {format_shape(shape)}")
+    return tuple(shape), x.dtype
+
+
+def _reshape_kernel(x: np.ndarray, out: np.ndarray, shape) -> None:
+    np.copyto(out, x.reshape(out.shape))
+
+
+def _transpose_rule(x: Node, axes: tuple[int, ...]) -> tuple[Shape, str]:
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(f"axes {axes} are not a permutation of the {x.ndim} axes")
+    return tuple(x.shape[axis] for axis in axes), x.dtype
+
+
+def _transpose_kernel(x: np.ndarray, out: np.ndarray, axes) -> None:
+    np.copyto(out, x.transpose(axes))
+
+
+RESHAPE = register(Op(
+    name="reshape", arity=1, shape_rule=_reshape_rule, kernel=_reshape_kernel,
+    vjp=lambda g, ans, x, shape: (reshape(g, x.shape),),
+    samples=(
+        Sample([Arg((6,))], {"shape": (2, 3)}),
+        Sample([Arg((4, 2, 3))], {"shape": (4, 6)}),
+    ),
+    doc="the same entries in another shape (C order)",
+))
+
+TRANSPOSE = register(Op(
+    name="transpose", arity=1, shape_rule=_transpose_rule, kernel=_transpose_kernel,
+    vjp=lambda g, ans, x, axes: (transpose(g, tuple(int(i) for i in np.argsort(axes))),),
+    samples=(Sample([Arg((2, 3))], {"axes": (1, 0)}), Sample([Arg((2, 3, 4))], {"axes": (2, 0, 1)})),
+    doc="permute the axes (reverse them by default)",
+))
+
+
+def reshape(x: Any, shape: Sequence[int | str], name: str | None = None) -> Node:
+    """``x`` with its entries in C order laid out as ``shape``.
+
+    One ``-1`` entry is inferred when the other sizes are known.
+
+    >>> import tapegraph as tg
+    >>> tg.reshape(tg.input("x", shape=(6,)), (2, -1))
+    <reshape f64[2,3] at ...>
+    """
+    x = as_node(x)
+    shape = tuple(shape)
+    if -1 in shape and is_concrete(x.shape):
+        known = int(np.prod([dim for dim in shape if dim != -1], dtype=np.int64))
+        total = _size(x.shape)
+        if shape.count(-1) == 1 and known and total % known == 0:
+            shape = tuple(total // known if dim == -1 else dim for dim in shape)
+    node = apply(RESHAPE, x, name=name, shape=as_shape(shape) if -1 not in shape else shape)
+    if node.shape == x.shape and name is None:
+        return x
+    return node
+
+
+def transpose(x: Any, axes: Sequence[int] | None = None, name: str | None = None) -> Node:
+    """Permute the axes of ``x`` (reverse them when ``axes`` is None)."""
+    x = as_node(x)
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(axis) for axis in axes)
+    return apply(TRANSPOSE, x, name=name, axes=axes)

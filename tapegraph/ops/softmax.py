@@ -1,0 +1,169 @@
+"""Softmax, log-softmax, and picking one entry per row by an integer label.
+
+Softmax and log-softmax are fused primitives because computing them from
+``exp`` and ``sum`` overflows for large logits; both subtract the row
+maximum first. ``pick``/``unpick`` are a transpose pair: taking the label's
+entry, and putting a value back at the label's position.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tapegraph.expr import Node
+from tapegraph.ops.elementwise import exp, mul, sub
+from tapegraph.ops.reductions import sum_
+from tapegraph.ops.registry import Arg, Op, Sample, apply, register, require_float, result_dtype
+from tapegraph.shapes import Shape, format_shape
+
+
+def _last_axis_rule(z: Node) -> tuple[Shape, str]:
+    if z.ndim == 0:
+        raise ValueError("needs at least one axis (the classes are the last axis)")
+    return z.shape, result_dtype(z)
+
+
+def _row_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray]:
+    return {"row": np.empty(tuple(out_shape[:-1]) + (1,), dtype=dtype)}
+
+
+def _softmax_kernel(z: np.ndarray, out: np.ndarray, row: np.ndarray) -> None:
+    np.max(z, axis=-1, keepdims=True, out=row)
+    np.subtract(z, row, out=out)
+    np.exp(out, out=out)
+    np.sum(out, axis=-1, keepdims=True, out=row)
+    np.divide(out, row, out=out)
+
+
+def _log_softmax_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray]:
+    scratch = _row_workspace(in_shapes, out_shape, dtype)
+    scratch["full"] = np.empty(out_shape, dtype=dtype)
+    return scratch
+
+
+def _log_softmax_kernel(z: np.ndarray, out: np.ndarray, row: np.ndarray, full: np.ndarray) -> None:
+    np.max(z, axis=-1, keepdims=True, out=row)
+    np.subtract(z, row, out=out)
+    np.exp(out, out=full)
+    np.sum(full, axis=-1, keepdims=True, out=row)
+    np.log(row, out=row)
+    np.subtract(out, row, out=out)
+
+
+def _pick_rule(x: Node, index: Node) -> tuple[Shape, str]:
+    require_float(x)
+    if np.dtype(index.dtype).kind not in "iu":
+        raise ValueError(f"the label must be an integer array, got dtype {index.dtype}")
+    if x.ndim == 0 or index.shape != x.shape[:-1]:
+        raise ValueError(f"labels of shape {format_shape(index.shape)} do not fit scores of shape {format_shape(x.shape)}; "
+                         f"need one label per row ({format_shape(x.shape[:-1])})")
+    return index.shape, x.dtype
+
+
+def _unpick_rule(g: Node, index: Node, depth: int) -> tuple[Shape, str]:
+    require_float(g)
+    if index.shape != g.shape:
+        raise ValueError(f"labels of shape {format_shape(index.shape)} do not fit values of shape {format_shape(g.shape)}")
+    return g.shape + (depth,), g.dtype
+
+
+def _flat_index_workspace(in_shapes, out_shape, dtype, depth: int | None = None) -> dict[str, np.ndarray]:
+    # flat position of row r's entry k is r * depth + k; row offsets are fixed
+    rows_shape = in_shapes[1]
+    classes = depth if depth is not None else in_shapes[0][-1]
+    rows = (np.arange(int(np.prod(rows_shape, dtype=np.int64)), dtype=np.intp) * classes).reshape(rows_shape)
+    return {"rows": rows, "flat": np.empty(rows_shape, dtype=np.intp)}
+
+
+def _check_labels(index: np.ndarray, classes: int) -> None:
+    # one comparison catches negatives too: they wrap to huge unsigned values
+    if index.ndim == 0:
+        label = int(index)
+        bad = not 0 <= label < classes
+    else:
+        bad = index.view(np.uint64 if index.itemsize == 8 else f"u{index.itemsize}").max() >= classes
+    if bad:
+        found = index.min() if index.min() < 0 else index.max()
+        raise IndexError(f"label {found} is outside 0..{classes - 1}")
+
+
+def _pick_kernel(x: np.ndarray, index: np.ndarray, out: np.ndarray, rows: np.ndarray, flat: np.ndarray) -> None:
+    _check_labels(index, x.shape[-1])
+    np.add(index, rows, out=flat)
+    np.take(x, flat, out=out)
+
+
+def _unpick_kernel(g: np.ndarray, index: np.ndarray, out: np.ndarray, depth: int, rows: np.ndarray, flat: np.ndarray) -> None:
+    _check_labels(index, depth)
+    np.add(index, rows, out=flat)
+    out.fill(0.0)
+    np.put(out, flat, g)
+
+
+_CLASS_SAMPLES = (
+    Sample([Arg((4,))]),
+    Sample([Arg((5, 3), batch=True)]),
+    Sample([Arg((3,), low=500.0, high=1000.0)]),  # large logits stay finite
+)
+
+SOFTMAX = register(Op(
+    name="softmax", arity=1, shape_rule=_last_axis_rule, kernel=_softmax_kernel,
+    workspace=_row_workspace,
+    # J = diag(s) - s s^T, so g J = s * (g - <g, s>)
+    vjp=lambda g, ans, z: (mul(ans, sub(g, sum_(mul(g, ans), axis=-1, keepdims=True))),),
+    samples=_CLASS_SAMPLES,
+    doc="exp(z - max z) / sum exp(z - max z) over the last axis",
+))
+
+LOG_SOFTMAX = register(Op(
+    name="log_softmax", arity=1, shape_rule=_last_axis_rule, kernel=_log_softmax_kernel,
+    workspace=_log_softmax_workspace,
+    vjp=lambda g, ans, z: (sub(g, mul(exp(ans), sum_(g, axis=-1, keepdims=True))),),
+    samples=_CLASS_SAMPLES,
+    doc="z - max z - log sum exp(z - max z) over the last axis",
+))
+
+PICK = register(Op(
+    name="pick", arity=2, shape_rule=_pick_rule, kernel=_pick_kernel,
+    workspace=_flat_index_workspace,
+    vjp=lambda g, ans, x, index: (unpick(g, index, x.shape[-1]), None),
+    samples=(
+        Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4)]),
+        Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)]),
+    ),
+    doc="x[..., label]: the entry of each row at its integer label",
+))
+
+UNPICK = register(Op(
+    name="unpick", arity=2, shape_rule=_unpick_rule, kernel=_unpick_kernel,
+    workspace=_flat_index_workspace,
+    vjp=lambda g, ans, x, index, depth: (pick(g, index), None),
+    samples=(
+        Sample([Arg(()), Arg((), dtype="int64", low=0, high=4)], {"depth": 4}),
+        Sample([Arg((5,), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)], {"depth": 3}),
+    ),
+    doc="zeros of depth entries per row, with g at each row's label: the transpose of pick",
+))
+
+
+def softmax(z: Any, name: str | None = None) -> Node:
+    """Softmax over the last axis, stable for large logits."""
+    return apply(SOFTMAX, z, name=name)
+
+
+def log_softmax(z: Any, name: str | None = None) -> Node:
+    """Log of the softmax over the last axis, computed without overflow."""
+    return apply(LOG_SOFTMAX, z, name=name)
+
+
+def pick(x: Any, index: Any, name: str | None = None) -> Node:
+    """``x[..., index]``: one entry per row, chosen by an integer label."""
+    return apply(PICK, x, index, name=name)
+
+
+def unpick(g: Any, index: Any, depth: int) -> Node:
+    """Rows of ``depth`` zeros with ``g`` placed at each row's label."""
+    return apply(UNPICK, g, index, depth=int(depth))
+

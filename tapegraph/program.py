@@ -1,0 +1,312 @@
+"""Compiled programs: ``tg.compile`` and what a program can do when called.
+
+A ``Program`` holds the symbolic expressions (objective, gradients, named
+outputs). Each call specialises it to the concrete sizes of the arrays
+given, lowering to a tape once per distinct set of sizes and caching it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tapegraph.errors import CallError, GraphError
+from tapegraph.expr import Node
+from tapegraph.shapes import format_shape, format_type, symbols
+from tapegraph.compile.dump import format_tape
+from tapegraph.compile.executor import Executable
+from tapegraph.compile.graph import build_graph, check_names, leaves
+from tapegraph.compile.grad import check_objective, check_wrt, grad
+from tapegraph.compile.lower import Root, lower
+from tapegraph.compile.tape import Tape
+
+log = logging.getLogger("tapegraph")
+
+
+class _Plan:
+    """One set of roots (say, objective and gradients) and its specialisations."""
+
+    def __init__(self, kind: str, roots: Sequence[Root]) -> None:
+        self.kind = kind
+        self.roots = tuple(roots)
+        graph = build_graph([node for _, node, _ in roots])
+        self.feeds = tuple(leaves(graph, "param") + leaves(graph, "input"))
+        self.feed_names = tuple((node.name, node.op, node) for node in self.feeds)
+        #: Positions of the feeds whose shapes hold symbols: they key the cache.
+        self.symbolic = tuple(index for index, node in enumerate(self.feeds) if symbols(node.shape))
+        self.cache: dict[tuple, Executable] = {}
+        self.last: Executable | None = None
+
+
+class Program:
+    """A compiled objective with its gradients and named outputs.
+
+    Made by ``tg.compile``; see there for an example.
+    """
+
+    def __init__(self, objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None) -> None:
+        self.objective = check_objective(objective)
+        self.wrt = tuple(check_wrt(wrt))
+        self.outputs = self._check_outputs(outputs or {})
+        self.gradients = tuple(grad(self.objective, self.wrt))
+        graph = build_graph([self.objective, *self.outputs.values(), *self.wrt, *self.gradients])
+        check_names(graph)
+        #: Declared parameters and inputs by name.
+        self.params = {node.name: node for node in leaves(graph, "param")}
+        self.inputs = {node.name: node for node in leaves(graph, "input")}
+        self._plans: dict[Any, _Plan] = {}
+
+    def _check_outputs(self, outputs: Mapping[str, Node]) -> dict[str, Node]:
+        if not isinstance(outputs, Mapping):
+            raise GraphError(f"outputs must be a dict of name -> node, got {type(outputs).__name__}")
+        for name, node in outputs.items():
+            if not isinstance(name, str) or not name or name == "objective":
+                raise GraphError(f"output name {name!r} is not allowed: use a non-empty string other than 'objective'")
+            if not isinstance(node, Node):
+                raise GraphError(f"output {name!r} must be a tapegraph node, got {type(node).__name__}")
+        return dict(outputs)
+
+    # Plans: which roots a call computes.
+
+    def _value_and_grad_plan(self) -> _Plan:
+        plan = self._plans.get("value_and_grad")
+        if plan is None:
+            roots = [("objective", self.objective, "forward")]
+            roots += [(f"grad {param.name}", gradient, "reverse") for param, gradient in zip(self.wrt, self.gradients)]
+            plan = self._plans["value_and_grad"] = _Plan("value_and_grad", roots)
+        return plan
+
+    def _run_plan(self, names: tuple[str, ...]) -> _Plan:
+        plan = self._plans.get(("run", names))
+        if plan is None:
+            available = {"objective": self.objective, **self.outputs}
+            unknown = [name for name in names if name not in available]
+            if unknown:
+                raise CallError(f"unknown output(s) {unknown}; this program has {sorted(available)}")
+            roots = [(name, available[name], "forward") for name in names]
+            plan = self._plans[("run", names)] = _Plan("run " + ",".join(names), roots)
+        return plan
+
+    def _custom_plan(self, key: Any, roots: Sequence[Root]) -> _Plan:
+        """A plan over any roots built from this program's expressions (used by ``tg.sgd``)."""
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _Plan(str(key), roots)
+        return plan
+
+    # Calling.
+
+    def _prepare(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> tuple[Executable, list]:
+        """Validate the caller's arrays and find (or build) the specialisation."""
+        arrays = []
+        found = 0
+        for name, kind, node in plan.feed_names:
+            source = params if kind == "param" else inputs
+            try:
+                value = source[name]
+            except (KeyError, TypeError, IndexError):
+                raise self._name_error(plan, params, inputs) from None
+            found += 1
+            if type(value) is not np.ndarray or value.dtype.name != node.dtype:
+                value = _convert(kind, node, value)
+            arrays.append(value)
+        if _count(params) + _count(inputs) != found:
+            self._check_unknown(params, inputs)
+        key = tuple(arrays[index].shape for index in plan.symbolic)
+        executable = plan.cache.get(key)
+        if executable is None:
+            executable = self._specialize(plan, arrays, key)
+        else:
+            for array, buffer, (name, kind, node) in zip(arrays, executable.feed_buffers, plan.feed_names):
+                if array.shape != buffer.shape:
+                    _check_shape(kind, node, array, {})
+                    raise CallError(f"{_what(kind, node)} has shape {array.shape}, but this specialisation expects {buffer.shape}")
+        plan.last = executable
+        return executable, arrays
+
+    def _specialize(self, plan: _Plan, arrays: list, key: tuple) -> Executable:
+        sizes: dict[str, int] = {}
+        bound_by: dict[str, str] = {}
+        for (name, kind, node), array in zip(plan.feed_names, arrays):
+            _check_shape(kind, node, array, sizes, bound_by)
+        tape = lower(plan.roots, sizes)
+        executable = Executable(tape, [name for name, _, _ in plan.feed_names])
+        plan.cache[key] = executable
+        log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
+                 ", ".join(f"{k}={v}" for k, v in sizes.items()) or "fixed shapes",
+                 len(tape.instructions), tape.total_bytes)
+        return executable
+
+    def _name_error(self, plan: _Plan, params: Any, inputs: Any) -> CallError:
+        for label, given in (("params", params), ("inputs", inputs)):
+            if not isinstance(given, Mapping):
+                return CallError(f"{label} must be a dict of name -> array, got {type(given).__name__}")
+        self._check_unknown(params, inputs)
+        missing_params = [name for name, kind, _ in plan.feed_names if kind == "param" and name not in params]
+        missing_inputs = [name for name, kind, _ in plan.feed_names if kind == "input" and name not in inputs]
+        parts = []
+        if missing_params:
+            parts.append(f"parameter(s) {missing_params} missing from params (given: {sorted(params)})")
+        if missing_inputs:
+            parts.append(f"input(s) {missing_inputs} missing from inputs (given: {sorted(inputs)})")
+        return CallError("; ".join(parts) + f". This call needs params {_names(plan, 'param')} and inputs {_names(plan, 'input')}.")
+
+    def _check_unknown(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+        for label, given, declared, other, other_label in (
+            ("params", params, self.params, self.inputs, "inputs"),
+            ("inputs", inputs, self.inputs, self.params, "params"),
+        ):
+            for name in given:
+                if name in declared:
+                    continue
+                if name in other:
+                    raise CallError(f"{name!r} is declared as {'an input' if label == 'params' else 'a parameter'}; pass it in {other_label}, not {label}")
+                raise CallError(f"unknown name {name!r} in {label}; this program's {label} are {sorted(declared)}")
+
+    def value_and_grad(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> tuple[float, dict[str, np.ndarray]]:
+        """The objective (a float) and its gradient for each ``wrt`` parameter.
+
+        Gradients are new arrays of the parameters' shapes (0-d for scalars);
+        nothing given is modified.
+
+        >>> import numpy as np, tapegraph as tg
+        >>> w = tg.param("w", shape=(2,))
+        >>> prog = tg.compile(tg.sum(tg.square(w)), wrt=[w])
+        >>> value, grads = prog.value_and_grad({"w": np.array([1.0, 2.0])}, {})
+        >>> value, grads["w"]
+        (5.0, array([2., 4.]))
+        """
+        plan = self._value_and_grad_plan()
+        executable, arrays = self._prepare(plan, params, inputs if inputs is not None else {})
+        executable.run(arrays)
+        results = executable.result_buffers
+        gradients = {param.name: buffer.copy() for param, buffer in zip(self.wrt, results[1:])}
+        return float(results[0]), gradients
+
+    def run(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
+            outputs: Iterable[str] | None = None) -> dict[str, Any]:
+        """Forward only: ``{"objective": float, name: array, ...}``.
+
+        With ``outputs=["prediction"]`` only those are computed, from only
+        the parameters and inputs they need (a prediction needs no label).
+        """
+        names = ("objective", *self.outputs) if outputs is None else tuple(outputs)
+        if isinstance(outputs, str):
+            names = (outputs,)
+        plan = self._run_plan(names)
+        executable, arrays = self._prepare(plan, params, inputs if inputs is not None else {})
+        executable.run(arrays)
+        return {name: (float(buffer) if name == "objective" else buffer.copy())
+                for name, buffer in zip(names, executable.result_buffers)}
+
+    # Inspecting.
+
+    def tape(self, kind: str = "value_and_grad", sizes: Mapping[str, int] | None = None,
+             outputs: Sequence[str] | None = None) -> Tape:
+        """The tape of ``value_and_grad`` (or ``run`` with ``kind="run"``).
+
+        Symbolic dimensions need ``sizes`` (``{"batch": 32}``) unless the
+        program has already been called with them.
+        """
+        if kind == "value_and_grad":
+            plan = self._value_and_grad_plan()
+        elif kind == "run":
+            plan = self._run_plan(tuple(outputs) if outputs else ("objective", *self.outputs))
+        else:
+            raise ValueError(f"kind must be 'value_and_grad' or 'run', got {kind!r}")
+        needed = sorted({name for _, _, node in plan.feed_names for name in symbols(node.shape)})
+        if sizes is None and needed and plan.last is not None:
+            return plan.last.tape
+        sizes = dict(sizes or {})
+        missing = [name for name in needed if name not in sizes]
+        if missing:
+            raise CallError(f"give the size of {missing} to see the tape, e.g. sizes={{{missing[0]!r}: 32}}")
+        return lower(plan.roots, {name: int(sizes[name]) for name in needed})
+
+    def dump(self, kind: str = "value_and_grad", sizes: Mapping[str, int] | None = None,
+             outputs: Sequence[str] | None = None) -> str:
+        """The tape as text: feeds, forward and reverse instructions, buffers.
+
+        The format is described in ``docs/tape.md``.
+        """
+        wrt = ", ".join(param.name for param in self.wrt)
+        title = f"program: objective = {self.objective.label}; wrt = [{wrt}]; {kind}"
+        return format_tape(self.tape(kind, sizes, outputs), title)
+
+    def specializations(self) -> list[tuple[str, dict[str, int]]]:
+        """Each cached specialisation: (what it computes, symbolic sizes)."""
+        return [(plan.kind, dict(executable.tape.sizes)) for plan in self._plans.values() for executable in plan.cache.values()]
+
+    def __repr__(self) -> str:
+        wrt = ", ".join(param.name for param in self.wrt)
+        return f"<Program objective={self.objective.label} wrt=[{wrt}] outputs={list(self.outputs)}>"
+
+
+def _count(mapping: Any) -> int:
+    return len(mapping) if isinstance(mapping, Mapping) else 0
+
+
+def _names(plan: _Plan, kind: str) -> list[str]:
+    return [name for name, feed_kind, _ in plan.feed_names if feed_kind == kind]
+
+
+def _what(kind: str, node: Node) -> str:
+    return f"{'parameter' if kind == 'param' else 'input'} {node.name!r}"
+
+
+def _convert(kind: str, node: Node, value: Any) -> np.ndarray:
+    """Turn a given value into an array for ``node``, or say why not."""
+    declared = np.dtype(node.dtype)
+    if isinstance(value, Node):
+        raise CallError(f"{_what(kind, node)} got a tapegraph node; pass a numpy array of {node.type_str}")
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # numpy raises several kinds for odd objects
+        raise CallError(f"{_what(kind, node)} expects an array of {node.type_str}, got {type(value).__name__}: {error}") from None
+    is_number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    if declared.kind == "f":
+        if array.dtype.kind == "f" or (is_number and array.dtype.kind in "iu"):
+            return array.astype(declared, copy=False)
+        raise CallError(f"{_what(kind, node)} expects floating-point data ({node.type_str}), got an array of dtype {array.dtype}"
+                        + ("; convert integer data with .astype(float)" if array.dtype.kind in "iub" else ""))
+    if declared.kind in "iu":
+        if array.dtype.kind in "iu":
+            return array.astype(declared, copy=False)
+        raise CallError(f"{_what(kind, node)} expects integer data ({node.type_str}), such as class labels, got dtype {array.dtype}")
+    return array.astype(declared, copy=False)
+
+
+def _check_shape(kind: str, node: Node, array: np.ndarray, sizes: dict[str, int], bound_by: dict[str, str] | None = None) -> None:
+    """Check an array against a declared shape, binding symbolic sizes."""
+    bound_by = {} if bound_by is None else bound_by
+    declared = node.shape
+    if array.ndim != len(declared):
+        raise CallError(f"{_what(kind, node)} expects shape {format_shape(declared)} ({len(declared)} dimension(s)), got an array of shape {array.shape}")
+    for axis, (dim, actual) in enumerate(zip(declared, array.shape)):
+        if isinstance(dim, str):
+            if dim in sizes and sizes[dim] != actual:
+                raise CallError(f"{_what(kind, node)} has {dim}={actual} (shape {array.shape}), but {bound_by[dim]} has {dim}={sizes[dim]}")
+            sizes[dim] = actual
+            bound_by.setdefault(dim, _what(kind, node))
+        elif dim != actual:
+            raise CallError(f"{_what(kind, node)} expects shape {format_shape(declared)}, got an array of shape {array.shape} (axis {axis} differs)")
+
+
+def compile(objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None) -> Program:
+    """Compile a scalar objective, its gradients wrt ``wrt``, and named outputs.
+
+    >>> import numpy as np, tapegraph as tg
+    >>> x = tg.input("x", shape=(2,))
+    >>> y = tg.input("y")
+    >>> w = tg.param("w", shape=(2,))
+    >>> b = tg.param("b")
+    >>> pred = tg.vector_scalar_affine(x, w, b)
+    >>> prog = tg.compile(tg.squared_l2_distance(pred, y), wrt=[w, b], outputs={"prediction": pred})
+    >>> params = {"w": np.array([1.0, -1.0]), "b": 0.5}
+    >>> prog.run(params, {"x": np.array([3.0, 1.0])}, outputs=["prediction"])
+    {'prediction': array(2.5)}
+    """
+    return Program(objective, wrt, outputs)

@@ -35,6 +35,11 @@ class _Plan:
         graph = build_graph([node for _, node, _ in roots])
         self.feeds = tuple(leaves(graph, "param") + leaves(graph, "input"))
         self.feed_names = tuple((node.name, node.op, node) for node in self.feeds)
+        #: Per feed: name, is it a parameter, node, dtype, and the shape every
+        #: call must match (None where the shape holds a symbol).
+        self.feed_specs = tuple(
+            (node.name, node.op == "param", node, np.dtype(node.dtype), None if symbols(node.shape) else node.shape)
+            for node in self.feeds)
         #: Positions of the feeds whose shapes hold symbols: they key the cache.
         self.symbolic = tuple(index for index, node in enumerate(self.feeds) if symbols(node.shape))
         self.cache: dict[tuple, Executable] = {}
@@ -100,30 +105,32 @@ class Program:
     # Calling.
 
     def _prepare(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> tuple[Executable, list]:
-        """Validate the caller's arrays and find (or build) the specialisation."""
+        """Validate the caller's arrays and find (or build) the specialisation.
+
+        This runs at every call, so the common case is kept to a few
+        comparisons per feed; anything unusual goes to the slow paths that
+        convert values or explain what is wrong.
+        """
         arrays = []
-        found = 0
-        for name, kind, node in plan.feed_names:
-            source = params if kind == "param" else inputs
+        for name, is_param, node, dtype, shape in plan.feed_specs:
             try:
-                value = source[name]
+                value = params[name] if is_param else inputs[name]
             except (KeyError, TypeError, IndexError):
                 raise self._name_error(plan, params, inputs) from None
-            found += 1
-            if type(value) is not np.ndarray or value.dtype.name != node.dtype:
-                value = _convert(kind, node, value)
+            if type(value) is not np.ndarray or value.dtype != dtype:
+                value = _convert("param" if is_param else "input", node, value)
+            if shape is not None and value.shape != shape:
+                _check_shape("param" if is_param else "input", node, value, {})
             arrays.append(value)
-        if _count(params) + _count(inputs) != found:
+        if _count(params) + _count(inputs) != len(arrays):
             self._check_unknown(params, inputs)
-        key = tuple(arrays[index].shape for index in plan.symbolic)
-        executable = plan.cache.get(key)
-        if executable is None:
-            executable = self._specialize(plan, arrays, key)
+        if plan.symbolic:
+            key = tuple(arrays[index].shape for index in plan.symbolic)
+            executable = plan.cache.get(key)
+            if executable is None:
+                executable = self._specialize(plan, arrays, key)
         else:
-            for array, buffer, (name, kind, node) in zip(arrays, executable.feed_buffers, plan.feed_names):
-                if array.shape != buffer.shape:
-                    _check_shape(kind, node, array, {})
-                    raise CallError(f"{_what(kind, node)} has shape {array.shape}, but this specialisation expects {buffer.shape}")
+            executable = plan.last or self._specialize(plan, arrays, ())
         plan.last = executable
         return executable, arrays
 
@@ -246,6 +253,8 @@ class Program:
 
 
 def _count(mapping: Any) -> int:
+    if type(mapping) is dict:  # the usual case, without an ABC check
+        return len(mapping)
     return len(mapping) if isinstance(mapping, Mapping) else 0
 
 

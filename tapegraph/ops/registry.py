@@ -88,6 +88,12 @@ class Op:
     #: arrays the kernel gets as keyword arguments, allocated once per
     #: instruction so the kernel need not allocate while running.
     workspace: Callable[..., dict[str, np.ndarray]] | None = None
+    #: ``binder(inputs, out, **static) -> thunk``: an optional faster way
+    #: to bind the kernel, for ops whose kernel would otherwise be a Python
+    #: wrapper around one numpy call (bind ``np.matmul`` to ``W.T`` once,
+    #: rather than transposing at every call). Whatever it returns must
+    #: compute what ``kernel`` computes; the op tests run only this path.
+    binder: Callable[..., Callable[[], Any]] | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.samples:
@@ -100,6 +106,8 @@ class Op:
         Binding once lets the executor be a plain loop of calls; a ufunc
         bound by ``functools.partial`` runs with no Python frame at all.
         """
+        if self.binder is not None:
+            return self.binder(*inputs, out, **static, **workspace)
         return functools.partial(self.kernel, *inputs, out, **static, **workspace)
 
 

@@ -1,0 +1,142 @@
+"""Registry-driven checks: every registered op and composite, on its samples.
+
+An op cannot be registered without samples (``Op`` refuses), and every
+sample of every op is collected here, so a new op is gradient-checked
+without anyone having to remember to add a test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tapegraph as tg
+from tapegraph.ops import COMPOSITES, REGISTRY, Arg, Op, Sample
+from tapegraph.testing import build_node, check_op
+
+from conftest import draw
+
+CASES = [(name, op, index, sample) for name, op in {**REGISTRY, **COMPOSITES}.items()
+         for index, sample in enumerate(op.samples)]
+BATCHED = [case for case in CASES if any(arg.batch for arg in case[3].args)]
+
+
+def _ids(cases):
+    return [f"{name}-{index}" for name, _, index, _ in cases]
+
+
+def test_registry_holds_the_ops_the_design_names():
+    primitives = {"add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", "relu", "sum", "mean",
+                  "matmul", "reshape", "transpose", "softmax", "log_softmax"}
+    composites = {"vector_scalar_affine", "squared_l2_distance", "l2_norm_penalty", "affine", "nll",
+                  "cross_entropy", "sigmoid", "dot"}
+    assert primitives <= set(REGISTRY)
+    assert composites <= set(COMPOSITES)
+    for name in primitives | composites:
+        assert callable(getattr(tg, name))
+
+
+def test_every_op_declares_samples_maths_and_a_batched_case_where_it_can():
+    for name, op in REGISTRY.items():
+        assert op.samples, name
+        assert op.doc, f"op {name} has no doc string of its maths"
+        assert op.arity == len(op.samples[0].args), name
+
+
+def test_an_op_without_samples_cannot_be_declared():
+    with pytest.raises(ValueError, match="declares no samples"):
+        Op(name="nothing", arity=1, shape_rule=lambda x: (x.shape, x.dtype), kernel=np.negative,
+           vjp=lambda g, ans, x: (g,), samples=())
+
+
+@pytest.mark.parametrize("name, op, index, sample", CASES, ids=_ids(CASES))
+def test_vjp_matches_central_differences(name, op, index, sample, rng):
+    arrays = [draw(arg, rng) for arg in sample.args]
+    errors = check_op(op, arrays, sample.static)
+    assert all(error < 1e-6 for error in errors.values()), errors
+
+
+@pytest.mark.parametrize("name, op, index, sample", CASES, ids=_ids(CASES))
+def test_forward_values_are_finite_and_shaped_by_the_rule(name, op, index, sample, rng):
+    arrays = [draw(arg, rng) for arg in sample.args]
+    leaves = [tg.const(array) for array in arrays]
+    node = build_node(op, leaves, sample.static)
+    program = tg.compile(tg.sum(node * 1.0), outputs={"out": node})
+    out = program.run({}, {}, outputs=["out"])["out"]
+    assert out.shape == node.shape
+    assert np.all(np.isfinite(out))
+
+
+def _declare_batched(sample: Sample, arrays: list[np.ndarray], symbolic: bool):
+    """Arguments with a batch dimension become inputs plus a per-row parameter offset.
+
+    The offset makes the gradient flow through the op's VJP for that
+    argument under a (possibly symbolic) batch dimension.
+    """
+    nodes, params, inputs = [], {}, {}
+    for position, (arg, array) in enumerate(zip(sample.args, arrays)):
+        name = f"a{position}"
+        if arg.batch:
+            shape = (("batch",) if symbolic else (array.shape[0],)) + array.shape[1:]
+            data = tg.input(name, shape=shape, dtype=array.dtype)
+            inputs[name] = array
+            if array.dtype.kind == "f":
+                offset = tg.param(f"p{position}", shape=array.shape[1:])
+                params[f"p{position}"] = np.linspace(-0.3, 0.3, int(np.prod(array.shape[1:]))).reshape(array.shape[1:])
+                data = data + offset
+            nodes.append(data)
+        elif array.dtype.kind == "f":
+            nodes.append(tg.param(name, shape=array.shape))
+            params[name] = array
+        else:
+            nodes.append(tg.input(name, shape=array.shape, dtype=array.dtype))
+            inputs[name] = array
+    return nodes, params, inputs
+
+
+def _program(op, sample, arrays, symbolic):
+    nodes, params, inputs = _declare_batched(sample, arrays, symbolic)
+    out = build_node(op, nodes, sample.static)
+    weights = tg.const(np.linspace(0.5, 1.5, int(np.prod(out.shape[1:], dtype=int)) or 1).reshape(out.shape[1:]))
+    objective = tg.sum(tg.square(out) * weights)
+    wrt = [tg.param(name, shape=np.shape(value)) for name, value in params.items()]
+    return tg.compile(objective, wrt=wrt), params, inputs
+
+
+@pytest.mark.parametrize("name, op, index, sample", BATCHED, ids=_ids(BATCHED))
+def test_symbolic_batch_agrees_with_fixed_shapes(name, op, index, sample, rng):
+    arrays = [draw(arg, rng) for arg in sample.args]
+    symbolic, params, inputs = _program(op, sample, arrays, symbolic=True)
+    fixed, _, _ = _program(op, sample, arrays, symbolic=False)
+    value, grads = symbolic.value_and_grad(params, inputs)
+    fixed_value, fixed_grads = fixed.value_and_grad(params, inputs)
+    assert value == pytest.approx(fixed_value, rel=1e-12, abs=1e-12)
+    for key in grads:
+        np.testing.assert_allclose(grads[key], fixed_grads[key], rtol=1e-12, atol=1e-12)
+    tg.testing.check_grads(symbolic, params, inputs)
+
+    # a second batch size is a second specialisation of the same program
+    half = {key: value[:2] for key, value in inputs.items()}
+    symbolic.value_and_grad(params, half)
+    sizes = sorted(entry[1]["batch"] for entry in symbolic.specializations() if entry[0] == "value_and_grad")
+    assert sizes == [2, arrays[next(i for i, a in enumerate(sample.args) if a.batch)].shape[0]]
+
+
+def test_large_logits_give_finite_values_and_gradients():
+    logits = tg.param("z", shape=(3,))
+    label = tg.input("y", shape=(), dtype="int64")
+    for objective in (tg.cross_entropy(logits, label), tg.sum(tg.log_softmax(logits)), tg.nll(tg.softmax(logits), label)):
+        program = tg.compile(objective, wrt=[logits])
+        inputs = {"y": np.array(2)} if program.inputs else {}
+        value, grads = program.value_and_grad({"z": np.array([1000.0, -1000.0, 999.0])}, inputs)
+        assert np.isfinite(value) and np.all(np.isfinite(grads["z"]))
+    value, grads = tg.compile(tg.cross_entropy(logits, label), wrt=[logits]).value_and_grad(
+        {"z": np.array([1000.0, -1000.0, 999.0])}, {"y": np.array(2)})
+    assert value == pytest.approx(np.log1p(np.exp(-1.0)) + 1.0, rel=1e-12)
+
+
+def test_sample_arguments_are_declared_consistently():
+    for name, op, index, sample in CASES:
+        for arg in sample.args:
+            assert isinstance(arg, Arg)
+            assert not (arg.batch and len(arg.shape) == 0), f"{name}-{index}: a scalar cannot carry a batch dimension"

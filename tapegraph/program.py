@@ -259,7 +259,7 @@ def _count(mapping: Any) -> int:
 
 
 def _names(plan: _Plan, kind: str) -> list[str]:
-    return [name for name, feed_kind, _ in plan.feed_names if feed_kind == kind]
+    return sorted(name for name, feed_kind, _ in plan.feed_names if feed_kind == kind)
 
 
 def _what(kind: str, node: Node) -> str:

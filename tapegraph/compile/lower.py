@@ -36,20 +36,6 @@ def concrete_static(static: tuple[tuple[str, Any], ...], sizes: Mapping[str, int
     return tuple(result)
 
 
-def evaluate(node: Node, operands: Sequence[np.ndarray], shape: tuple[int, ...], sizes: Mapping[str, int]) -> np.ndarray:
-    """Run one node's kernel on given arrays into a new array (constant folding)."""
-    op = REGISTRY[node.op]
-    static = dict(concrete_static(node.static, sizes))
-    in_shapes = [operand.shape for operand in operands]
-    derived = op.specialize(in_shapes, shape, **static) if op.specialize else {}
-    scratch = op.workspace(in_shapes, shape, node.dtype, **static) if op.workspace else {}
-    out = np.empty(shape, dtype=node.dtype)
-    # through bind, as the executor runs it, so folding and running agree
-    op.bind(list(operands), out, {**static, **derived}, scratch)()
-    out.setflags(write=False)
-    return out
-
-
 def assign_sections(graph, roots: Sequence[Root]) -> dict[Node, int]:
     """Section index of each node: the earliest section whose roots need it."""
     section_of: dict[Node, int] = {}
@@ -99,7 +85,8 @@ def lower(roots: Sequence[Root], sizes: Mapping[str, int]) -> Tape:
         if node.op == "const":
             folded[node] = node.value.array
         elif not node.is_leaf and all(operand in folded for operand in node.inputs):
-            folded[node] = evaluate(node, [folded[operand] for operand in node.inputs], shape_of[node], sizes)
+            folded[node] = REGISTRY[node.op].evaluate([folded[operand] for operand in node.inputs], shape_of[node],
+                                                       node.dtype, dict(concrete_static(node.static, sizes)))
 
     computed = [node for node in order if not node.is_leaf and node not in folded]
     root_nodes = {node for name, node, _ in roots if name is not None}

@@ -125,6 +125,8 @@ def _same_type(node: Node, like: Node) -> bool:
 def add(a: Any, b: Any, name: str | None = None) -> Node:
     """Elementwise ``a + b`` with broadcasting (also ``a + b`` on nodes)."""
     node = apply(ADD, a, b, name=name)
+    if node.is_leaf:  # folded
+        return node
     # x + 0 is x: keeps gradient expressions free of no-op instructions
     a, b = node.inputs
     if name is None and is_const(b, 0) and _same_type(a, node):
@@ -142,6 +144,8 @@ def sub(a: Any, b: Any, name: str | None = None) -> Node:
 def mul(a: Any, b: Any, name: str | None = None) -> Node:
     """Elementwise ``a * b`` with broadcasting (not a matrix product)."""
     node = apply(MUL, a, b, name=name)
+    if node.is_leaf:  # folded
+        return node
     # x * 1 is x; the cotangent of the objective starts as the constant 1
     a, b = node.inputs
     if name is None and is_const(b, 1) and _same_type(a, node):

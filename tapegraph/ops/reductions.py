@@ -205,15 +205,15 @@ def expand(g: Any, shape: Shape, axis: tuple[int, ...], keepdims: bool, mean: bo
 
 def sum_to(x: Any, shape: Shape) -> Node:
     """Sum ``x`` down to ``shape``, undoing numpy broadcasting; no-op if equal."""
-    node = apply(SUM_TO, x, shape=tuple(shape))
-    if node.inputs[0].shape == node.shape:
-        return node.inputs[0]
-    return node
+    x = as_node(x)
+    if x.shape == tuple(shape):
+        return x
+    return apply(SUM_TO, x, shape=tuple(shape))
 
 
 def broadcast_to(x: Any, shape: Shape) -> Node:
     """Broadcast ``x`` to ``shape`` (a copy, as numpy's rules allow)."""
-    node = apply(BROADCAST_TO, x, shape=tuple(shape))
-    if node.inputs[0].shape == node.shape:
-        return node.inputs[0]
-    return node
+    x = as_node(x)
+    if x.shape == tuple(shape):
+        return x
+    return apply(BROADCAST_TO, x, shape=tuple(shape))

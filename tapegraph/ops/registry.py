@@ -17,8 +17,8 @@ import attrs
 import numpy as np
 
 from tapegraph.errors import ShapeError
-from tapegraph.expr import Node, caller_origin, const
-from tapegraph.shapes import Shape, format_type
+from tapegraph.expr import ConstValue, Node, caller_origin, const
+from tapegraph.shapes import Shape, format_type, is_concrete
 
 #: ``shape_rule(*input_nodes, **static) -> (shape, dtype)``; raises ValueError.
 ShapeRule = Callable[..., tuple[Shape, str]]
@@ -99,6 +99,21 @@ class Op:
         if not self.samples:
             raise ValueError(f"op {self.name!r} declares no samples; the test suite needs at least one")
 
+    def evaluate(self, operands: Sequence[np.ndarray], shape: tuple[int, ...], dtype: str,
+                 static: Mapping[str, Any]) -> np.ndarray:
+        """Run the op once on given arrays into a new read-only array.
+
+        Used for constant folding; it goes through ``bind``, as the
+        executor does, so folded and executed values cannot disagree.
+        """
+        in_shapes = [operand.shape for operand in operands]
+        derived = self.specialize(in_shapes, shape, **static) if self.specialize else {}
+        scratch = self.workspace(in_shapes, shape, dtype, **static) if self.workspace else {}
+        out = np.empty(shape, dtype=dtype)
+        self.bind(list(operands), out, {**static, **derived}, scratch)()
+        out.setflags(write=False)
+        return out
+
     def bind(self, inputs: Sequence[np.ndarray], out: np.ndarray, static: Mapping[str, Any],
              workspace: Mapping[str, np.ndarray]) -> Callable[[], Any]:
         """A no-argument callable that runs the kernel on fixed arrays.
@@ -160,6 +175,11 @@ def apply(op: Op, *operands: Any, name: str | None = None, **static: Any) -> Nod
     except ValueError as error:
         operand_text = ", ".join(_describe(node) for node in nodes)
         raise ShapeError(f"{op.name}({operand_text}) at {origin}: {error}") from None
+    if all(node.op == "const" for node in nodes) and is_concrete(shape):
+        # fold now, so that rules building on this node see a constant
+        # (x * 1 and x + 0 simplify; gradients of constants vanish)
+        value = op.evaluate([node.value.array for node in nodes], tuple(shape), dtype, static)
+        return Node("const", (), (), value.shape, value.dtype.name, name=name, value=ConstValue(value), origin=origin)
     static_items = tuple(sorted(static.items()))
     return Node(op.name, nodes, static_items, shape, dtype, name=name, origin=origin)
 

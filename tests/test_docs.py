@@ -1,0 +1,58 @@
+"""The docs cannot rot: every Python block in README.md and docs/*.md runs.
+
+Blocks of one file run in order in one namespace, compiled under the
+file's name with the file's line numbers, so source lines printed by a
+dump point into the document. A ```text block that directly follows a
+Python block is that block's expected output and must match exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
+
+
+def _blocks(path: pathlib.Path):
+    """(python source, first line number, expected output or None) per Python block."""
+    text = path.read_text()
+    matches = list(BLOCK.finditer(text))
+    for index, match in enumerate(matches):
+        if match.group(1) != "python":
+            continue
+        first_line = text.count("\n", 0, match.start(2)) + 1
+        expected = None
+        following = matches[index + 1] if index + 1 < len(matches) else None
+        if following and following.group(1) == "text" and text[match.end():following.start()].strip() == "":
+            expected = following.group(2)
+        yield match.group(2), first_line, expected
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=[path.name for path in DOCUMENTS])
+def test_python_blocks_run_and_print_what_the_document_shows(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__docs__"}
+    for source, first_line, expected in _blocks(path):
+        padded = "\n" * (first_line - 1) + source
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            exec(compile(padded, path.name, "exec"), namespace)
+        if expected is not None:
+            assert output.getvalue() == expected, f"{path.name}:{first_line}: output differs from the document"
+
+
+def test_importing_tapegraph_does_not_import_matplotlib():
+    code = "import sys, tapegraph; print('matplotlib' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip() == "False"

@@ -88,9 +88,9 @@ def _sum_to_specialize(in_shapes, out_shape, shape) -> dict[str, Any]:
 
 def _sum_to_kernel(x: np.ndarray, out: np.ndarray, shape, axes, view_shape) -> None:
     if view_shape is None:
-        np.sum(x, axis=axes, out=out)
+        np.add.reduce(x, axis=axes, out=out)
     else:
-        np.sum(x, axis=axes, keepdims=True, out=out.reshape(view_shape))
+        np.add.reduce(x, axis=axes, keepdims=True, out=out.reshape(view_shape))
 
 
 def _broadcast_to_rule(x: Node, shape: Shape) -> tuple[Shape, str]:

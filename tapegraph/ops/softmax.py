@@ -29,11 +29,14 @@ def _row_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray]:
     return {"row": np.empty(tuple(out_shape[:-1]) + (1,), dtype=dtype)}
 
 
+# Kernels call ufunc methods (np.maximum.reduce, not np.max): the
+# fromnumeric wrappers cost more than the work on rows of a few classes.
+
 def _softmax_kernel(z: np.ndarray, out: np.ndarray, row: np.ndarray) -> None:
-    np.max(z, axis=-1, keepdims=True, out=row)
+    np.maximum.reduce(z, axis=-1, keepdims=True, out=row)
     np.subtract(z, row, out=out)
     np.exp(out, out=out)
-    np.sum(out, axis=-1, keepdims=True, out=row)
+    np.add.reduce(out, axis=-1, keepdims=True, out=row)
     np.divide(out, row, out=out)
 
 
@@ -44,10 +47,10 @@ def _log_softmax_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray]
 
 
 def _log_softmax_kernel(z: np.ndarray, out: np.ndarray, row: np.ndarray, full: np.ndarray) -> None:
-    np.max(z, axis=-1, keepdims=True, out=row)
+    np.maximum.reduce(z, axis=-1, keepdims=True, out=row)
     np.subtract(z, row, out=out)
     np.exp(out, out=full)
-    np.sum(full, axis=-1, keepdims=True, out=row)
+    np.add.reduce(full, axis=-1, keepdims=True, out=row)
     np.log(row, out=row)
     np.subtract(out, row, out=out)
 
@@ -83,7 +86,7 @@ def _check_labels(index: np.ndarray, classes: int) -> None:
         label = int(index)
         bad = not 0 <= label < classes
     else:
-        bad = index.view(np.uint64 if index.itemsize == 8 else f"u{index.itemsize}").max() >= classes
+        bad = np.maximum.reduce(index.view(f"u{index.itemsize}"), axis=None) >= classes
     if bad:
         found = index.min() if index.min() < 0 else index.max()
         raise IndexError(f"label {found} is outside 0..{classes - 1}")
@@ -92,14 +95,14 @@ def _check_labels(index: np.ndarray, classes: int) -> None:
 def _pick_kernel(x: np.ndarray, index: np.ndarray, out: np.ndarray, rows: np.ndarray, flat: np.ndarray) -> None:
     _check_labels(index, x.shape[-1])
     np.add(index, rows, out=flat)
-    np.take(x, flat, out=out)
+    x.take(flat, None, out)
 
 
 def _unpick_kernel(g: np.ndarray, index: np.ndarray, out: np.ndarray, depth: int, rows: np.ndarray, flat: np.ndarray) -> None:
     _check_labels(index, depth)
     np.add(index, rows, out=flat)
     out.fill(0.0)
-    np.put(out, flat, g)
+    out.put(flat, g)
 
 
 _CLASS_SAMPLES = (

@@ -52,11 +52,13 @@ class Executable:
         """Copy ``arrays`` (validated by the caller, one per feed) in and run the tape."""
         for buffer, array in zip(self.feed_buffers, arrays):
             np.copyto(buffer, array)
-        thunk = None
+        if not self.thunks:
+            return
         try:
             for thunk in self.thunks:
                 thunk()
         except Exception as error:
+            # the loop variable still names the instruction that failed
             raise self._failure(thunk, error) from error
 
     def _failure(self, thunk, error: Exception) -> TapeError:

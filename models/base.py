@@ -1,0 +1,273 @@
+"""What the four estimators share: parameters, input checks, the SGD loop, the log.
+
+scikit-learn's conventions without importing scikit-learn: constructor
+arguments are stored as given and checked in ``fit``; ``get_params`` reads
+them back from the ``__init__`` signature; everything learned ends in ``_``.
+
+A subclass declares its model once, with a symbolic ``"batch"`` leading
+dimension (``_declare``), and says how to start its parameters
+(``_init_params``). The same compiled program then trains one example per
+step (``batch_size=1``, the homework's SGD), on minibatches, and predicts
+on any number of rows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+import tapegraph as tg
+
+#: The homework logs every 50 epochs.
+LOG_EVERY = 50
+
+
+class NotFittedError(ValueError, AttributeError):
+    """``predict`` or ``score`` called before ``fit`` (as scikit-learn's, a ValueError and an AttributeError)."""
+
+
+class DivergenceError(FloatingPointError):
+    """The training objective became NaN or infinite.
+
+    The estimator keeps the last parameters whose objective was finite in
+    ``params_`` (so it can still predict), and ``epoch`` says when it
+    happened, counted from 0 as in the log.
+    """
+
+    def __init__(self, message: str, epoch: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+
+
+class Estimator:
+    """Base class: ``get_params``/``set_params``, checks, and the training loop.
+
+    Attributes set by ``fit``:
+
+    - ``program_``: the compiled ``tapegraph.Program`` (objective, gradients,
+      outputs); ``program_.dump(sizes={"batch": 1})`` prints the per-example tape.
+    - ``params_``: the trained parameters, a dict of name -> array.
+    - ``history_``: one dict per logged epoch: ``epoch``, ``objective`` (the
+      epoch's average), ``loss`` (on the training set after the epoch), and
+      for the classifier ``accuracy``.
+    - ``n_features_in_``, ``n_iter_`` (epochs run), ``fit_time_`` (seconds).
+    """
+
+    #: ``"regressor"`` or ``"classifier"``; scikit-learn < 1.6 reads this.
+    _estimator_type = "regressor"
+
+    # Subclass interface.
+
+    def _declare(self, num_features: int) -> tuple[tg.Node, list[tg.Node], dict[str, tg.Node]]:
+        """The model: (objective, parameters to train, named outputs)."""
+        raise NotImplementedError
+
+    def _init_params(self, num_features: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _check_hyperparameters(self) -> None:
+        _check_number(self, "step_size", positive=True)
+        _check_int(self, "max_num_epochs", minimum=1)
+        _check_int(self, "batch_size", minimum=1)
+        rs = self.random_state
+        if not (rs is None or isinstance(rs, np.random.Generator)
+                or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and rs >= 0)):
+            raise ValueError(f"{type(self).__name__}: random_state must be None, a non-negative int or a "
+                             f"numpy Generator, got {rs!r}")
+
+    def _check_targets(self, y: Any) -> np.ndarray:
+        return _finite_floats(y, "y", owner=type(self).__name__)
+
+    def _training_loss(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Figures logged every 50 epochs, after ``Ave objective``."""
+        return {"loss": float(np.mean((self.predict(X) - y) ** 2))}
+
+    # scikit-learn's parameter protocol.
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments, as given (``deep`` is accepted for scikit-learn)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> "Estimator":
+        """Set constructor arguments by name; returns ``self``. Takes effect at the next ``fit``."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"{type(self).__name__} has no parameter {name!r}; its parameters are {valid}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {name: parameter.default for name, parameter in inspect.signature(type(self).__init__).parameters.items()}
+        changed = [f"{name}={value!r}" for name, value in self.get_params().items()
+                   if not (isinstance(value, type(defaults[name])) and value == defaults[name])]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self):
+        # Only scikit-learn calls this (>= 1.6), so importing it here adds no dependency.
+        from sklearn.utils import ClassifierTags, RegressorTags, Tags, TargetTags
+        classifier = self._estimator_type == "classifier"
+        return Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=True),
+                    transformer_tags=None, classifier_tags=ClassifierTags() if classifier else None,
+                    regressor_tags=None if classifier else RegressorTags())
+
+    # Training.
+
+    def fit(self, X: Any, y: Any) -> "Estimator":
+        """Train by SGD on ``X`` (n, d) and ``y`` (n,); returns ``self``.
+
+        Each epoch visits the rows in a fresh random order, ``batch_size``
+        at a time (the last batch may be smaller), stepping on the mean
+        objective of the batch. With ``verbose``, prints the homework's log
+        line every 50 epochs (counted from 0) and after the last one.
+        Raises ``DivergenceError`` if the objective becomes NaN or infinite.
+        """
+        self._check_hyperparameters()
+        X, y = self._check_X(X, fitting=True), self._check_targets(y)
+        if len(y) != len(X):
+            raise ValueError(f"{type(self).__name__}: X has {len(X)} rows but y has {len(y)} entries; "
+                             "they must match, one target per row")
+        num_rows, num_features = X.shape
+        rng = np.random.default_rng(self.random_state)
+        objective, wrt, outputs = self._declare(num_features)
+        self.program_ = tg.compile(objective, wrt=wrt, outputs=outputs)
+        self.n_features_in_ = num_features
+        self.params_ = self._init_params(num_features, rng)
+        self.history_: list[dict[str, float]] = []
+        step = tg.sgd(self.program_, self.step_size)
+        batch = min(int(self.batch_size), num_rows)
+        epochs = int(self.max_num_epochs)
+        start = time.perf_counter()
+        params = previous = self.params_
+        # Overflow is detected below, from the objective, with a clearer message than numpy's warnings.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for epoch in range(epochs):
+                order = rng.permutation(num_rows)
+                # one gather per epoch, then each batch is a slice (a view, no copy)
+                X_epoch, y_epoch = X[order], y[order]
+                total = 0.0
+                for low in range(0, num_rows, batch):
+                    high = min(low + batch, num_rows)
+                    new_params, value = step(params, {"x": X_epoch[low:high], "y": y_epoch[low:high]})
+                    if not math.isfinite(value):
+                        self._diverged(epoch, low // batch, value, previous, start)
+                    total += value * (high - low)
+                    previous, params = params, new_params
+                self.params_ = params
+                if epoch % LOG_EVERY == 0 or epoch == epochs - 1:
+                    self._log(epoch, total / num_rows, X, y, start)
+        self.n_iter_ = epochs
+        self.fit_time_ = time.perf_counter() - start
+        return self
+
+    def _diverged(self, epoch: int, step: int, value: float, previous: dict[str, np.ndarray], start: float) -> None:
+        # The parameters given to the failing step already have a non-finite
+        # objective; the ones before them (or the initial ones) are the last with a finite one.
+        self.params_ = previous
+        self.n_iter_ = epoch
+        self.fit_time_ = time.perf_counter() - start
+        raise DivergenceError(
+            f"{type(self).__name__}: training diverged in epoch {epoch} (counted from 0, step {step} of the epoch): "
+            f"the objective became {value}. params_ holds the last parameters with a finite objective; "
+            f"try a smaller step_size than {self.step_size!r}.", epoch)
+
+    def _log(self, epoch: int, objective: float, X: np.ndarray, y: np.ndarray, start: float) -> None:
+        figures = self._training_loss(X, y)
+        self.history_.append({"epoch": epoch, "objective": objective, **figures})
+        if not self.verbose:
+            return
+        line = f"Epoch {epoch}: Ave objective={objective:.6g} Ave training loss: {figures['loss']:.6g}"
+        if "accuracy" in figures:
+            line += f" Training accuracy: {figures['accuracy']:.3f}"
+        # progress, so a long run shows how far it is and how long is left
+        done, epochs = epoch + 1, int(self.max_num_epochs)
+        elapsed = time.perf_counter() - start
+        line += f"  [{done}/{epochs} epochs, {elapsed:.1f}s, ~{elapsed / done * (epochs - done):.0f}s left]"
+        print(line, file=sys.stdout, flush=True)
+
+    # Checks shared by fit and predict.
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "params_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) first")
+
+    def _check_X(self, X: Any, fitting: bool = False) -> np.ndarray:
+        """``X`` as a 2-D float64 array with finite entries (and the fitted width, after fit)."""
+        name = type(self).__name__
+        if not fitting:
+            self._check_fitted()
+        X = _finite_floats(X, "X", ndim=2, owner=name)
+        if not fitting and X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features (columns), but {name} was fitted with "
+                             f"{self.n_features_in_} features")
+        return X
+
+    def _forward(self, X: Any, output: str) -> np.ndarray:
+        X = self._check_X(X)
+        return self.program_.run(self.params_, {"x": X}, outputs=[output])[output]
+
+
+class Regressor(Estimator):
+    """Regression: ``predict`` gives real values, ``score`` is R²."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions for the rows of ``X``, shape (n,)."""
+        return self._forward(X, "prediction")
+
+    def score(self, X: Any, y: Any) -> float:
+        """Coefficient of determination R² of ``predict(X)`` against ``y``."""
+        y = _finite_floats(y, "y", owner=type(self).__name__)
+        predicted = self.predict(X)
+        if len(predicted) != len(y):
+            raise ValueError(f"{type(self).__name__}: X has {len(predicted)} rows but y has {len(y)} entries")
+        residual = float(np.sum((y - predicted) ** 2))
+        total = float(np.sum((y - y.mean()) ** 2))
+        if total == 0.0:  # constant y: as scikit-learn, 1 if perfect, else 0
+            return 1.0 if residual == 0.0 else 0.0
+        return 1.0 - residual / total
+
+
+def _finite_floats(values: Any, name: str, ndim: int = 1, owner: str = "") -> np.ndarray:
+    """``values`` as a float64 array of ``ndim`` dimensions, all finite, at least one row."""
+    prefix = f"{owner}: " if owner else ""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{prefix}{name} must be numeric: {error}") from None
+    if ndim == 1 and array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]  # a column vector of targets is fine
+    if array.ndim != ndim:
+        hint = " (for one feature, pass X.reshape(-1, 1))" if name == "X" and array.ndim == 1 else ""
+        raise ValueError(f"{prefix}{name} must be a {ndim}-D array, got shape {array.shape}{hint}")
+    if len(array) == 0:
+        raise ValueError(f"{prefix}{name} is empty")
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        where = ", ".join(str(int(i)) for i in bad[0])
+        raise ValueError(f"{prefix}{name} contains NaN or infinity ({len(bad)} entries; first at index ({where}))")
+    return array
+
+
+def _check_number(estimator: Estimator, name: str, positive: bool = False) -> None:
+    value = getattr(estimator, name)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= 0 if positive else value < 0):
+        need = "a positive" if positive else "a non-negative"
+        raise ValueError(f"{type(estimator).__name__}: {name} must be {need} finite number, got {value!r}")
+
+
+def _check_int(estimator: Estimator, name: str, minimum: int) -> None:
+    value = getattr(estimator, name)
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{type(estimator).__name__}: {name} must be an int >= {minimum}, got {value!r}")

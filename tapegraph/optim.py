@@ -24,9 +24,11 @@ class SGDStep:
     Pure by default: the arrays given are not changed, and the arrays
     returned are new, never overwritten by a later call. With
     ``donate=True`` the caller gives up its parameter arrays: they are
-    updated in place and returned, which saves one copy per parameter
-    per step (as JAX's ``donate_argnums`` does). They must then be numpy
-    arrays of the declared shape and dtype.
+    updated in place and returned (as with JAX's ``donate_argnums``), so a
+    step allocates no arrays at all. They must then be numpy arrays of the
+    declared shape and dtype. On the homework's small models this is not
+    faster (the per-call check and the copy back cost about as much as the
+    copies it saves; see docs/performance.md); it is for memory.
     """
 
     def __init__(self, program: Program, step_size: float, donate: bool = False) -> None:

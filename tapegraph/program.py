@@ -227,6 +227,11 @@ class Program:
         needed = sorted({name for _, _, node in plan.feed_names for name in symbols(node.shape)})
         if sizes is None and needed and plan.last is not None:
             return plan.last.tape
+        if sizes is None and needed:
+            # fall back to the sizes of any call made so far (say, by tg.sgd)
+            for other in self._plans.values():
+                if other.last is not None and all(name in other.last.tape.sizes for name in needed):
+                    sizes = other.last.tape.sizes
         sizes = dict(sizes or {})
         missing = [name for name in needed if name not in sizes]
         if missing:

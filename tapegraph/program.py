@@ -15,7 +15,7 @@ import numpy as np
 
 from tapegraph.errors import CallError, GraphError
 from tapegraph.expr import Node
-from tapegraph.shapes import format_shape, format_type, symbols
+from tapegraph.shapes import format_shape, symbols
 from tapegraph.compile.dump import format_tape
 from tapegraph.compile.executor import Executable
 from tapegraph.compile.graph import build_graph, check_names, leaves

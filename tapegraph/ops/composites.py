@@ -12,14 +12,13 @@ from typing import Any
 
 import attrs
 
-from tapegraph.expr import Node
+from tapegraph.errors import ShapeError
+from tapegraph.expr import Node, caller_origin
 from tapegraph.ops.elementwise import add, log, mul, neg, sigmoid, square, sub
 from tapegraph.ops.linalg import matmul
 from tapegraph.ops.reductions import sum_
 from tapegraph.ops.registry import Arg, Sample, as_node
 from tapegraph.ops.softmax import log_softmax, pick
-from tapegraph.errors import ShapeError
-from tapegraph.expr import caller_origin
 
 
 @attrs.frozen

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from tapegraph.expr import Node
+from tapegraph.errors import ShapeError
+from tapegraph.expr import Node, caller_origin
 from tapegraph.ops.registry import Arg, Op, Sample, apply, as_node, normalize_axis, register, result_dtype
 from tapegraph.shapes import Shape, broadcast, format_shape
 
@@ -185,8 +186,6 @@ def _reduce(op: Op, x: Any, axis: Any, keepdims: bool, name: str | None) -> Node
 
 
 def _checked_axes(op: Op, x: Node, axis: Any) -> tuple[int, ...]:
-    from tapegraph.errors import ShapeError
-    from tapegraph.expr import caller_origin
     try:
         return normalize_axis(axis, x.ndim)
     except (ValueError, TypeError) as error:

@@ -44,6 +44,7 @@ import sys
 import numpy as np
 
 import tapegraph as tg
+from tapegraph.compile.codegen import kernel_functions
 
 import handfused
 import homework_engine
@@ -279,10 +280,12 @@ def print_table(header, rows, markdown):
 
 
 def profile_step(case, number):
-    """Time the pieces of one tapegraph step (pure) on this case, and each instruction.
+    """Time the pieces of one tapegraph step (pure) on this case, and each generated line.
 
-    Uses tapegraph internals (Program._prepare, the executable's thunks):
-    this is a measurement, not an API.
+    Uses tapegraph internals (Program._prepare, the executable's generated
+    code): this is a measurement, not an API. Each line of the generated
+    step is timed on its own, in a namespace holding the step's buffers and
+    the values the lines before it computed.
     """
     step = case.step
     program = case.program
@@ -292,41 +295,31 @@ def profile_step(case, number):
     step(params, inputs)
     plan = step._plan
     executable, arrays = program._prepare(plan, params, inputs)
-    thunks = executable.thunks
-    feed_buffers = executable.feed_buffers
-    result_buffers = executable.result_buffers
-    names = step._names
-
-    def copy_in():
-        for buffer, array in zip(feed_buffers, arrays):
-            np.copyto(buffer, array)
-
-    def loop():
-        for thunk in thunks:
-            thunk()
-
-    def copy_out():
-        {name: buffer.copy() for name, buffer in zip(names, result_buffers[1:])}
-        float(result_buffers[0])
-
+    compiled = executable.step
     pieces = [
         ("whole pure step: step(params, inputs)", lambda: step(params, inputs)),
         ("whole donated step", lambda: case.donated_step(params, inputs)),
         ("Program._prepare (validate, find the tape)", lambda: program._prepare(plan, params, inputs)),
-        ("Executable.run (copy in + instruction loop)", lambda: executable.run(arrays)),
-        ("  copy the feeds in (np.copyto per feed)", copy_in),
-        ("  instruction loop alone", loop),
-        ("results out, pure (copy per param, float)", copy_out),
+        ("generated step alone", lambda: compiled(*arrays)),
         ("empty Python call, for scale", lambda: None),
     ]
     print(f"\nprofile: tapegraph pure step on {case.name}, median µs per call "
-          f"({len(thunks)} instructions, {len(feed_buffers)} feeds)")
+          f"({len(executable.tape.instructions)} instructions, {len(arrays)} feeds)")
     for label, fn in pieces:
         print(f"  {label:46s} {median_us(fn, repeats=7, number=number):7.2f}")
-    print("  per instruction (µs):")
-    for instruction, thunk in zip(step.tape().instructions, thunks):
-        shape = "x".join(map(str, instruction.shape)) or "0-d"
-        print(f"    {instruction.section:8s} {instruction.op:8s} {shape:8s} {median_us(thunk, repeats=7, number=number):6.2f}")
+    empty = compile("pass", "<line>", "exec")
+    overhead = median_us(lambda: exec(empty, {}), repeats=7, number=number)
+    print(f"  per generated line (µs, less {overhead:.2f} for exec itself):")
+    text = executable.source(plan.returns)
+    namespace = {"np": np, **kernel_functions(text), **executable.arrays,
+                 **dict(zip(executable.arguments.values(), arrays))}
+    lines = text.splitlines()
+    body = [line.strip() for line in lines[2:] if line.startswith(" " * 8) and not line.strip().startswith(("#", "return"))]
+    for line in body:
+        code = compile(line, "<line>", "exec")
+        exec(code, namespace)
+        seconds = median_us(lambda: exec(code, namespace), repeats=7, number=number) - overhead
+        print(f"    {seconds:6.2f}  {line}")
 
 
 # ---------------------------------------------------------------- main

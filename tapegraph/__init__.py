@@ -15,22 +15,24 @@ reverse tapes over preallocated numpy buffers, and run pure SGD steps::
 """
 
 from tapegraph import testing
+from tapegraph.compile.executor import check_finite
 from tapegraph.compile.grad import grad
-from tapegraph.errors import CallError, GraphError, ShapeError, TapeError, TapegraphError
+from tapegraph.errors import CallError, GraphError, NonFiniteError, ShapeError, TapeError, TapegraphError
 from tapegraph.expr import Node, const, input, param
 from tapegraph.ops import (
     add, affine, cross_entropy, div, dot, exp, l2_norm_penalty, log, log_softmax, matmul, mean, mul, neg, nll,
-    relu, reshape, sigmoid, softmax, square, squared_l2_distance, sub, sum, tanh, transpose, vector_scalar_affine,
+    relu, reshape, sigmoid, softmax, square, squared_l2_distance, sub, sum, sum_squares, tanh, transpose, vector_scalar_affine,
 )
 from tapegraph.optim import SGDStep, sgd
-from tapegraph.program import Program, compile
+from tapegraph.program import Program, Specialization, SpecializationError, compile, no_new_specializations
 
 __version__ = "0.1.0"
 
 __all__ = [
     "input", "param", "const", "Node", "grad", "compile", "Program", "sgd", "SGDStep", "testing",
-    "TapegraphError", "ShapeError", "GraphError", "CallError", "TapeError",
+    "check_finite", "no_new_specializations", "Specialization",
+    "TapegraphError", "ShapeError", "GraphError", "CallError", "TapeError", "NonFiniteError", "SpecializationError",
     "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", "sigmoid", "relu",
-    "sum", "mean", "matmul", "dot", "reshape", "transpose", "softmax", "log_softmax", "nll", "cross_entropy",
+    "sum", "mean", "sum_squares", "matmul", "dot", "reshape", "transpose", "softmax", "log_softmax", "nll", "cross_entropy",
     "vector_scalar_affine", "squared_l2_distance", "l2_norm_penalty", "affine",
 ]

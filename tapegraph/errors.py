@@ -26,3 +26,7 @@ class CallError(TapegraphError, ValueError):
 
 class TapeError(TapegraphError, RuntimeError):
     """An instruction failed while a tape was running."""
+
+
+class NonFiniteError(TapeError, FloatingPointError):
+    """In check mode (``tg.check_finite()``), an instruction produced NaN or infinity."""

@@ -48,30 +48,26 @@ class SGDStep:
         for param, gradient in zip(program.wrt, program.gradients):
             with origin_scope(f"sgd update of {param.name}"):
                 roots.append((f"new {param.name}", sub(param, mul(gradient, self.step_size)), "update"))
-        self._plan = program._custom_plan(("sgd", self.step_size), roots)
+        if self.donate:
+            returns = ["float"] + [("into", name) for name in self._names]
+        else:
+            returns = ["float"] + ["new"] * len(self._names)
+        kind = f"sgd step_size={self.step_size}" + (" donated" if self.donate else "")
+        self._plan = program._custom_plan(("sgd", self.step_size, self.donate), kind, roots, returns)
 
     def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], float]:
-        executable, arrays = self.program._prepare(self._plan, params, inputs if inputs is not None else {})
         if self.donate:
-            self._check_donated(params, executable)
-        executable.run(arrays)
-        results = executable.result_buffers
-        if self.donate:
-            new_params = {}
-            for name, buffer in zip(self._names, results[1:]):
-                np.copyto(params[name], buffer)
-                new_params[name] = params[name]
-        else:
-            new_params = {name: buffer.copy() for name, buffer in zip(self._names, results[1:])}
-        return new_params, float(results[0])
+            self._check_donated(params)
+        value, *new_params = self.program._call(self._plan, params, inputs)
+        return dict(zip(self._names, new_params)), value
 
-    def _check_donated(self, params: Mapping[str, Any], executable) -> None:
-        for name, buffer in zip(self._names, executable.result_buffers[1:]):
-            array = params.get(name)
-            if (type(array) is not np.ndarray or array.shape != buffer.shape or array.dtype != buffer.dtype
+    def _check_donated(self, params: Mapping[str, Any]) -> None:
+        for param in self.program.wrt:
+            array = params.get(param.name) if isinstance(params, Mapping) else None
+            if (type(array) is not np.ndarray or array.shape != param.shape or array.dtype != param.dtype
                     or not array.flags.writeable):
-                raise CallError(f"donate=True updates parameters in place, so {name!r} must be a writable numpy array "
-                                f"of shape {buffer.shape} and dtype {buffer.dtype}; got {type(array).__name__}"
+                raise CallError(f"donate=True updates parameters in place, so {param.name!r} must be a writable numpy array "
+                                f"of shape {param.shape} and dtype {param.dtype}; got {type(array).__name__}"
                                 + (f" of shape {array.shape} and dtype {array.dtype}" if isinstance(array, np.ndarray) else ""))
 
     def tape(self, sizes: Mapping[str, int] | None = None):

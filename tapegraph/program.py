@@ -7,17 +7,20 @@ given, lowering to a tape once per distinct set of sizes and caching it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from tapegraph.errors import CallError, GraphError
+from tapegraph.errors import CallError, GraphError, NonFiniteError
 from tapegraph.expr import Node
 from tapegraph.shapes import format_shape, symbols
 from tapegraph.compile.dump import format_tape
-from tapegraph.compile.executor import Executable
+from tapegraph.compile.codegen import Return
+from tapegraph.compile.executor import Executable, checking
 from tapegraph.compile.graph import build_graph, check_names, leaves
 from tapegraph.compile.grad import check_objective, check_wrt, grad
 from tapegraph.compile.lower import Root, lower
@@ -25,13 +28,60 @@ from tapegraph.compile.tape import Tape
 
 log = logging.getLogger("tapegraph")
 
+_frozen: contextvars.ContextVar[bool] = contextvars.ContextVar("tapegraph_no_new_specializations", default=False)
+
+
+class Specialization(NamedTuple):
+    """One cached specialisation of a program (see ``Program.specializations``)."""
+
+    #: What it computes: ``value_and_grad``, ``run <outputs>``, ``sgd step_size=...``.
+    kind: str
+    #: The sizes of the symbolic dimensions (empty when there are none).
+    sizes: dict[str, int]
+    #: The shapes of the feeds whose declared shapes hold symbols: the cache key.
+    shapes: dict[str, tuple[int, ...]]
+    #: Instructions in its tape, and the bytes of its buffers.
+    instructions: int
+    bytes: int
+
+
+class SpecializationError(CallError):
+    """A call needed a new specialisation inside ``no_new_specializations()``."""
+
+
+@contextlib.contextmanager
+def no_new_specializations() -> Iterator[None]:
+    """Inside the block, a call that would compile a new specialisation fails.
+
+    Use it to make sure a training loop runs on the tapes already compiled
+    (say, that a last short minibatch does not compile a tape of its own):
+
+    >>> import numpy as np, tapegraph as tg
+    >>> x = tg.input("x", shape=("batch", 2))
+    >>> prog = tg.compile(tg.sum(tg.square(x)))
+    >>> prog.run({}, {"x": np.ones((4, 2))})["objective"]
+    8.0
+    >>> with tg.no_new_specializations():
+    ...     prog.run({}, {"x": np.ones((3, 2))})
+    Traceback (most recent call last):
+    ...
+    tapegraph.program.SpecializationError: run objective would specialise to batch=3 inside no_new_specializations(); cached: batch=4
+    """
+    token = _frozen.set(True)
+    try:
+        yield
+    finally:
+        _frozen.reset(token)
+
 
 class _Plan:
     """One set of roots (say, objective and gradients) and its specialisations."""
 
-    def __init__(self, kind: str, roots: Sequence[Root]) -> None:
+    def __init__(self, kind: str, roots: Sequence[Root], returns: Sequence[Return]) -> None:
         self.kind = kind
         self.roots = tuple(roots)
+        #: How the compiled step returns each named root (``codegen.Return``).
+        self.returns = tuple(returns)
         graph = build_graph([node for _, node, _ in roots])
         self.feeds = tuple(leaves(graph, "param") + leaves(graph, "input"))
         self.feed_names = tuple((node.name, node.op, node) for node in self.feeds)
@@ -63,6 +113,7 @@ class Program:
         self.params = {node.name: node for node in leaves(graph, "param")}
         self.inputs = {node.name: node for node in leaves(graph, "input")}
         self._plans: dict[Any, _Plan] = {}
+        self._wrt_names = tuple(param.name for param in self.wrt)
 
     def _check_outputs(self, outputs: Mapping[str, Node]) -> dict[str, Node]:
         if not isinstance(outputs, Mapping):
@@ -81,7 +132,8 @@ class Program:
         if plan is None:
             roots = [("objective", self.objective, "forward")]
             roots += [(f"grad {param.name}", gradient, "reverse") for param, gradient in zip(self.wrt, self.gradients)]
-            plan = self._plans["value_and_grad"] = _Plan("value_and_grad", roots)
+            returns = ["float"] + ["new"] * len(self.gradients)
+            plan = self._plans["value_and_grad"] = _Plan("value_and_grad", roots, returns)
         return plan
 
     def _run_plan(self, names: tuple[str, ...]) -> _Plan:
@@ -92,14 +144,15 @@ class Program:
             if unknown:
                 raise CallError(f"unknown output(s) {unknown}; this program has {sorted(available)}")
             roots = [(name, available[name], "forward") for name in names]
-            plan = self._plans[("run", names)] = _Plan("run " + ",".join(names), roots)
+            returns = ["float" if name == "objective" else "new" for name in names]
+            plan = self._plans[("run", names)] = _Plan("run " + ",".join(names), roots, returns)
         return plan
 
-    def _custom_plan(self, key: Any, roots: Sequence[Root]) -> _Plan:
+    def _custom_plan(self, key: Any, kind: str, roots: Sequence[Root], returns: Sequence[Return]) -> _Plan:
         """A plan over any roots built from this program's expressions (used by ``tg.sgd``)."""
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = _Plan(str(key), roots)
+            plan = self._plans[key] = _Plan(kind, roots, returns)
         return plan
 
     # Calling.
@@ -139,13 +192,38 @@ class Program:
         bound_by: dict[str, str] = {}
         for (name, kind, node), array in zip(plan.feed_names, arrays):
             _check_shape(kind, node, array, sizes, bound_by)
+        if _frozen.get():
+            cached = "; ".join(_format_sizes(executable.tape.sizes) for executable in plan.cache.values()) or "none"
+            raise SpecializationError(f"{plan.kind} would specialise to {_format_sizes(sizes)} inside "
+                                      f"no_new_specializations(); cached: {cached}")
         tape = lower(plan.roots, sizes)
         executable = Executable(tape, [name for name, _, _ in plan.feed_names])
+        #: The compiled step, as this plan returns its results.
+        executable.step = executable.function(plan.returns)
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
-                 ", ".join(f"{k}={v}" for k, v in sizes.items()) or "fixed shapes",
-                 len(tape.instructions), tape.total_bytes)
+                 _format_sizes(sizes), len(tape.instructions), tape.total_bytes)
         return executable
+
+    def _call(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> tuple:
+        """Validate, specialise if needed, run; the results as the plan returns them."""
+        executable, arrays = self._prepare(plan, params, inputs if inputs is not None else {})
+        if checking():
+            return self._call_checked(executable, plan, arrays)
+        try:
+            return executable.step(*arrays)
+        except Exception as error:
+            raise executable.failure(error) from error
+
+    def _call_checked(self, executable: Executable, plan: _Plan, arrays: list) -> tuple:
+        step = executable.function(plan.returns, check=True)
+        try:
+            with np.errstate(all="ignore"):  # the check reports what numpy would warn about
+                return step(*arrays)
+        except NonFiniteError:
+            raise
+        except Exception as error:
+            raise executable.failure(error) from error
 
     def _name_error(self, plan: _Plan, params: Any, inputs: Any) -> CallError:
         for label, given in (("params", params), ("inputs", inputs)):
@@ -186,12 +264,8 @@ class Program:
         >>> value, grads["w"]
         (5.0, array([2., 4.]))
         """
-        plan = self._value_and_grad_plan()
-        executable, arrays = self._prepare(plan, params, inputs if inputs is not None else {})
-        executable.run(arrays)
-        results = executable.result_buffers
-        gradients = {param.name: buffer.copy() for param, buffer in zip(self.wrt, results[1:])}
-        return float(results[0]), gradients
+        value, *gradients = self._call(self._value_and_grad_plan(), params, inputs)
+        return value, dict(zip(self._wrt_names, gradients))
 
     def run(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
             outputs: Iterable[str] | None = None) -> dict[str, Any]:
@@ -203,11 +277,7 @@ class Program:
         names = ("objective", *self.outputs) if outputs is None else tuple(outputs)
         if isinstance(outputs, str):
             names = (outputs,)
-        plan = self._run_plan(names)
-        executable, arrays = self._prepare(plan, params, inputs if inputs is not None else {})
-        executable.run(arrays)
-        return {name: (float(buffer) if name == "objective" else buffer.copy())
-                for name, buffer in zip(names, executable.result_buffers)}
+        return dict(zip(names, self._call(self._run_plan(names), params, inputs)))
 
     # Inspecting.
 
@@ -248,13 +318,63 @@ class Program:
         title = f"program: objective = {self.objective.label}; wrt = [{wrt}]; {kind}"
         return format_tape(self.tape(kind, sizes, outputs), title)
 
-    def specializations(self) -> list[tuple[str, dict[str, int]]]:
-        """Each cached specialisation: (what it computes, symbolic sizes)."""
-        return [(plan.kind, dict(executable.tape.sizes)) for plan in self._plans.values() for executable in plan.cache.values()]
+    def specializations(self) -> list[Specialization]:
+        """Each cached specialisation, in the order they were made.
+
+        >>> import numpy as np, tapegraph as tg
+        >>> x = tg.input("x", shape=("batch", 2))
+        >>> prog = tg.compile(tg.sum(tg.square(x)))
+        >>> _ = prog.run({}, {"x": np.ones((4, 2))})
+        >>> prog.specializations()
+        [Specialization(kind='run objective', sizes={'batch': 4}, shapes={'x': (4, 2)}, instructions=2, bytes=72)]
+        """
+        found = []
+        for plan in self._plans.values():
+            symbolic_names = [plan.feeds[index].name for index in plan.symbolic]
+            for key, executable in plan.cache.items():
+                tape = executable.tape
+                found.append(Specialization(plan.kind, dict(tape.sizes), dict(zip(symbolic_names, key)),
+                                            len(tape.instructions), tape.total_bytes))
+        return found
+
+    def source(self, kind: str = "value_and_grad", sizes: Mapping[str, int] | None = None,
+               outputs: Sequence[str] | None = None, name: str | None = None) -> str:
+        """The tape as a standalone Python function that needs only numpy.
+
+        One line per instruction, commented with the expression it came
+        from; buffers are local arrays. ``kind``, ``sizes`` and ``outputs``
+        choose the tape as for ``dump``. The function takes the parameters
+        and inputs as arguments and returns a dict like ``run`` (``run``)
+        or ``{"objective": ..., "grad w": ...}`` (``value_and_grad``).
+
+        >>> import numpy as np, tapegraph as tg
+        >>> w = tg.param("w", shape=(2,))
+        >>> text = tg.compile(tg.sum(tg.square(w)), wrt=[w]).source(name="f")
+        >>> print(text[text.index("    # forward"):])
+            # forward
+            np.square(w, out=s2)                          # %1 square at ...
+            v2 = np.add.reduce(s2, axis=None)             # %2 sum at ...
+            # reverse
+            r4 = np.multiply(s1, w)                       # %4 mul at grad of square at ...
+            return {'objective': float(v2), 'grad w': r4}
+        >>> namespace = {}
+        >>> exec(text, namespace)
+        >>> namespace["f"](np.array([1.0, 2.0]))
+        {'objective': 5.0, 'grad w': array([2., 4.])}
+        """
+        from tapegraph.compile.source import standalone_source
+        tape = self.tape(kind, sizes, outputs)
+        wrt = ", ".join(self._wrt_names)
+        title = f"{kind} of objective = {self.objective.label}; wrt = [{wrt}]"
+        return standalone_source(tape, name or kind, title)
 
     def __repr__(self) -> str:
         wrt = ", ".join(param.name for param in self.wrt)
         return f"<Program objective={self.objective.label} wrt=[{wrt}] outputs={list(self.outputs)}>"
+
+
+def _format_sizes(sizes: Mapping[str, int]) -> str:
+    return ", ".join(f"{name}={size}" for name, size in sizes.items()) or "fixed shapes"
 
 
 def _count(mapping: Any) -> int:

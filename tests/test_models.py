@@ -144,7 +144,7 @@ def test_one_declaration_trains_per_example_and_by_minibatch(features):
 
 
 def _sgd_batch_sizes(estimator):
-    return {sizes["batch"] for kind, sizes in estimator.program_.specializations() if "sgd" in kind}
+    return {entry.sizes["batch"] for entry in estimator.program_.specializations() if "sgd" in entry.kind}
 
 
 def test_program_is_kept_for_inspection(features):

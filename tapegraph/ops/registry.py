@@ -84,16 +84,26 @@ class Op:
     #: static keyword arguments for the kernel, computed once per concrete
     #: shape (reduction axes, scale factors).
     specialize: Callable[..., dict[str, Any]] | None = None
-    #: ``workspace(in_shapes, out_shape, dtype, **static) -> dict`` of scratch
-    #: arrays the kernel gets as keyword arguments, allocated once per
-    #: instruction so the kernel need not allocate while running.
+    #: ``workspace(in_shapes, out_shape, dtype, **static) -> dict`` of arrays
+    #: the kernel gets as keyword arguments, allocated once per instruction
+    #: so the kernel need not allocate while running. Floating-point ones
+    #: are scratch; integer ones hold fixed data the kernel reads (row
+    #: offsets), which generated source must reproduce.
     workspace: Callable[..., dict[str, np.ndarray]] | None = None
-    #: ``binder(inputs, out, **static) -> thunk``: an optional faster way
-    #: to bind the kernel, for ops whose kernel would otherwise be a Python
-    #: wrapper around one numpy call (bind ``np.matmul`` to ``W.T`` once,
-    #: rather than transposing at every call). Whatever it returns must
-    #: compute what ``kernel`` computes; the op tests run only this path.
-    binder: Callable[..., Callable[[], Any]] | None = None
+    #: How generated code runs the op, when a direct numpy call beats
+    #: calling ``kernel``: a format string (or ``source(**static) -> str``
+    #: giving one) over the operands ``{0}``, ``{1}``, ..., the output
+    #: ``{out}``, the static and specialised attributes and the workspace
+    #: names, e.g. ``"np.dot({0}, {1}, out={out})"``. A 0-d float64 operand
+    #: may arrive as a Python float. It must compute what ``kernel``
+    #: computes; a registry-driven test holds them to it.
+    source: str | Callable[..., str] | None = None
+    #: An expression giving a 0-d float64 result as a Python number, e.g.
+    #: ``"{0} + {1}"``: generated code keeps scalars out of 0-d arrays,
+    #: whose every operation costs a numpy dispatch. Operands as for
+    #: ``source``; only for ops whose float64 arithmetic is the same in
+    #: Python as in numpy.
+    scalar: str | Callable[..., str] | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.samples:
@@ -103,8 +113,8 @@ class Op:
                  static: Mapping[str, Any]) -> np.ndarray:
         """Run the op once on given arrays into a new read-only array.
 
-        Used for constant folding; it goes through ``bind``, as the
-        executor does, so folded and executed values cannot disagree.
+        Used for constant folding and as the reference for the op's
+        ``source`` and ``scalar`` forms, which tests compare with it.
         """
         in_shapes = [operand.shape for operand in operands]
         derived = self.specialize(in_shapes, shape, **static) if self.specialize else {}
@@ -116,14 +126,16 @@ class Op:
 
     def bind(self, inputs: Sequence[np.ndarray], out: np.ndarray, static: Mapping[str, Any],
              workspace: Mapping[str, np.ndarray]) -> Callable[[], Any]:
-        """A no-argument callable that runs the kernel on fixed arrays.
-
-        Binding once lets the executor be a plain loop of calls; a ufunc
-        bound by ``functools.partial`` runs with no Python frame at all.
-        """
-        if self.binder is not None:
-            return self.binder(*inputs, out, **static, **workspace)
+        """A no-argument callable that runs the kernel on fixed arrays."""
         return functools.partial(self.kernel, *inputs, out, **static, **workspace)
+
+    def source_template(self, static: Mapping[str, Any]) -> str | None:
+        """The ``source`` format string for these attributes, if any."""
+        return self.source(**static) if callable(self.source) else self.source
+
+    def scalar_template(self, static: Mapping[str, Any]) -> str | None:
+        """The ``scalar`` format string for these attributes, if any."""
+        return self.scalar(**static) if callable(self.scalar) else self.scalar
 
 
 REGISTRY: dict[str, Op] = {}

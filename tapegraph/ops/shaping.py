@@ -46,6 +46,7 @@ def _transpose_kernel(x: np.ndarray, out: np.ndarray, axes) -> None:
 
 RESHAPE = register(Op(
     name="reshape", arity=1, shape_rule=_reshape_rule, kernel=_reshape_kernel,
+    source="np.copyto({out}, np.reshape({0}, {out}.shape))",
     vjp=lambda g, ans, x, shape: (reshape(g, x.shape),),
     samples=(
         Sample([Arg((6,))], {"shape": (2, 3)}),
@@ -56,6 +57,7 @@ RESHAPE = register(Op(
 
 TRANSPOSE = register(Op(
     name="transpose", arity=1, shape_rule=_transpose_rule, kernel=_transpose_kernel,
+    source="np.copyto({out}, np.transpose({0}, {axes}))",
     vjp=lambda g, ans, x, axes: (transpose(g, tuple(int(i) for i in np.argsort(axes))),),
     samples=(Sample([Arg((2, 3))], {"axes": (1, 0)}), Sample([Arg((2, 3, 4))], {"axes": (2, 0, 1)})),
     doc="permute the axes (reverse them by default)",

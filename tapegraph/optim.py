@@ -26,9 +26,8 @@ class SGDStep:
     ``donate=True`` the caller gives up its parameter arrays: they are
     updated in place and returned (as with JAX's ``donate_argnums``), so a
     step allocates no arrays at all. They must then be numpy arrays of the
-    declared shape and dtype. On the homework's small models this is not
-    faster (the per-call check and the copy back cost about as much as the
-    copies it saves; see docs/performance.md); it is for memory.
+    declared shape and dtype. It saves the allocation of one new array per
+    parameter per step (see docs/performance.md).
     """
 
     def __init__(self, program: Program, step_size: float, donate: bool = False) -> None:
@@ -54,21 +53,27 @@ class SGDStep:
             returns = ["float"] + ["new"] * len(self._names)
         kind = f"sgd step_size={self.step_size}" + (" donated" if self.donate else "")
         self._plan = program._custom_plan(("sgd", self.step_size, self.donate), kind, roots, returns)
+        feed_positions = {name: index for index, (name, _, _) in enumerate(self._plan.feed_names)}
+        #: (position among the plan's feeds, name) of each donated parameter.
+        self._donated = tuple((feed_positions[name], name) for name in self._names if name in feed_positions)
 
     def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], float]:
+        program = self.program
+        executable, arrays = program._prepare(self._plan, params, inputs if inputs is not None else {})
         if self.donate:
-            self._check_donated(params)
-        value, *new_params = self.program._call(self._plan, params, inputs)
+            for index, name in self._donated:
+                # _prepare passes a given array through only when it is an
+                # ndarray of the declared dtype and shape
+                if arrays[index] is not params[name] or not arrays[index].flags.writeable:
+                    self._refuse(name, params[name])
+        value, *new_params = program._run(executable, self._plan, arrays)
         return dict(zip(self._names, new_params)), value
 
-    def _check_donated(self, params: Mapping[str, Any]) -> None:
-        for param in self.program.wrt:
-            array = params.get(param.name) if isinstance(params, Mapping) else None
-            if (type(array) is not np.ndarray or array.shape != param.shape or array.dtype != param.dtype
-                    or not array.flags.writeable):
-                raise CallError(f"donate=True updates parameters in place, so {param.name!r} must be a writable numpy array "
-                                f"of shape {param.shape} and dtype {param.dtype}; got {type(array).__name__}"
-                                + (f" of shape {array.shape} and dtype {array.dtype}" if isinstance(array, np.ndarray) else ""))
+    def _refuse(self, name: str, array: Any) -> None:
+        param = self.program.params[name]
+        raise CallError(f"donate=True updates parameters in place, so {name!r} must be a writable numpy array "
+                        f"of shape {param.shape} and dtype {param.dtype}; got {type(array).__name__}"
+                        + (f" of shape {array.shape} and dtype {array.dtype}" if isinstance(array, np.ndarray) else ""))
 
     def tape(self, sizes: Mapping[str, int] | None = None):
         """The step's tape: forward, reverse and update sections."""

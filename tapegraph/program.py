@@ -28,6 +28,9 @@ from tapegraph.compile.tape import Tape
 
 log = logging.getLogger("tapegraph")
 
+#: Specialisations kept per kind of call; the oldest is dropped beyond this.
+MAX_SPECIALIZATIONS = 16
+
 _frozen: contextvars.ContextVar[bool] = contextvars.ContextVar("tapegraph_no_new_specializations", default=False)
 
 
@@ -203,11 +206,22 @@ class Program:
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
                  _format_sizes(sizes), len(tape.instructions), tape.total_bytes)
+        if len(plan.cache) > MAX_SPECIALIZATIONS:
+            # many sizes (predicting on arrays of every length) must not
+            # keep every size's buffers alive: drop the oldest
+            oldest = next(iter(plan.cache))
+            dropped = plan.cache.pop(oldest)
+            log.info("tapegraph: dropped the specialisation of %s to %s (more than %d cached)", plan.kind,
+                     _format_sizes(dropped.tape.sizes), MAX_SPECIALIZATIONS)
         return executable
 
     def _call(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> tuple:
         """Validate, specialise if needed, run; the results as the plan returns them."""
         executable, arrays = self._prepare(plan, params, inputs if inputs is not None else {})
+        return self._run(executable, plan, arrays)
+
+    def _run(self, executable: Executable, plan: _Plan, arrays: list) -> tuple:
+        """Run a prepared call (see ``_prepare``)."""
         if checking():
             return self._call_checked(executable, plan, arrays)
         try:
@@ -320,6 +334,10 @@ class Program:
 
     def specializations(self) -> list[Specialization]:
         """Each cached specialisation, in the order they were made.
+
+        At most ``MAX_SPECIALIZATIONS`` (16) are kept per kind of call
+        (``value_and_grad``, each ``run`` output set, each SGD step); beyond
+        that the oldest is dropped, and made again if its sizes come back.
 
         >>> import numpy as np, tapegraph as tg
         >>> x = tg.input("x", shape=("batch", 2))

@@ -8,6 +8,7 @@ checks, so a template that drifts from its kernel fails here.
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -215,3 +216,31 @@ def test_no_new_specializations_refuses_a_new_batch_size_and_allows_cached_ones(
             program.value_and_grad(params, {"x": np.ones((3, 3)), "y": np.zeros(3)})
     program.value_and_grad(params, {"x": np.ones((3, 3)), "y": np.zeros(3)})
     assert sorted(entry.sizes["batch"] for entry in program.specializations()) == [3, 4]
+
+
+def test_the_oldest_specialisation_is_dropped_beyond_the_limit():
+    x = tg.input("x", shape=("batch", 2))
+    program = tg.compile(tg.sum(tg.square(x)))
+    sizes = range(1, tg.program.MAX_SPECIALIZATIONS + 3)
+    for size in sizes:
+        assert program.run({}, {"x": np.ones((size, 2))})["objective"] == 2.0 * size
+    kept = [entry.sizes["batch"] for entry in program.specializations()]
+    assert kept == list(sizes)[2:]
+    assert program.run({}, {"x": np.ones((1, 2))})["objective"] == 2.0  # made again
+
+
+@pytest.mark.parametrize("given, described", [
+    (np.array([1.0, 2.0, 3.0], dtype=np.float32), "ndarray of shape (3,) and dtype float32"),
+    ([1.0, 2.0, 3.0], "list"),
+    (np.ones(3)[::-1].copy().view(), None),
+])
+def test_donating_needs_writable_arrays_of_the_declared_type(given, described):
+    program = hw.ridge(num_features=3)
+    step = tg.sgd(program, 0.1, donate=True)
+    inputs = {"x": np.ones(3), "y": np.array(1.0)}
+    if described is None:  # a read-only array
+        given.setflags(write=False)
+        described = "ndarray of shape (3,) and dtype float64"
+    with pytest.raises(tg.CallError, match=r"^donate=True updates parameters in place, so 'w' must be a writable numpy "
+                                           rf"array of shape \(3,\) and dtype float64; got {re.escape(described)}$"):
+        step({"w": given, "b": np.array(0.0)}, inputs)

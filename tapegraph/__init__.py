@@ -15,6 +15,7 @@ reverse tapes over preallocated numpy buffers, and run pure SGD steps::
 """
 
 from tapegraph import testing
+from tapegraph.compile.draw import draw_graph, draw_tape
 from tapegraph.compile.executor import check_finite
 from tapegraph.compile.grad import grad
 from tapegraph.errors import CallError, GraphError, NonFiniteError, ShapeError, TapeError, TapegraphError
@@ -30,7 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "input", "param", "const", "Node", "grad", "compile", "Program", "sgd", "SGDStep", "testing",
-    "check_finite", "no_new_specializations", "Specialization",
+    "check_finite", "no_new_specializations", "Specialization", "draw_graph", "draw_tape",
     "TapegraphError", "ShapeError", "GraphError", "CallError", "TapeError", "NonFiniteError", "SpecializationError",
     "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", "sigmoid", "relu",
     "sum", "mean", "sum_squares", "matmul", "dot", "reshape", "transpose", "softmax", "log_softmax", "nll", "cross_entropy",

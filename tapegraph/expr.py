@@ -162,6 +162,11 @@ class Node:
             text += f" at {self.origin}"
         return text + ">"
 
+    def _repr_html_(self) -> str:
+        """Type, name, origin and a picture (or listing) of the expression, for Jupyter (never raises)."""
+        from tapegraph.compile.display import node_html
+        return node_html(self)
+
     # Python operators build nodes through the op functions. The import is
     # local because ops import this module.
     def __add__(self, other: Any) -> "Node":

@@ -386,6 +386,16 @@ class Program:
         title = f"{kind} of objective = {self.objective.label}; wrt = [{wrt}]"
         return standalone_source(tape, name or kind, title)
 
+    def _repr_html_(self) -> str:
+        """The dump and a picture of the graph, for Jupyter (never raises)."""
+        from tapegraph.compile.display import program_html
+        return program_html(self)
+
+    def _repr_png_(self) -> bytes | None:
+        """A picture of the expression graph, for Jupyter; None when it cannot be drawn."""
+        from tapegraph.compile.display import program_png
+        return program_png(self)
+
     def __repr__(self) -> str:
         wrt = ", ".join(param.name for param in self.wrt)
         return f"<Program objective={self.objective.label} wrt=[{wrt}] outputs={list(self.outputs)}>"

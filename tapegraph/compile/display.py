@@ -112,7 +112,7 @@ def expression_listing(node: Node) -> str:
     %2:f64[] = sum %1 {axis=(0,)}  # total
     """
     # the dump's printer for static attributes, so both texts spell them alike
-    from tapegraph.compile.dump import _format_static as format_static
+    from tapegraph.compile.dump import format_static
 
     order = topological_order(build_graph([node]))
     number = {item: index for index, item in enumerate(order)}

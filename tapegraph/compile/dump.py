@@ -13,7 +13,8 @@ from tapegraph.shapes import format_type
 from tapegraph.compile.tape import SECTIONS, Instruction, Tape
 
 
-def _format_static(items: tuple[tuple[str, Any], ...]) -> str:
+def format_static(items: tuple[tuple[str, Any], ...]) -> str:
+    """`` {axis=(0,), keepdims}``: static attributes as dumps show them (false flags left out)."""
     shown = []
     for key, value in items:
         if value is False or value is None:
@@ -26,7 +27,7 @@ def format_instruction(position: int, instruction: Instruction) -> str:
     """``  3  s4:f64[] = matmul s0 s2  # %6 pred (model.py:12)``"""
     target = f"s{instruction.output}:{format_type(instruction.shape, instruction.dtype)}"
     operands = " ".join(f"s{slot}" for slot in instruction.inputs)
-    text = f"{position:4d}  {target:<18} = {instruction.op} {operands}{_format_static(instruction.static)}"
+    text = f"{position:4d}  {target:<18} = {instruction.op} {operands}{format_static(instruction.static)}"
     return f"{text:<62} # %{instruction.value} {instruction.label}"
 
 

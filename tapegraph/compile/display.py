@@ -17,7 +17,8 @@ import logging
 from typing import Any
 
 from tapegraph.expr import Node
-from tapegraph.compile.graph import build_graph, topological_order
+from tapegraph.compile.dump import format_expression
+from tapegraph.compile.graph import build_graph
 
 log = logging.getLogger("tapegraph")
 
@@ -87,7 +88,7 @@ def node_html(node: Node) -> str:
         origin = f" at <code>{html.escape(node.origin)}</code>" if node.origin else ""
         parts = [f"<div class=\"tapegraph-node\"><p><code>{html.escape(node.op)} {html.escape(node.type_str)}</code>"
                  f"{name}{origin}</p>"]
-        listing = expression_listing(node)
+        listing = format_expression(node)
         picture = _node_png(node, len(listing.splitlines()))
         if picture is not None:
             parts.append(_img(picture, f"expression graph of {node.label}"))
@@ -99,35 +100,6 @@ def node_html(node: Node) -> str:
     except Exception as error:  # a repr must not raise, whatever went wrong
         log.debug("tapegraph: node_html fell back to text", exc_info=True)
         return f"<pre>{html.escape(_safe_repr(node))}</pre><p>(no rich display: {html.escape(str(error))})</p>"
-
-
-def expression_listing(node: Node) -> str:
-    """The expression as text, one value a line, operands before users.
-
-    >>> import tapegraph as tg
-    >>> x = tg.input("x", shape=(3,))
-    >>> print(expression_listing(tg.sum(tg.square(x), name="total")))
-    %0:f64[3] = input x
-    %1:f64[3] = square %0
-    %2:f64[] = sum %1 {axis=(0,)}  # total
-    """
-    # the dump's printer for static attributes, so both texts spell them alike
-    from tapegraph.compile.dump import format_static
-
-    order = topological_order(build_graph([node]))
-    number = {item: index for index, item in enumerate(order)}
-    lines = []
-    for item in order:
-        target = f"%{number[item]}:{item.type_str}"
-        if item.op == "const":
-            lines.append(f"{target} = const {item.value!r}" + (f"  # {item.name}" if item.name else ""))
-        elif item.is_leaf:
-            lines.append(f"{target} = {item.op} {item.name}")
-        else:
-            operands = " ".join(f"%{number[operand]}" for operand in item.inputs)
-            comment = f"  # {item.name}" if item.name is not None else ""
-            lines.append(f"{target} = {item.op} {operands}{format_static(item.static)}{comment}")
-    return "\n".join(lines)
 
 
 def _dump_html(prog: Any) -> str:

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from tapegraph.expr import Node
 from tapegraph.shapes import format_type
+from tapegraph.compile.graph import build_graph, topological_order
 from tapegraph.compile.tape import SECTIONS, Instruction, Tape
 
 
@@ -72,4 +74,31 @@ def format_tape(tape: Tape, title: str = "") -> str:
     if scratch:
         lines.append(f"workspace: {scratch} bytes (scratch arrays of {len(tape.workspaces)} instructions)")
     lines.append(f"total: {tape.total_bytes} bytes")
+    return "\n".join(lines)
+
+
+def format_expression(node: Node) -> str:
+    """The expression as text, one value a line, operands before users,
+    in the tape's notation (``%n:type = op operands {static}  # name``).
+
+    >>> import tapegraph as tg
+    >>> x = tg.input("x", shape=(3,))
+    >>> print(format_expression(tg.sum(tg.square(x), name="total")))
+    %0:f64[3] = input x
+    %1:f64[3] = square %0
+    %2:f64[] = sum %1 {axis=(0,)}  # total
+    """
+    order = topological_order(build_graph([node]))
+    number = {item: index for index, item in enumerate(order)}
+    lines = []
+    for item in order:
+        target = f"%{number[item]}:{item.type_str}"
+        if item.op == "const":
+            lines.append(f"{target} = const {item.value!r}" + (f"  # {item.name}" if item.name else ""))
+        elif item.is_leaf:
+            lines.append(f"{target} = {item.op} {item.name}")
+        else:
+            operands = " ".join(f"%{number[operand]}" for operand in item.inputs)
+            comment = f"  # {item.name}" if item.name is not None else ""
+            lines.append(f"{target} = {item.op} {operands}{format_static(item.static)}{comment}")
     return "\n".join(lines)

@@ -88,8 +88,8 @@ def check_grads(program: Any, params: Mapping[str, Any], inputs: Mapping[str, An
             index = np.unravel_index(int(np.nanargmax(np.where(np.isnan(errors), np.inf, errors))), errors.shape)
             index = tuple(int(i) for i in index)
             raise AssertionError(
-                f"gradient of parameter {name!r} is wrong at index {index}: analytic {analytic[index]!r}, "
-                f"numeric {numeric[index]!r}, relative error {errors[index]:.3g} > {rtol:g} "
+                f"gradient of parameter {name!r} is wrong at index {index}: analytic {float(analytic[index])!r}, "
+                f"numeric {float(numeric[index])!r}, relative error {errors[index]:.3g} > {rtol:g} "
                 f"(objective {value:.6g}, eps {eps:g})")
     return worst
 

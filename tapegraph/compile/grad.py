@@ -78,7 +78,10 @@ def grad(objective: Node, wrt: Sequence[Node]) -> list[Node]:
         if parameter in graph:
             active |= (nx.descendants(graph, parameter) | {parameter}) & needed
 
-    cotangents: dict[Node, list[Node]] = {objective: [const(np.ones((), dtype=objective.dtype))]}
+    # the seed d(objective)/d(objective) = 1, labelled as such in dumps
+    with origin_scope(f"seed of {objective.label}"):
+        seed = const(np.ones((), dtype=objective.dtype))
+    cotangents: dict[Node, list[Node]] = {objective: [seed]}
     for node in reversed(topological_order(graph)):
         if node.is_leaf or node not in active or node not in cotangents:
             continue

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from tapegraph.errors import GraphError
 from tapegraph.expr import Node
 from tapegraph.ops import REGISTRY
-from tapegraph.shapes import substitute
+from tapegraph.shapes import substitute, symbols
 from tapegraph.compile.graph import ancestors_and_self, build_graph, topological_order
 from tapegraph.compile.tape import SECTIONS, Buffer, Constant, Feed, Instruction, Tape, check_tape
 
@@ -73,11 +74,29 @@ class _SlotPool:
                      for slot, ((shape, dtype), values) in enumerate(zip(self.types, self.values)))
 
 
+def _check_sizes_known(order: Sequence[Node], sizes: Mapping[str, int]) -> None:
+    """Raise unless every symbolic size the nodes use is given by a feed.
+
+    A symbol introduced by a static shape alone (``broadcast_to(w,
+    ("batch", 3))`` with no input of shape ``("batch", ...)``) has no size
+    at call time; say so rather than fail on a missing key while lowering.
+    """
+    for node in order:
+        for dim in symbols(node.shape):
+            if dim not in sizes:
+                known = ", ".join(f"{name}={size}" for name, size in sizes.items()) or "none"
+                raise GraphError(
+                    f"{node.label} has shape {node.type_str}, but no parameter or input of this call has a "
+                    f"{dim!r} dimension, so its size is unknown (sizes known: {known}); declare an input with "
+                    f"a {dim!r} dimension that the same results depend on, or use a fixed size")
+
+
 def lower(roots: Sequence[Root], sizes: Mapping[str, int]) -> Tape:
     """Compile ``roots`` to a tape for the concrete ``sizes`` of symbolic dims."""
     graph = build_graph([node for _, node, _ in roots])
     section_of = assign_sections(graph, roots)
     order = topological_order(graph, section_of)
+    _check_sizes_known(order, sizes)
     shape_of = {node: substitute(node.shape, sizes) for node in order}
 
     folded: dict[Node, np.ndarray] = {}

@@ -27,8 +27,9 @@ def standalone_source(tape: Tape, function_name: str, title: str = "") -> str:
     returns = ["float" if name == "objective" else "new" for name in tape.results]
     lines, results, _ = body(tape, feed_names, returns)
     statements = "\n".join(lines)
-    preamble = _allocations(tape, statements)
     returned = ", ".join(f"{name!r}: {result}" for name, result in zip(tape.results, results))
+    # the return line may name a slot no statement does (a constant result)
+    preamble = _allocations(tape, statements + "\n" + returned)
     sizes = ", ".join(f"{name}={size}" for name, size in sorted(tape.sizes.items()))
     doc = [f'    """{title or function_name}', ""]
     if sizes:

@@ -1,0 +1,250 @@
+"""A reference interpreter: expressions evaluated directly with plain numpy.
+
+``evaluate`` walks an expression and computes every node with a textbook
+numpy formula from ``RULES``: no lowering, no buffers, no generated code.
+It is the oracle the compiled tapes are tested against (see
+``docs/testing.md``), so it is written to be obviously right rather than
+fast, and it shares no code with what it checks: the ops' kernels write
+into preallocated buffers through ufunc methods, scratch arrays and flat
+indices, while each rule here is the formula as a book would state it
+(``softmax``: ``exp(z - max z) / sum exp(z - max z)``; ``pick``:
+``np.take_along_axis``). A bug in a kernel, in the buffer planner or in the
+code generator then shows up as a disagreement instead of being repeated
+on both sides.
+
+>>> import numpy as np, tapegraph as tg
+>>> x = tg.input("x", shape=("batch", 2))
+>>> w = tg.param("w", shape=(2,))
+>>> evaluate(tg.sum(tg.square(x @ w)), {"w": np.array([1.0, 2.0])}, {"x": np.array([[1.0, 1.0], [0.0, 1.0]])})
+array(13.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tapegraph.expr import Node
+
+#: ``rule(*operands, **static) -> array``: the value of one op, from the
+#: operands' arrays and the node's static attributes (with symbolic sizes
+#: already filled in). One textbook formula per registered op.
+Rule = Callable[..., np.ndarray]
+
+
+def _check_labels(label: np.ndarray, classes: int) -> np.ndarray:
+    # numpy would wrap a negative label around silently; the ops refuse it
+    if label.size and (label.min() < 0 or label.max() >= classes):
+        raise IndexError(f"reference: labels must lie in 0..{classes - 1}, got values from {label.min()} to {label.max()}")
+    return label
+
+
+def _pick(x: np.ndarray, label: np.ndarray) -> np.ndarray:
+    label = _check_labels(label, x.shape[-1])
+    return np.take_along_axis(x, label[..., np.newaxis], axis=-1)[..., 0]
+
+
+def _onehot(label: np.ndarray, depth: int) -> np.ndarray:
+    return np.eye(depth)[_check_labels(label, depth)]
+
+
+def _unpick(g: np.ndarray, label: np.ndarray, depth: int) -> np.ndarray:
+    return _onehot(label, depth) * g[..., np.newaxis]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    shifted = np.exp(z - np.max(z, axis=-1, keepdims=True))
+    return shifted / np.sum(shifted, axis=-1, keepdims=True)
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - np.max(z, axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def _expand(g: np.ndarray, shape: tuple[int, ...], axis: tuple[int, ...], keepdims: bool, mean: bool) -> np.ndarray:
+    # put the reduced axes back (as size 1) if they were dropped, then copy along them
+    if not keepdims:
+        g = np.expand_dims(g, axis)
+    result = np.broadcast_to(g, shape).copy()
+    if mean:
+        result = result / np.prod([shape[index] for index in axis])
+    return result
+
+
+def _sum_to(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    # the transpose of broadcasting: sum the leading axes broadcasting added,
+    # then every axis that broadcasting stretched from size 1
+    x = np.sum(x, axis=tuple(range(x.ndim - len(shape))))
+    stretched = tuple(index for index, size in enumerate(shape) if size == 1 and x.shape[index] != 1)
+    return np.sum(x, axis=stretched, keepdims=True).reshape(shape)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool, transpose_b: bool) -> np.ndarray:
+    return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
+
+
+RULES: dict[str, Rule] = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "neg": lambda x: -x,
+    "exp": np.exp,
+    "log": np.log,
+    "tanh": np.tanh,
+    "square": lambda x: x * x,
+    "relu": lambda x: np.where(x > 0, x, 0.0),
+    "sign": np.sign,
+    "sum": lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
+    "mean": lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims),
+    "sum_squares": lambda x: np.sum(x * x),
+    "expand": _expand,
+    "sum_to": _sum_to,
+    "broadcast_to": lambda x, shape: np.broadcast_to(x, shape).copy(),
+    "matmul": _matmul,
+    "outer": np.outer,
+    "reshape": lambda x, shape: np.reshape(x, shape),
+    "transpose": lambda x, axes: np.transpose(x, axes),
+    "softmax": _softmax,
+    "log_softmax": _log_softmax,
+    "pick": _pick,
+    "unpick": _unpick,
+    "cross_entropy": lambda z, label: -_pick(_log_softmax(z), label),
+    # the gradient of cross-entropy: softmax(z) - onehot(label), when ce is the cross-entropy
+    "softmax_minus_onehot": lambda z, label, ce: (
+        np.exp(z - _pick(z, label)[..., np.newaxis] - ce[..., np.newaxis]) - _onehot(label, z.shape[-1])),
+}
+
+
+def evaluate(nodes_or_node: Node | Sequence[Node] | Mapping[str, Node], params: Mapping[str, Any],
+             inputs: Mapping[str, Any] | None = None, sizes: Mapping[str, int] | None = None) -> Any:
+    """The values of expressions, computed node by node with plain numpy.
+
+    ``nodes_or_node`` is one node (giving one array), a sequence of nodes
+    (a list of arrays) or a dict of nodes (a dict of arrays, same keys).
+    ``params`` and ``inputs`` give the leaves' arrays by name, as for a
+    compiled program; symbolic sizes (``"batch"``) are read off the arrays
+    given, or from ``sizes`` (``{"batch": 32}``) for an expression whose
+    shapes hold a symbol that none of its leaves does (the gradient of a
+    parameter added to a batch of inputs is ``batch`` times a constant, and
+    holds no input). Evaluating such an expression together with one that
+    reads the inputs works too: sizes are shared by all the nodes of a call.
+    Each distinct node is computed once, however many times it is used.
+    Results are new arrays of the declared dtype; nothing given is
+    modified.
+
+    >>> import numpy as np, tapegraph as tg
+    >>> x = tg.param("x", shape=(3,))
+    >>> evaluate(tg.softmax(x), {"x": np.zeros(3)})
+    array([0.33333333, 0.33333333, 0.33333333])
+    """
+    inputs = inputs if inputs is not None else {}
+    if isinstance(nodes_or_node, Node):
+        roots = [nodes_or_node]
+    elif isinstance(nodes_or_node, Mapping):
+        roots = list(nodes_or_node.values())
+    else:
+        roots = list(nodes_or_node)
+    for root in roots:
+        if not isinstance(root, Node):
+            raise TypeError(f"reference.evaluate takes tapegraph nodes, got {type(root).__name__} {root!r}")
+
+    values: dict[Node, np.ndarray] = {}
+    sizes = dict(sizes or {})
+    order = _post_order(roots)
+    # leaves first, so every symbolic size is known before any op needs it
+    for node in order:
+        if node.op in ("param", "input"):
+            values[node] = _leaf_value(node, params, inputs, sizes)
+    for node in order:
+        if node not in values:
+            values[node] = _value(node, [values[operand] for operand in node.inputs], sizes)
+
+    results = [values[root].copy() for root in roots]
+    if isinstance(nodes_or_node, Node):
+        return results[0]
+    if isinstance(nodes_or_node, Mapping):
+        return dict(zip(nodes_or_node.keys(), results))
+    return results
+
+
+def _post_order(roots: Sequence[Node]) -> list[Node]:
+    """Every node reachable from ``roots`` once, each after its operands.
+
+    An explicit stack rather than recursion: deep expressions (long
+    chains of gradients) must not hit Python's recursion limit.
+    """
+    order: list[Node] = []
+    done: set[Node] = set()
+    stack: list[tuple[Node, bool]] = [(root, False) for root in reversed(roots)]
+    while stack:
+        node, operands_done = stack.pop()
+        if node in done:
+            continue
+        if operands_done:
+            done.add(node)
+            order.append(node)
+            continue
+        stack.append((node, True))
+        for operand in reversed(node.inputs):
+            if operand not in done:
+                stack.append((operand, False))
+    return order
+
+
+def _leaf_value(node: Node, params: Mapping[str, Any], inputs: Mapping[str, Any], sizes: dict[str, int]) -> np.ndarray:
+    """A parameter's or input's array, checked against its declared shape."""
+    given = params if node.op == "param" else inputs
+    if node.name not in given:
+        where = "params" if node.op == "param" else "inputs"
+        raise KeyError(f"reference: {node.op} {node.name!r} ({node.type_str}) is missing from {where} "
+                       f"(given: {sorted(given)})")
+    array = np.asarray(given[node.name], dtype=node.dtype)
+    _bind_sizes(node, array.shape, sizes)
+    return array
+
+
+def _value(node: Node, operands: list[np.ndarray], sizes: Mapping[str, int]) -> np.ndarray:
+    """One node's value from its operands' values."""
+    if node.op == "const":
+        return np.array(node.value.array)
+    rule = RULES.get(node.op)
+    if rule is None:
+        raise NotImplementedError(f"reference: op {node.op!r} has no rule in tapegraph.reference.RULES; "
+                                  f"add its textbook numpy formula there")
+    static = {key: _fill_sizes(value, sizes) for key, value in node.static}
+    result = np.asarray(rule(*operands, **static), dtype=node.dtype)
+    expected = _fill_sizes(node.shape, sizes)
+    if result.shape != expected:
+        raise AssertionError(f"reference: the rule for {node.op} gave shape {result.shape}, "
+                             f"but {node.label} is declared {node.type_str} ({expected} here)")
+    return result
+
+
+def _bind_sizes(node: Node, shape: tuple[int, ...], sizes: dict[str, int]) -> None:
+    """Check a leaf's array against its declared shape, learning symbolic sizes."""
+    if len(shape) != len(node.shape):
+        raise ValueError(f"reference: {node.op} {node.name!r} is declared {node.type_str}, got an array of shape {shape}")
+    for declared, actual in zip(node.shape, shape):
+        if isinstance(declared, str):
+            known = sizes.setdefault(declared, actual)
+            if known != actual:
+                raise ValueError(f"reference: {node.op} {node.name!r} has {declared}={actual}, "
+                                 f"but an earlier array gave {declared}={known}")
+        elif declared != actual:
+            raise ValueError(f"reference: {node.op} {node.name!r} is declared {node.type_str}, "
+                             f"got an array of shape {shape}")
+
+
+def _fill_sizes(value: Any, sizes: Mapping[str, int]) -> Any:
+    """A shape-valued attribute with its symbolic dimensions replaced by sizes."""
+    if isinstance(value, tuple) and any(isinstance(item, str) for item in value):
+        missing = [item for item in value if isinstance(item, str) and item not in sizes]
+        if missing:
+            raise ValueError(f"reference: the size of {missing[0]!r} is not given by any input array; "
+                             f"pass it as sizes={{{missing[0]!r}: ...}}")
+        return tuple(sizes[item] if isinstance(item, str) else item for item in value)
+    return value

@@ -1,0 +1,634 @@
+"""Hypothesis strategies: random well-typed expression DAGs over the op registry.
+
+``graphs(focus)`` draws a graph that is sure to use the op (or composite)
+``focus`` on its way to the objective, among a few other random ops, so a
+test parametrised over ``FOCUS_OPS`` covers every op on every run. A drawn
+graph has
+
+- leaves of random shapes: parameters, inputs (with a symbolic ``"batch"``
+  leading dimension in about half of the graphs), constants and Python
+  numbers, and integer labels for the ops that pick by label;
+- shared subexpressions and fan-out: operands are taken from the values
+  built so far more often than made fresh, and equal subtrees merge;
+- unused branches: values left out of the objective, some of them named
+  outputs, some not used at all, and parameters the objective never reads;
+- a scalar objective: a weighted sum of sums or means of some values.
+
+Values stay in safe domains by interval arithmetic on the way: each value
+carries a bound on its magnitude and, when it is known to be positive, a
+lower bound. ``log`` and ``div`` get operands made positive first (``exp
+(tanh x)`` or ``x^2 + 0.5``), ``exp`` gets operands squashed by ``tanh``,
+and anything that grows past ``LIMIT`` is squashed before it is used
+again, so central differences stay accurate in float64.
+
+The arrays fed to a graph come from ``DrawnGraph.data(batch_size)``,
+seeded by the drawn graph, so a failing example replays exactly.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+import tapegraph as tg
+from tapegraph.compile.dump import format_expression
+from tapegraph.expr import Node
+from tapegraph.ops import COMPOSITES, REGISTRY, broadcast_to, expand, outer, pick, softmax_minus_onehot, sum_to, unpick
+from tapegraph.shapes import broadcast
+
+#: Values whose magnitude may exceed this are squashed by tanh before use.
+LIMIT = 1e3
+#: The largest size a symbolic dimension takes in the tests (for bounds).
+MAX_BATCH = 4
+#: How many random ops a graph has besides its focus op.
+MAX_EXTRA_OPS = 6
+
+
+@dataclasses.dataclass
+class Value:
+    """A float node with what is known of its values (for safe domains)."""
+
+    node: Node
+    #: Every entry satisfies |value| <= bound.
+    bound: float
+    #: When > 0, every entry is >= low (a positive value).
+    low: float = 0.0
+    #: Set for a Python number operand (``x * 0.7``), passed as it is.
+    number: float | None = None
+
+    @property
+    def arg(self) -> Node | float:
+        """What to pass to an op function: the node, or the Python number."""
+        return self.number if self.number is not None else self.node
+
+    @property
+    def shape(self) -> tuple:
+        return self.node.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.node.ndim
+
+
+@dataclasses.dataclass
+class Label:
+    """An integer label node whose entries lie in 0..classes-1."""
+
+    node: Node
+    classes: int
+
+
+@dataclasses.dataclass
+class LeafSpec:
+    """How to draw the array of a parameter or input leaf."""
+
+    kind: str
+    shape: tuple
+    dtype: str
+    low: float
+    high: float
+
+
+@dataclasses.dataclass(repr=False)
+class DrawnGraph:
+    """One random graph: what to compile, and how to feed it."""
+
+    #: The op or composite this graph is sure to use.
+    focus: str
+    objective: Node
+    #: Named intermediate values (some not used by the objective).
+    outputs: dict[str, Node]
+    #: Every parameter declared, used or not: all are differentiated.
+    wrt: list[Node]
+    #: How to draw each parameter's and input's array, by name.
+    leaves: dict[str, LeafSpec]
+    #: Sizes to call the program with: two sizes of "batch" when batched,
+    #: else one entry None.
+    batch_sizes: tuple[int | None, ...]
+    seed: int
+
+    @property
+    def batched(self) -> bool:
+        return self.batch_sizes[0] is not None
+
+    def data(self, batch_size: int | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Params and inputs for one call; params do not depend on the batch size."""
+        param_rng = np.random.default_rng([self.seed, 0])
+        input_rng = np.random.default_rng([self.seed, 1, batch_size or 0])
+        params, inputs = {}, {}
+        for name, spec in sorted(self.leaves.items()):
+            shape = tuple(batch_size if isinstance(dim, str) else dim for dim in spec.shape)
+            rng = param_rng if spec.kind == "param" else input_rng
+            if spec.dtype == "int64":
+                array = rng.integers(int(spec.low), int(spec.high), size=shape).astype("int64")
+            else:
+                array = rng.uniform(spec.low, spec.high, size=shape)
+            (params if spec.kind == "param" else inputs)[name] = array
+        return params, inputs
+
+    def forward_ops(self) -> collections.Counter:
+        """How many nodes of each op the objective and outputs hold."""
+        return count_ops([self.objective, *self.outputs.values()])
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis prints a failing example through this: the expression listing, not attrs' nesting
+        printer.text(repr(self))
+
+    def __repr__(self) -> str:
+        lines = [f"DrawnGraph(focus={self.focus!r}, batch_sizes={self.batch_sizes}, seed={self.seed})",
+                 "objective:", format_expression(self.objective)]
+        for name, node in self.outputs.items():
+            lines += [f"output {name}:", format_expression(node)]
+        lines.append("wrt: " + ", ".join(f"{node.name}{list(node.shape)}" for node in self.wrt))
+        return "\n".join(lines)
+
+
+def count_ops(roots: Iterable[Node]) -> collections.Counter:
+    """Count the distinct nodes of each op reachable from ``roots``."""
+    return collections.Counter(node.op for node in reachable(roots))
+
+
+def _factorizations(size: int, rank: int) -> list[tuple[int, ...]]:
+    """Every shape of ``rank`` dimensions holding ``size`` entries."""
+    if rank == 0:
+        return [()] if size == 1 else []
+    return [(first,) + rest for first in range(1, size + 1) if size % first == 0
+            for rest in _factorizations(size // first, rank - 1)]
+
+
+def _size(dim: Any) -> int:
+    """A dimension's largest size in the tests (a symbol counts as MAX_BATCH)."""
+    return MAX_BATCH if isinstance(dim, str) else dim
+
+
+def _count(shape: Iterable[Any]) -> int:
+    return math.prod(_size(dim) for dim in shape)
+
+
+def _symbolic(shape: tuple) -> bool:
+    return any(isinstance(dim, str) for dim in shape)
+
+
+def _only_leading_symbol(shape: tuple) -> bool:
+    return not _symbolic(shape[1:])
+
+
+class _Builder:
+    """Draws one graph: leaves, ops on earlier values, then an objective."""
+
+    def __init__(self, draw: Callable, batched: bool, seed: int) -> None:
+        self.draw = draw
+        self.rng = np.random.default_rng([seed, 2])  # constants' values
+        self.batch: Any = "batch" if batched else draw(st.integers(1, MAX_BATCH), label="batch size")
+        self.dims = draw(st.lists(st.integers(1, 4), min_size=2, max_size=3), label="feature sizes")
+        self.pool: list[Value] = []
+        self.labels: list[Label] = []
+        self.leaves: dict[str, LeafSpec] = {}
+        self.params: list[Node] = []
+        self._names = itertools.count()
+
+    # Small drawing helpers.
+
+    def flip(self, percent: int) -> bool:
+        return self.draw(st.integers(0, 99)) < percent
+
+    def choice(self, options: list) -> Any:
+        return self.draw(st.sampled_from(options))
+
+    def dim(self) -> int:
+        return self.choice(self.dims)
+
+    def fresh_shape(self, max_rank: int = 2) -> tuple:
+        rank = self.draw(st.integers(0, max_rank))
+        shape = tuple(self.dim() for _ in range(rank))
+        if rank and self.flip(50):
+            shape = (self.batch,) + shape[1:]
+        return shape
+
+    def push(self, node: Node, bound: float, low: float = 0.0) -> Value:
+        value = Value(node, bound, low)
+        self.pool.append(value)
+        return value
+
+    # Leaves.
+
+    def leaf(self, shape: tuple, positive: bool = False, allow_const: bool = True) -> Value:
+        """A new parameter, input or constant of ``shape``."""
+        low, high = (0.5, 2.0) if positive else (-1.0, 1.0)
+        if _symbolic(shape):
+            kind = "input"
+        else:
+            kind = self.choice(["param", "param", "input"] + (["const"] if allow_const else []))
+        if kind == "const":
+            node = tg.const(self.rng.uniform(low, high, size=shape))
+        else:
+            name = f"{'p' if kind == 'param' else 'x'}{next(self._names)}"
+            node = tg.param(name, shape=shape) if kind == "param" else tg.input(name, shape=shape)
+            self.leaves[name] = LeafSpec(kind, shape, "float64", low, high)
+            if kind == "param":
+                self.params.append(node)
+        return self.push(node, max(abs(low), abs(high)), low if positive else 0.0)
+
+    def label(self, shape: tuple, limit: int) -> Node:
+        """An integer label node of ``shape`` with entries below ``limit``, reused when one fits."""
+        fits = [label for label in self.labels if label.node.shape == shape and label.classes <= limit]
+        if fits and self.flip(60):
+            return self.choice(fits).node
+        classes = self.draw(st.integers(1, limit)) if self.flip(30) else limit
+        if _symbolic(shape) or self.flip(60):
+            name = f"label{next(self._names)}"
+            node = tg.input(name, shape=shape, dtype="int64")
+            self.leaves[name] = LeafSpec("input", shape, "int64", 0, classes)
+        else:
+            node = tg.const(self.rng.integers(0, classes, size=shape).astype("int64"))
+        self.labels.append(Label(node, classes))
+        return node
+
+    def operand(self, fits: Callable[[Value], bool], make: Callable[[], Value], nonconst: bool = False) -> Value:
+        """An earlier value that ``fits`` (shared subexpressions, fan-out), or a new one."""
+        candidates = [value for value in self.pool
+                      if fits(value) and not (nonconst and value.node.op == "const")]
+        if candidates and self.flip(75):
+            return self.choice(candidates)
+        return make()
+
+    def any_value(self, fits: Callable[[Value], bool] = lambda value: True, max_rank: int = 2,
+                  shape: tuple | None = None) -> Value:
+        """A non-constant float operand (so the op applied to it is not folded away)."""
+        def make() -> Value:
+            target = shape if shape is not None else self.fresh_shape(max_rank)
+            return self.leaf(target, allow_const=False)
+        return self.operand(lambda value: fits(value) and value.ndim <= max_rank, make, nonconst=True)
+
+    # Keeping values in safe domains.
+
+    def tame(self, value: Value, limit: float = LIMIT) -> Value:
+        """``value`` if its magnitude stays below ``limit``, else ``tanh(value)``."""
+        if value.bound <= limit:
+            return value
+        return self.push(tg.tanh(value.node), 1.0)
+
+    def positive(self, value: Value) -> Value:
+        """``value`` if known positive (away from 0), else a positive function of it."""
+        if value.low >= 0.05 and value.bound <= LIMIT:
+            return value
+        if self.flip(50):
+            return self.push(tg.exp(tg.tanh(value.node)), math.e, 1.0 / math.e)
+        small = self.tame(value, 3.0)
+        return self.push(tg.square(small.node) + 0.5, small.bound ** 2 + 0.5, 0.5)
+
+    def broadcast_partner(self, a: Value, positive: bool = False) -> Value:
+        """A second operand whose shape broadcasts with ``a``'s (sometimes a Python number)."""
+        def fits(value: Value) -> bool:
+            return _broadcast_rank(a.shape, value.shape) <= 3 and (not positive or value.low >= 0.05)
+
+        def make() -> Value:
+            mode = self.choice(["same", "suffix", "ones", "scalar", "fresh"])
+            if mode == "same":
+                shape = a.shape
+            elif mode == "suffix":
+                shape = a.shape[self.draw(st.integers(0, a.ndim)):]
+            elif mode == "ones":
+                shape = tuple(1 if self.flip(50) else dim for dim in a.shape)
+            elif mode == "scalar":
+                shape = ()
+            else:
+                shape = self.fresh_shape()
+                if _broadcast_rank(a.shape, shape) > 3:
+                    shape = a.shape
+            return self.leaf(shape, positive=positive)
+
+        if self.flip(10):
+            number = float(self.rng.uniform(0.5, 2.0)) * (1 if positive or self.flip(50) else -1)
+            return Value(tg.const(number), abs(number), max(number, 0.0), number=number)
+        return self.operand(fits, make)
+
+    # The ops. Each applies its op once (the focus node) and returns it.
+
+    def binary(self, name: str) -> Value:
+        a = self.tame(self.any_value(max_rank=3), 30.0)
+        b = self.broadcast_partner(a, positive=(name == "div"))
+        b = self.positive(b) if name == "div" else self.tame(b, 30.0)
+        swap = name != "div" and self.flip(30)
+        left, right = (b.arg, a.node) if swap else (a.node, b.arg)
+        node = {"add": tg.add, "sub": tg.sub, "mul": tg.mul, "div": tg.div}[name](left, right)
+        bound = {"add": a.bound + b.bound, "sub": a.bound + b.bound, "mul": a.bound * b.bound,
+                 "div": a.bound / max(b.low, 1e-300)}[name]
+        low = 0.0
+        if a.low > 0 and b.low > 0:
+            low = {"add": a.low + b.low, "mul": a.low * b.low, "div": a.low / b.bound}.get(name, 0.0)
+        return self.push(node, bound, low)
+
+    def unary(self, name: str) -> Value:
+        x = self.any_value(max_rank=3)
+        if name == "exp":
+            x = self.tame(x, 3.0)
+            return self.push(tg.exp(x.node), math.exp(x.bound), math.exp(-x.bound))
+        if name == "log":
+            x = self.positive(x)
+            return self.push(tg.log(x.node), max(abs(math.log(x.low)), abs(math.log(x.bound))))
+        if name == "square":
+            x = self.tame(x, 30.0)
+            return self.push(tg.square(x.node), x.bound ** 2, x.low ** 2)
+        function = {"neg": tg.neg, "tanh": tg.tanh, "relu": tg.relu, "sign": tg.ops.sign, "sigmoid": tg.sigmoid}[name]
+        bound = {"tanh": 1.0, "sign": 1.0, "sigmoid": 1.0}.get(name, x.bound)
+        return self.push(function(x.node), bound)
+
+    def reduction(self, name: str) -> Value:
+        x = self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim()))
+        if name == "sum_squares":
+            x = self.tame(x, 30.0)
+            return self.push(tg.sum_squares(x.node), x.bound ** 2 * _count(x.shape))
+        mode = self.choice(["all", "subset", "negative"])
+        if mode == "all":
+            axis = None
+            axes = tuple(range(x.ndim))
+        else:
+            axes = tuple(sorted(self.draw(st.sets(st.integers(0, x.ndim - 1), min_size=1))))
+            axis = tuple(index - x.ndim for index in axes) if mode == "negative" else axes
+        keepdims = self.flip(40)
+        function = tg.sum if name == "sum" else tg.mean
+        node = function(x.node, axis=axis, keepdims=keepdims)
+        if name == "mean":
+            return self.push(node, x.bound, x.low)
+        return self.push(node, x.bound * _count(x.shape[index] for index in axes), x.low)
+
+    def expand(self) -> Value:
+        g = self.any_value(max_rank=2)
+        ones = [index for index, dim in enumerate(g.shape) if dim == 1]
+        mean = self.flip(50)
+        if ones and self.flip(50):  # keepdims: stretch size-1 axes
+            axis = tuple(sorted(self.draw(st.sets(st.sampled_from(ones), min_size=1))))
+            shape = tuple(self.dim() if index in axis else dim for index, dim in enumerate(g.shape))
+            node = expand(g.node, shape, axis, keepdims=True, mean=mean)
+        else:  # insert new axes
+            added = self.draw(st.integers(1, 3 - g.ndim)) if g.ndim < 3 else 1
+            rank = g.ndim + added
+            axis = tuple(sorted(self.draw(st.sets(st.integers(0, rank - 1), min_size=added, max_size=added))))
+            kept = iter(g.shape)
+            leading_batch = 0 in axis and not _symbolic(g.shape) and self.flip(50)
+            shape = tuple((self.batch if index == 0 and leading_batch else self.dim()) if index in axis
+                          else next(kept) for index in range(rank))
+            node = expand(g.node, shape, axis, keepdims=False, mean=mean)
+        return self.push(node, g.bound, 0.0 if mean else g.low)
+
+    def sum_to(self) -> Value:
+        x = self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim()))
+        dropped = self.draw(st.integers(0, x.ndim))
+        shape = tuple(1 if self.flip(40) else dim for dim in x.shape[dropped:])
+        if shape == x.shape:
+            shape = x.shape[1:]
+        summed = _count(x.shape) // max(_count(shape), 1)
+        return self.push(sum_to(x.node, shape), x.bound * summed, x.low)
+
+    def broadcast_to(self) -> Value:
+        x = self.any_value(max_rank=2)
+        shape = tuple(self.dim() if dim == 1 and self.flip(60) else dim for dim in x.shape)
+        if shape == x.shape or self.flip(40):
+            lead = self.batch if not _symbolic(x.shape) and self.flip(50) else self.dim()
+            shape = (lead,) + shape
+        return self.push(broadcast_to(x.node, shape), x.bound, x.low)
+
+    def matmul(self, flags: bool = True) -> Value:
+        a = self.any_value(lambda value: value.ndim >= 1, shape=self.choice([(self.dim(),), (self.batch, self.dim())]))
+        a = self.tame(a, 10.0)
+        transpose_a = flags and a.ndim == 2 and self.flip(30)
+        left = tuple(reversed(a.shape)) if transpose_a else a.shape
+        inner = left[-1]
+        b_rank = self.choice([1, 2]) if len(left) == 1 or not flags else self.choice([1, 2, 2])
+        transpose_b = flags and b_rank == 2 and self.flip(40)
+        if b_rank == 1:
+            wanted = lambda shape: shape == (inner,)
+            fresh = (inner,)
+        elif transpose_b:
+            wanted = lambda shape: len(shape) == 2 and shape[1] == inner
+            fresh = (self.dim(), inner)
+        else:
+            wanted = lambda shape: len(shape) == 2 and shape[0] == inner
+            fresh = (inner, self.dim())
+        b = self.tame(self.operand(lambda value: wanted(value.shape), lambda: self.leaf(fresh)), 10.0)
+        if flags:
+            node = tg.matmul(a.node, b.node, transpose_a=transpose_a, transpose_b=transpose_b)
+        else:
+            node = tg.dot(a.node, b.node)
+        return self.push(node, a.bound * b.bound * _size(inner))
+
+    def outer(self) -> Value:
+        vector = lambda value: value.ndim == 1
+        a = self.tame(self.any_value(vector, shape=(self.choice(self.dims + [self.batch]),)), 30.0)
+        b = self.tame(self.operand(vector, lambda: self.leaf((self.dim(),))), 30.0)
+        return self.push(outer(a.node, b.node), a.bound * b.bound, a.low * b.low)
+
+    def reshape(self) -> Value:
+        x = self.any_value(lambda value: _only_leading_symbol(value.shape), max_rank=3)
+        if _symbolic(x.shape):
+            lead, rest = x.shape[:1], x.shape[1:]
+        else:
+            lead, rest = (), x.shape
+        size = math.prod(rest)
+        options = [shape for rank in range(0, 4 - len(lead)) for shape in _factorizations(size, rank)
+                   if shape != rest]
+        shape = lead + self.choice(options)
+        return self.push(tg.reshape(x.node, shape), x.bound, x.low)
+
+    def transpose(self) -> Value:
+        x = self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim()))
+        axes = tuple(self.draw(st.permutations(range(x.ndim))))
+        return self.push(tg.transpose(x.node, axes), x.bound, x.low)
+
+    def classes_operand(self, limit: float) -> Value:
+        """Scores with a fixed number of classes on the last axis."""
+        classes_fixed = lambda value: value.ndim >= 1 and not isinstance(value.shape[-1], str)
+        scores = self.any_value(classes_fixed, shape=self.choice([(self.dim(),), (self.batch, self.dim())]))
+        return self.tame(scores, limit)
+
+    def softmax(self, name: str) -> Value:
+        z = self.tame(self.any_value(lambda value: value.ndim >= 1, shape=(self.batch, self.dim())), 30.0)
+        classes = _size(z.shape[-1])
+        if name == "softmax":
+            return self.push(tg.softmax(z.node), 1.0, math.exp(-2 * z.bound) / classes)
+        return self.push(tg.log_softmax(z.node), 2 * z.bound + math.log(classes))
+
+    def pick(self, name: str) -> Value:
+        z = self.classes_operand(30.0)
+        classes = z.shape[-1]
+        label = self.label(z.shape[:-1], classes)
+        if name == "pick":
+            return self.push(pick(z.node, label), z.bound, z.low)
+        if name == "cross_entropy":
+            return self.push(tg.cross_entropy(z.node, label), 2 * z.bound + math.log(classes))
+        # nll: of a softmax (becomes cross-entropy) or of any positive values
+        probs = self.push(tg.softmax(z.node), 1.0) if self.flip(50) else self.positive(z)
+        low = probs.low if probs.node.op != "softmax" else math.exp(-2 * z.bound) / classes
+        return self.push(tg.nll(probs.node, label), max(abs(math.log(low)), abs(math.log(probs.bound))))
+
+    def unpick(self) -> Value:
+        g = self.any_value(max_rank=2)
+        depth = self.draw(st.integers(1, 4))
+        label = self.label(g.shape, depth)
+        return self.push(unpick(g.node, label, depth), g.bound)
+
+    def softmax_minus_onehot(self) -> Value:
+        z = self.classes_operand(3.0)
+        label = self.label(z.shape[:-1], z.shape[-1])
+        if self.flip(50):
+            ce = self.push(tg.cross_entropy(z.node, label), 2 * z.bound + math.log(z.shape[-1]))
+        else:
+            ce = self.operand(lambda value: value.shape == label.shape, lambda: self.leaf(label.shape))
+        ce = self.tame(ce, 3.0)
+        return self.push(softmax_minus_onehot(z.node, label, ce.node), math.exp(2 * z.bound + ce.bound) + 1.0)
+
+    def affine(self, name: str) -> Value:
+        x = self.classes_operand(10.0)
+        features = x.shape[-1]
+        if name == "vector_scalar_affine":
+            w = self.tame(self.operand(lambda value: value.shape == (features,), lambda: self.leaf((features,))), 10.0)
+            b = self.tame(self.operand(lambda value: value.shape == (), lambda: self.leaf(())), 10.0)
+            node = tg.vector_scalar_affine(x.node, w.node, b.node)
+            return self.push(node, x.bound * w.bound * features + b.bound)
+        outputs = self.dim()
+        W = self.tame(self.operand(lambda value: value.shape[1:] == (features,) and value.ndim == 2,
+                                   lambda: self.leaf((outputs, features))), 10.0)
+        b = self.tame(self.operand(lambda value: value.shape == W.shape[:1], lambda: self.leaf(W.shape[:1])), 10.0)
+        return self.push(tg.affine(W.node, x.node, b.node), x.bound * W.bound * features + b.bound)
+
+    def squared_l2_distance(self) -> Value:
+        a = self.tame(self.any_value(max_rank=2), 10.0)
+        b = self.tame(self.broadcast_partner(a), 10.0)
+        total = tg.squared_l2_distance(a.node, b.arg)
+        return self.push(total, (a.bound + b.bound) ** 2 * _count(a.shape) * _count(b.shape))
+
+    def l2_norm_penalty(self) -> Value:
+        w = self.tame(self.any_value(max_rank=2), 10.0)
+        l2_reg = float(self.rng.uniform(0.1, 2.0))
+        return self.push(tg.l2_norm_penalty(w.node, l2_reg=l2_reg), l2_reg * w.bound ** 2 * _count(w.shape))
+
+    # The graph.
+
+    def apply(self, name: str) -> Value:
+        """Apply the op or composite ``name`` once, to drawn operands."""
+        if name in ("add", "sub", "mul", "div"):
+            return self.binary(name)
+        if name in ("neg", "exp", "log", "tanh", "square", "relu", "sign", "sigmoid"):
+            return self.unary(name)
+        if name in ("sum", "mean", "sum_squares"):
+            return self.reduction(name)
+        if name in ("softmax", "log_softmax"):
+            return self.softmax(name)
+        if name in ("pick", "cross_entropy", "nll"):
+            return self.pick(name)
+        if name in ("affine", "vector_scalar_affine"):
+            return self.affine(name)
+        if name == "dot":
+            return self.matmul(flags=False)
+        return getattr(self, name)()
+
+    def objective(self, required: list[Value]) -> Node:
+        """A weighted sum of sums or means of ``required`` and a few other values."""
+        floats = [value for value in self.pool if value.node.op != "const"]
+        extra = self.draw(st.lists(st.sampled_from(floats), max_size=2)) if floats else []
+        total: Node | None = None
+        for value in required + extra:
+            value = self.tame(value)
+            term = value.node
+            if term.ndim:
+                reduce = self.choice([tg.sum, tg.mean, "weighted"])
+                if reduce == "weighted":  # a random linear functional: no symmetry can hide a wrong entry
+                    weights = self.rng.uniform(-1.0, 1.0, size=[dim for dim in term.shape if not isinstance(dim, str)])
+                    if weights.ndim == term.ndim:
+                        term = tg.sum(term * tg.const(weights))
+                    else:
+                        term = tg.mean(term)
+                else:
+                    term = reduce(term)
+            if self.flip(40):
+                term = term * float(self.rng.uniform(0.5, 1.5))
+            if self.flip(20):
+                term = self.second_order(term)
+            total = term if total is None else total + term
+        return total
+
+    def second_order(self, term: Node) -> Node:
+        """``term`` plus a weighted sum of ``tanh`` of its gradient in one parameter.
+
+        The objective's gradient then differentiates the VJP rules' own
+        nodes (``expand``, ``sum_to``, ``unpick``, ``softmax_minus_onehot``)
+        as a Hessian-vector product does.
+        """
+        params = [node for node in reachable([term]) if node.op == "param"]
+        if not params:
+            return term
+        parameter = self.choice(sorted(params, key=lambda node: node.name))
+        (gradient,) = tg.grad(term, [parameter])
+        weights = tg.const(self.rng.uniform(-1.0, 1.0, size=parameter.shape))
+        # tanh keeps the term bounded, whatever the size of the gradient
+        return term + tg.sum(tg.tanh(gradient) * weights)
+
+
+def reachable(roots: Iterable[Node]) -> set[Node]:
+    """``roots`` and every node they depend on."""
+    nodes: set[Node] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node not in nodes:
+            nodes.add(node)
+            stack.extend(node.inputs)
+    return nodes
+
+
+def size_unknown(roots: list[Node]) -> bool:
+    """True when some node's shape holds a symbol that no leaf's shape does."""
+    nodes = reachable(roots)
+    in_leaves = {dim for node in nodes if node.is_leaf for dim in node.shape if isinstance(dim, str)}
+    return any(isinstance(dim, str) and dim not in in_leaves for node in nodes for dim in node.shape)
+
+
+def _broadcast_rank(a: tuple, b: tuple) -> int:
+    """The rank of the shapes broadcast together (a large number if they do not broadcast)."""
+    try:
+        return len(broadcast(a, b))
+    except ValueError:
+        return 1_000
+
+
+#: The ops the strategy can draw: every registered primitive and composite.
+FOCUS_OPS: tuple[str, ...] = tuple(sorted(set(REGISTRY) | set(COMPOSITES)))
+
+
+@st.composite
+def graphs(draw: Callable, focus: str, max_extra_ops: int = MAX_EXTRA_OPS) -> DrawnGraph:
+    """A random graph that uses ``focus`` (an op or composite name) on its way to the objective."""
+    seed = draw(st.integers(0, 2**32 - 1), label="seed")
+    batched = draw(st.booleans(), label="batched")
+    builder = _Builder(draw, batched, seed)
+    before = draw(st.integers(0, max_extra_ops), label="ops before the focus op")
+    after = draw(st.integers(0, max_extra_ops - before), label="ops after it")
+    for _ in range(before):
+        builder.apply(draw(st.sampled_from(FOCUS_OPS)))
+    focused = builder.apply(focus)
+    for _ in range(after):
+        builder.apply(draw(st.sampled_from(FOCUS_OPS)))
+    objective = builder.objective([focused, builder.pool[-1]])
+    # outputs: some values (leaves and labels too), used by the objective or not
+    candidates = [value.node for value in builder.pool] + [label.node for label in builder.labels]
+    chosen = draw(st.lists(st.sampled_from(candidates), max_size=3, unique_by=id))
+    outputs = {f"out{index}": node for index, node in enumerate(chosen) if node.op != "const"}
+    if size_unknown([objective]) or size_unknown([objective, *outputs.values()]):
+        # "batch" came in through a static shape alone (broadcast_to, expand):
+        # a call must still be given its size, by an input that has it
+        objective = objective + tg.mean(builder.leaf((builder.batch,)).node)
+    if batched:
+        first = draw(st.integers(1, MAX_BATCH), label="batch size")
+        second = draw(st.integers(1, MAX_BATCH).filter(lambda size: size != first), label="second batch size")
+        batch_sizes: tuple = (first, second)
+    else:
+        batch_sizes = (None,)
+    return DrawnGraph(focus, objective, outputs, list(builder.params), dict(builder.leaves), batch_sizes, seed)

@@ -11,9 +11,10 @@
 from models.base import DivergenceError, Estimator, NotFittedError
 from models.data import Problem, generate_problem, load_problem, make_blobs, save_problem
 from models.estimators import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
+from models.persist import load
 
 __all__ = [
     "LinearRegression", "RidgeRegression", "MLPRegression", "MulticlassClassifier",
     "Estimator", "DivergenceError", "NotFittedError",
-    "Problem", "generate_problem", "load_problem", "save_problem", "make_blobs",
+    "Problem", "generate_problem", "load_problem", "save_problem", "make_blobs", "load",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import os
 import sys
 import time
 from typing import Any
@@ -212,6 +213,14 @@ class Estimator:
             raise ValueError(f"X has {X.shape[1]} features (columns), but {name} was fitted with "
                              f"{self.n_features_in_} features")
         return X
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to ``path`` (``.npz``, no pickles, replaced atomically).
+
+        ``models.load(path)`` reads it back; see ``models/persist.py``.
+        """
+        from models.persist import save
+        save(self, path)
 
     def _forward(self, X: Any, output: str) -> np.ndarray:
         X = self._check_X(X)

@@ -25,6 +25,7 @@ from tapegraph.ops import (
     relu, reshape, sigmoid, softmax, square, squared_l2_distance, sub, sum, sum_squares, tanh, transpose, vector_scalar_affine,
 )
 from tapegraph.optim import SGDStep, sgd
+from tapegraph.persist import PersistError, load_params, save_params
 from tapegraph.program import Program, Specialization, SpecializationError, compile, no_new_specializations
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "input", "param", "const", "Node", "grad", "compile", "Program", "sgd", "SGDStep", "testing",
     "check_finite", "no_new_specializations", "Specialization", "draw_graph", "draw_tape",
+    "save_params", "load_params", "PersistError",
     "TapegraphError", "ShapeError", "GraphError", "CallError", "TapeError", "NonFiniteError", "SpecializationError",
     "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", "sigmoid", "relu",
     "sum", "mean", "sum_squares", "matmul", "dot", "reshape", "transpose", "softmax", "log_softmax", "nll", "cross_entropy",

@@ -35,7 +35,7 @@ class SGDStep:
             raise TypeError(f"sgd needs a program made by tg.compile, got {type(program).__name__}")
         if (isinstance(step_size, bool) or not isinstance(step_size, (int, float, np.floating, np.integer))
                 or not math.isfinite(step_size) or step_size <= 0):
-            raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
+            raise ValueError(f"tg.sgd: step_size must be a positive finite number, got {step_size!r}")
         if not program.wrt:
             raise ValueError("sgd needs a program compiled with wrt=[...] parameters to update")
         self.program = program
@@ -71,9 +71,14 @@ class SGDStep:
 
     def _refuse(self, name: str, array: Any) -> None:
         param = self.program.params[name]
+        if isinstance(array, np.ndarray) and array.shape == param.shape and array.dtype == param.dtype:
+            given = "a read-only array"
+        elif isinstance(array, np.ndarray):
+            given = f"an array of shape {array.shape} and dtype {array.dtype}"
+        else:
+            given = type(array).__name__
         raise CallError(f"donate=True updates parameters in place, so {name!r} must be a writable numpy array "
-                        f"of shape {param.shape} and dtype {param.dtype}; got {type(array).__name__}"
-                        + (f" of shape {array.shape} and dtype {array.dtype}" if isinstance(array, np.ndarray) else ""))
+                        f"of shape {param.shape} and dtype {param.dtype}; got {given}")
 
     def tape(self, sizes: Mapping[str, int] | None = None):
         """The step's tape: forward, reverse and update sections."""

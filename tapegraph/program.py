@@ -429,6 +429,9 @@ def _convert(kind: str, node: Node, value: Any) -> np.ndarray:
     except Exception as error:  # numpy raises several kinds for odd objects
         raise CallError(f"{_what(kind, node)} expects an array of {node.type_str}, got {type(value).__name__}: {error}") from None
     is_number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    if array.dtype.kind in "OSUV" or array.dtype.kind == "b" and not isinstance(value, np.ndarray):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise CallError(f"{_what(kind, node)} expects an array of {node.type_str}, got {type(value).__name__} {shown}")
     if declared.kind == "f":
         if array.dtype.kind == "f" or (is_number and array.dtype.kind in "iu"):
             return array.astype(declared, copy=False)
@@ -449,6 +452,9 @@ def _check_shape(kind: str, node: Node, array: np.ndarray, sizes: dict[str, int]
         raise CallError(f"{_what(kind, node)} expects shape {format_shape(declared)} ({len(declared)} dimension(s)), got an array of shape {array.shape}")
     for axis, (dim, actual) in enumerate(zip(declared, array.shape)):
         if isinstance(dim, str):
+            if actual == 0:
+                raise CallError(f"{_what(kind, node)} has {dim}=0 (an array of shape {array.shape}): there is nothing "
+                                f"to compute on an empty {dim}; give at least one row")
             if dim in sizes and sizes[dim] != actual:
                 raise CallError(f"{_what(kind, node)} has {dim}={actual} (shape {array.shape}), but {bound_by[dim]} has {dim}={sizes[dim]}")
             sizes[dim] = actual

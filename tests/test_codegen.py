@@ -230,7 +230,7 @@ def test_the_oldest_specialisation_is_dropped_beyond_the_limit():
 
 
 @pytest.mark.parametrize("given, described", [
-    (np.array([1.0, 2.0, 3.0], dtype=np.float32), "ndarray of shape (3,) and dtype float32"),
+    (np.array([1.0, 2.0, 3.0], dtype=np.float32), "an array of shape (3,) and dtype float32"),
     ([1.0, 2.0, 3.0], "list"),
     (np.ones(3)[::-1].copy().view(), None),
 ])
@@ -240,7 +240,7 @@ def test_donating_needs_writable_arrays_of_the_declared_type(given, described):
     inputs = {"x": np.ones(3), "y": np.array(1.0)}
     if described is None:  # a read-only array
         given.setflags(write=False)
-        described = "ndarray of shape (3,) and dtype float64"
+        described = "a read-only array"
     with pytest.raises(tg.CallError, match=r"^donate=True updates parameters in place, so 'w' must be a writable numpy "
                                            rf"array of shape \(3,\) and dtype float64; got {re.escape(described)}$"):
         step({"w": given, "b": np.array(0.0)}, inputs)

@@ -114,3 +114,11 @@ def test_errors_do_not_change_the_callers_arrays():
     with pytest.raises(tg.CallError):
         program.value_and_grad(params, {"x": np.zeros(5), "y": 0.0})
     np.testing.assert_array_equal(params["w"], np.arange(3.0))
+
+
+def test_an_empty_batch_is_refused_by_name():
+    x = tg.input("x", shape=("batch", 3))
+    program = tg.compile(tg.mean(tg.square(x)))
+    with pytest.raises(tg.CallError, match=r"^input 'x' has batch=0 \(an array of shape \(0, 3\)\): there is nothing "
+                                           r"to compute on an empty batch; give at least one row$"):
+        program.run({}, {"x": np.ones((0, 3))})

@@ -39,7 +39,12 @@ def check_wrt(wrt: Sequence[object]) -> list[Node]:
     result: list[Node] = []
     for item in wrt:
         if not isinstance(item, Node) or item.op != "param":
-            what = f"{item.op} {item.label!r} ({item.type_str})" if isinstance(item, Node) else repr(item)
+            if isinstance(item, Node) and item.is_leaf:
+                what = f"{item.op} {item.name!r} ({item.type_str})"
+            elif isinstance(item, Node):
+                what = f"an expression, {item.label} ({item.type_str})"
+            else:
+                what = f"{type(item).__name__} {item!r}"
             raise GraphError(f"wrt must list parameters made with tg.param, but got {what}")
         if item in result:
             raise GraphError(f"wrt lists parameter {item.name!r} twice")

@@ -319,7 +319,9 @@ def profile_step(case, number):
         code = compile(line, "<line>", "exec")
         exec(code, namespace)
         seconds = median_us(lambda: exec(code, namespace), repeats=7, number=number) - overhead
-        print(f"    {seconds:6.2f}  {line}")
+        # below the noise of subtracting exec's own cost, a line is "about nothing"
+        shown = f"{seconds:6.2f}" if seconds >= 0.05 else "  ≈0  "
+        print(f"    {shown}  {line}")
 
 
 # ---------------------------------------------------------------- main

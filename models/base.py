@@ -222,6 +222,15 @@ class Estimator:
         from models.persist import save
         save(self, path)
 
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Estimator":
+        """Read a model written by ``save``; ``RidgeRegression.load(path)`` insists on a ridge model.
+
+        The same as ``models.load(path, model=cls)`` (any model when called on ``Estimator`` itself).
+        """
+        from models.persist import load
+        return load(path, model=None if cls is Estimator else cls)
+
     def _forward(self, X: Any, output: str) -> np.ndarray:
         X = self._check_X(X)
         return self.program_.run(self.params_, {"x": X}, outputs=[output])[output]
@@ -260,7 +269,7 @@ def _finite_floats(values: Any, name: str, ndim: int = 1, owner: str = "") -> np
         hint = " (for one feature, pass X.reshape(-1, 1))" if name == "X" and array.ndim == 1 else ""
         raise ValueError(f"{prefix}{name} must be a {ndim}-D array, got shape {array.shape}{hint}")
     if len(array) == 0:
-        raise ValueError(f"{prefix}{name} is empty")
+        raise ValueError(f"{prefix}{name} is empty (shape {array.shape}); it needs at least one row")
     bad = np.argwhere(~np.isfinite(array))
     if len(bad):
         where = ", ".join(str(int(i)) for i in bad[0])

@@ -14,11 +14,12 @@ project ships no data file. ``load_problem`` reads the same problem from an
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
+
+from tapegraph.persist import read_npz, write_atomically
 
 #: The keys of a problem file, as the homework's pickle had them.
 PROBLEM_KEYS = ("x_train", "y_train", "x_test", "y_test", "coefs_true")
@@ -93,24 +94,29 @@ def generate_problem(seed: int = 0, num_points: int = 1000, num_train: int = 100
 
 
 def save_problem(path: str | os.PathLike, problem: Problem) -> None:
-    """Write ``problem``'s arrays to an ``.npz`` file that ``load_problem`` reads."""
+    """Write ``problem``'s arrays to an ``.npz`` file that ``load_problem`` reads.
+
+    As ``np.savez``, adds ``.npz`` to a name without it; the file is replaced
+    atomically (``tapegraph.persist.write_atomically``).
+    """
     arrays = dict(zip(PROBLEM_KEYS, (problem.x_train, problem.y_train, problem.x_val, problem.y_val, problem.coefs_true)))
-    np.savez(path, **arrays)
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    write_atomically(path, lambda handle: np.savez(handle, **arrays))
 
 
 def load_problem(path: str | os.PathLike) -> Problem:
     """Read a problem from an ``.npz`` file with keys ``x_train y_train x_test y_test coefs_true``.
 
     ``x_test``/``y_test`` become ``x_val``/``y_val``, as in the homework.
-    Never unpickles. Raises ``FileNotFoundError`` for a missing file and
-    ``ValueError`` naming the file and the problem for anything else.
+    Never unpickles. A missing file raises ``FileNotFoundError``
+    (``tapegraph.errors.MissingFileError``); anything else wrong raises
+    ``ValueError`` (``tapegraph.PersistError`` when the file is not a
+    readable archive) naming the file and the problem.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"problem file {path!r} does not exist")
-    # our own handle, so that it is closed even when numpy fails halfway through a damaged file
-    with open(path, "rb") as handle:
-        arrays = _read_arrays(path, handle)
+    arrays = _read_arrays(path)
     for x_key, y_key in (("x_train", "y_train"), ("x_test", "y_test")):
         if len(arrays[x_key]) != len(arrays[y_key]) or len(arrays[x_key]) == 0:
             raise ValueError(f"problem file {path!r}: {x_key!r} and {y_key!r} must be non-empty and of equal length, "
@@ -120,29 +126,20 @@ def load_problem(path: str | os.PathLike) -> Problem:
     return problem_from_arrays(*(arrays[key] for key in PROBLEM_KEYS))
 
 
-def _read_arrays(path: str, handle) -> dict[str, np.ndarray]:
-    """The problem's arrays from an open ``.npz`` file, checked one by one."""
-    try:
-        archive = np.load(handle, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"problem file {path!r} is not a readable .npz archive ({error})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"problem file {path!r} holds a single array, not an .npz archive with keys {list(PROBLEM_KEYS)}")
-    with archive:
-        missing = [key for key in PROBLEM_KEYS if key not in archive.files]
-        if missing:
-            raise ValueError(f"problem file {path!r} lacks {missing}; it has {sorted(archive.files)}, "
-                             f"and needs {list(PROBLEM_KEYS)}")
-        arrays = {}
-        for key in PROBLEM_KEYS:
-            try:
-                array = archive[key]
-            except (ValueError, OSError, zipfile.BadZipFile) as error:  # object arrays need pickle; damaged members
-                raise ValueError(f"problem file {path!r}: cannot read {key!r} ({error})") from None
-            if array.ndim != 1 or array.dtype.kind not in "iuf" or not np.isfinite(array).all():
-                raise ValueError(f"problem file {path!r}: {key!r} must be a 1-D array of finite numbers, "
-                                 f"got shape {array.shape} and dtype {array.dtype}")
-            arrays[key] = array.astype(np.float64)
+def _read_arrays(path: str) -> dict[str, np.ndarray]:
+    """The problem's arrays from an ``.npz`` file, checked one by one."""
+    archive = read_npz(path, what="problem file")
+    missing = [key for key in PROBLEM_KEYS if key not in archive]
+    if missing:
+        raise ValueError(f"problem file {path!r} lacks {missing}; it has {sorted(archive)}, "
+                         f"and needs {list(PROBLEM_KEYS)}")
+    arrays = {}
+    for key in PROBLEM_KEYS:
+        array = archive[key]
+        if array.ndim != 1 or array.dtype.kind not in "iuf" or not np.isfinite(array).all():
+            raise ValueError(f"problem file {path!r}: {key!r} must be a 1-D array of finite numbers, "
+                             f"got shape {array.shape} and dtype {array.dtype}")
+        arrays[key] = array.astype(np.float64)
     return arrays
 
 

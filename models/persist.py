@@ -55,7 +55,7 @@ def save(estimator: Estimator, path: str | os.PathLike) -> None:
         "hyperparameters": {name: _jsonable(name, value) for name, value in estimator.get_params().items()},
         "n_features_in": int(estimator.n_features_in_),
         "n_iter": int(getattr(estimator, "n_iter_", 0)),
-        "history": [{key: float(value) for key, value in entry.items()} for entry in getattr(estimator, "history_", [])],
+        "history": [{key: _jsonable(key, value) for key, value in entry.items()} for entry in getattr(estimator, "history_", [])],
     }
     tg.save_params(path, estimator.params_, meta)
 
@@ -68,7 +68,9 @@ def load(path: str | os.PathLike, model: type[Estimator] | None = None) -> Estim
     model's declaration raises ``tapegraph.PersistError`` naming each
     missing, unexpected or misshapen parameter.
     """
-    params, meta = tg.load_params(path)
+    if model is not None and not (isinstance(model, type) and issubclass(model, Estimator)):
+        raise TypeError(f"model must be an estimator class such as RidgeRegression, got {model!r}")
+    params, meta = tg.load_params(path, what="model file")
     where = f"model file {os.fspath(path)!r}"
     classes = _estimator_classes()
     name = meta.get("class")
@@ -76,13 +78,13 @@ def load(path: str | os.PathLike, model: type[Estimator] | None = None) -> Estim
         raise tg.PersistError(f"{where} holds no estimator this package knows (class {name!r}); "
                               f"it knows {sorted(classes)}")
     if model is not None and classes[name] is not model:
-        raise tg.PersistError(f"{where} holds a {name}, not a {model.__name__}")
+        raise tg.PersistError(f"{where} holds a model of class {name}, not {model.__name__}")
     try:
         estimator = classes[name](**meta.get("hyperparameters", {}))
         estimator._check_hyperparameters()
         num_features = int(meta["n_features_in"])
     except (TypeError, ValueError, KeyError) as error:
-        raise tg.PersistError(f"{where}: its hyper-parameters do not rebuild a {name} ({error})") from None
+        raise tg.PersistError(f"{where}: its hyper-parameters do not rebuild the model ({error})") from None
     objective, wrt, outputs = estimator._declare(num_features)
     program = tg.compile(objective, wrt=wrt, outputs=outputs)
     tg.persist.check_params(params, program, where=where)

@@ -18,14 +18,16 @@ from tapegraph import testing
 from tapegraph.compile.draw import draw_graph, draw_tape
 from tapegraph.compile.executor import check_finite
 from tapegraph.compile.grad import grad
-from tapegraph.errors import CallError, GraphError, NonFiniteError, ShapeError, TapeError, TapegraphError
+from tapegraph.errors import (
+    CallError, GraphError, MissingFileError, NonFiniteError, PersistError, ShapeError, TapeError, TapegraphError,
+)
 from tapegraph.expr import Node, const, input, param
 from tapegraph.ops import (
     add, affine, cross_entropy, div, dot, exp, l2_norm_penalty, log, log_softmax, matmul, mean, mul, neg, nll,
     relu, reshape, sigmoid, softmax, square, squared_l2_distance, sub, sum, sum_squares, tanh, transpose, vector_scalar_affine,
 )
 from tapegraph.optim import SGDStep, sgd
-from tapegraph.persist import PersistError, load_params, save_params
+from tapegraph.persist import load_params, read_npz, save_params
 from tapegraph.program import Program, Specialization, SpecializationError, compile, no_new_specializations
 
 __version__ = "0.1.0"
@@ -33,7 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "input", "param", "const", "Node", "grad", "compile", "Program", "sgd", "SGDStep", "testing",
     "check_finite", "no_new_specializations", "Specialization", "draw_graph", "draw_tape",
-    "save_params", "load_params", "PersistError",
+    "save_params", "load_params", "read_npz", "PersistError", "MissingFileError",
     "TapegraphError", "ShapeError", "GraphError", "CallError", "TapeError", "NonFiniteError", "SpecializationError",
     "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", "sigmoid", "relu",
     "sum", "mean", "sum_squares", "matmul", "dot", "reshape", "transpose", "softmax", "log_softmax", "nll", "cross_entropy",

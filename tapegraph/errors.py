@@ -30,3 +30,11 @@ class TapeError(TapegraphError, RuntimeError):
 
 class NonFiniteError(TapeError, FloatingPointError):
     """In check mode (``tg.check_finite()``), an instruction produced NaN or infinity."""
+
+
+class PersistError(TapegraphError, ValueError):
+    """A parameter file cannot be written or read, or does not match what was expected."""
+
+
+class MissingFileError(PersistError, FileNotFoundError):
+    """A file to load does not exist (so ``except FileNotFoundError`` catches it too)."""

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from tapegraph.errors import ShapeError
 from tapegraph.shapes import Dim, Shape, as_shape, format_type, is_concrete
 
 LEAF_OPS = frozenset({"input", "param", "const"})
@@ -222,11 +223,12 @@ def _check_name(name: Any) -> None:
         raise ValueError(f"a name must be a non-empty string, got {name!r}")
 
 
-def _check_dtype(dtype: Any) -> str:
+def _check_dtype(dtype: Any, what: str) -> str:
     try:
         return np.dtype(dtype).name
-    except TypeError as error:
-        raise ValueError(f"{dtype!r} is not a numpy dtype") from error
+    except TypeError:
+        raise ShapeError(f"{what}: dtype {dtype!r} is not a numpy dtype; use a numpy dtype such as 'float64', "
+                         "'float32' or, for labels, 'int64'") from None
 
 
 def input(name: str, shape: Sequence[Dim] | int = (), dtype: Any = "float64") -> Node:
@@ -244,7 +246,7 @@ def input(name: str, shape: Sequence[Dim] | int = (), dtype: Any = "float64") ->
         shape = as_shape(shape)
     except ValueError as error:
         raise ValueError(f"input {name!r}: {error}") from None
-    return Node("input", (), (), shape, _check_dtype(dtype), name=name, origin=caller_origin())
+    return Node("input", (), (), shape, _check_dtype(dtype, f"input {name!r}"), name=name, origin=caller_origin())
 
 
 def param(name: str, shape: Sequence[int] | int = (), dtype: Any = "float64") -> Node:
@@ -261,9 +263,9 @@ def param(name: str, shape: Sequence[int] | int = (), dtype: Any = "float64") ->
         raise ValueError(f"param {name!r}: {error}") from None
     if not is_concrete(shape):
         raise ValueError(f"param {name!r}: shape {shape!r} has a symbolic dimension; parameters need fixed sizes")
-    dtype = _check_dtype(dtype)
+    dtype = _check_dtype(dtype, f"param {name!r}")
     if np.dtype(dtype).kind != "f":
-        raise ValueError(f"param {name!r}: dtype {dtype} is not floating point; gradients need floats")
+        raise ShapeError(f"param {name!r}: dtype {dtype} is not floating point; gradients need floats")
     return Node("param", (), (), shape, dtype, name=name, origin=caller_origin())
 
 
@@ -274,7 +276,7 @@ def const(value: Any, dtype: Any = None, name: str | None = None) -> Node:
     >>> tg.const(2.0)
     <const f64[] at ...>
     """
-    array = np.array(value, dtype=None if dtype is None else _check_dtype(dtype))
+    array = np.array(value, dtype=None if dtype is None else _check_dtype(dtype, "const"))
     if array.dtype.kind not in "fiub":
         raise ValueError(f"const: cannot hold a value of dtype {array.dtype}")
     if array.dtype.kind == "f" and array.dtype.itemsize < 4:

@@ -37,7 +37,7 @@ class SGDStep:
             raise TypeError(f"sgd needs a program made by tg.compile, got {type(program).__name__}")
         if (isinstance(step_size, bool) or not isinstance(step_size, (int, float, np.floating, np.integer))
                 or not math.isfinite(step_size) or step_size <= 0):
-            raise ValueError(f"tg.sgd: step_size must be a positive finite number, got {step_size!r}")
+            raise CallError(f"tg.sgd: step_size must be a positive finite number, got {step_size!r}")
         if not program.wrt:
             raise ValueError("sgd needs a program compiled with wrt=[...] parameters to update")
         self.program = program

@@ -92,8 +92,12 @@ def _check_labels(index: np.ndarray, classes: int) -> None:
     else:
         bad = np.maximum.reduce(index.view(f"u{index.itemsize}"), axis=None) >= classes
     if bad:
-        found = index.min() if index.min() < 0 else index.max()
-        raise IndexError(f"label {found} is outside 0..{classes - 1}")
+        if index.ndim == 0:
+            raise IndexError(f"label {int(index)} is outside 0..{classes - 1}")
+        # the first bad label, and where it is, so that a batch's culprit can be found
+        position = int(np.flatnonzero((index < 0) | (index >= classes))[0])
+        where = tuple(int(axis) for axis in np.unravel_index(position, index.shape))
+        raise IndexError(f"label {index.flat[position]} at index {where} is outside 0..{classes - 1}")
 
 
 def _pick_kernel(x: np.ndarray, index: np.ndarray, out: np.ndarray, rows: np.ndarray, flat: np.ndarray) -> None:

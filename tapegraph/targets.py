@@ -63,7 +63,7 @@ def load_target(text: str, *, features: int | None = None, batch: int = 1, seed:
 
     Built-in models are built with ``features`` input features and ``batch``
     rows of data; a function is called with no arguments. Raises
-    ``CliError`` with one line saying what is wrong.
+    ``TargetError`` with one line saying what is wrong.
     """
     if not names_a_function(text):
         models = builtin_models()

@@ -33,12 +33,12 @@ from typing import NoReturn
 import numpy as np
 
 from tapegraph.errors import TapegraphError
-from tapegraph.expr import Node
 from tapegraph.optim import SGDStep, sgd
 from tapegraph.program import Program
 from tapegraph.shapes import format_type, substitute, symbols
 from tapegraph.testing import check_grads
-from tapegraph.compile.dump import format_instruction, format_tape
+from tapegraph.compile.dump import format_section, format_tape
+from tapegraph.compile.graph import build_graph
 from tapegraph.compile.export import dumps, tape_to_dict
 from tapegraph.compile.tape import Tape
 from tapegraph.targets import Target, TargetError, builtin_models, load_target, names_a_function
@@ -396,22 +396,6 @@ def _draw(args: argparse.Namespace) -> int:
 
 # Tapes and their text.
 
-def format_section(tape: Tape, section: str, title: str = "") -> str:
-    """One section of a tape as text: title, sizes, and its instructions as ``format_tape`` prints them.
-
-    Instructions keep their positions in the whole tape, so the numbers
-    match the full dump's.
-    """
-    lines = [title] if title else []
-    if tape.sizes:
-        lines.append("sizes: " + ", ".join(f"{name}={size}" for name, size in sorted(tape.sizes.items())))
-    listed = [(position, instruction) for position, instruction in enumerate(tape.instructions)
-              if instruction.section == section]
-    lines.append(f"{section} tape ({len(listed)} instructions):")
-    lines.extend(format_instruction(position, instruction) for position, instruction in listed)
-    return "\n".join(lines)
-
-
 def _tape_and_title(program: Program, kind: str, sizes: Mapping[str, int], step: SGDStep | None) -> tuple[Tape, str]:
     # the titles Program.dump and SGDStep.dump print
     if step is not None:
@@ -517,7 +501,7 @@ def label_ranges(program: Program, sizes: Mapping[str, int]) -> dict[str, int]:
     ``nll`` through ``pick``), so ``y`` takes values below that axis's size.
     """
     ranges: dict[str, int] = {}
-    for node in _all_nodes([program.objective, *program.outputs.values(), *program.gradients]):
+    for node in build_graph([program.objective, *program.outputs.values(), *program.gradients]):
         if node.op not in _LABEL_OPS or len(node.inputs) < 2 or not node.inputs[0].shape:
             continue
         labels = node.inputs[1]
@@ -525,14 +509,3 @@ def label_ranges(program: Program, sizes: Mapping[str, int]) -> dict[str, int]:
             classes = substitute(node.inputs[0].shape, sizes)[-1]
             ranges[labels.name] = min(classes, ranges.get(labels.name, classes))
     return ranges
-
-
-def _all_nodes(roots: Sequence[Node]) -> list[Node]:
-    seen: dict[Node, None] = {}
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen[node] = None
-            stack.extend(node.inputs)
-    return list(seen)

@@ -39,13 +39,37 @@ def _format_constant(array: np.ndarray) -> str:
     return f"{format_type(array.shape, array.dtype.name)} (min {array.min():.4g}, max {array.max():.4g})"
 
 
+def _sizes_line(tape: Tape) -> str:
+    return "sizes: " + ", ".join(f"{name}={size}" for name, size in sorted(tape.sizes.items()))
+
+
+def _section_lines(tape: Tape, section: str) -> list[str]:
+    # instructions keep their positions in the whole tape
+    listed = [(position, instruction) for position, instruction in enumerate(tape.instructions)
+              if instruction.section == section]
+    return [f"{section} tape ({len(listed)} instructions):",
+            *(format_instruction(position, instruction) for position, instruction in listed)]
+
+
+def format_section(tape: Tape, section: str, title: str = "") -> str:
+    """One section of a tape as ``format_tape`` prints it, after the title and sizes.
+
+    Instructions keep their positions in the whole tape, so the numbers
+    match the full dump's.
+    """
+    lines = [title] if title else []
+    if tape.sizes:
+        lines.append(_sizes_line(tape))
+    return "\n".join(lines + _section_lines(tape, section))
+
+
 def format_tape(tape: Tape, title: str = "") -> str:
     """The whole tape as text: feeds, constants, each section, results, buffers."""
     lines = []
     if title:
         lines.append(title)
     if tape.sizes:
-        lines.append("sizes: " + ", ".join(f"{name}={size}" for name, size in sorted(tape.sizes.items())))
+        lines.append(_sizes_line(tape))
     lines.append("feeds:")
     for feed in tape.feeds:
         lines.append(f"        s{feed.slot}:{format_type(feed.shape, feed.dtype)} <- {feed.kind} {feed.name}  # %{feed.value}")
@@ -56,12 +80,8 @@ def format_tape(tape: Tape, title: str = "") -> str:
             lines.append(f"        s{constant.slot}:{format_type(array.shape, array.dtype.name)} = "
                          f"{_format_constant(array)}  # %{constant.value} {constant.label}")
     for section in SECTIONS:
-        instructions = [(position, instruction) for position, instruction in enumerate(tape.instructions)
-                        if instruction.section == section]
-        if not instructions and section != "forward":
-            continue
-        lines.append(f"{section} tape ({len(instructions)} instructions):")
-        lines.extend(format_instruction(position, instruction) for position, instruction in instructions)
+        if section == "forward" or tape.section(section):
+            lines.extend(_section_lines(tape, section))
     lines.append("results:")
     for name, (slot, value) in tape.results.items():
         lines.append(f"        {name} <- s{slot}  # %{value}")

@@ -44,7 +44,7 @@ import sys
 import numpy as np
 
 import tapegraph as tg
-from tapegraph.compile.codegen import kernel_functions
+from tapegraph.backends.codegen import kernel_functions
 
 import handfused
 import homework_engine

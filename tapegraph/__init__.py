@@ -15,8 +15,8 @@ reverse tapes over preallocated numpy buffers, and run pure SGD steps::
 """
 
 from tapegraph import testing
-from tapegraph.compile.draw import draw_graph, draw_tape
-from tapegraph.compile.executor import check_finite
+from tapegraph.inspect.draw import draw_graph, draw_tape
+from tapegraph.backends import check_finite
 from tapegraph.compile.grad import grad
 from tapegraph.errors import (
     CallError, GraphError, MissingFileError, NonFiniteError, PersistError, ShapeError, TapeError, TapegraphError,

@@ -2,7 +2,7 @@
 
     tapegraph dump ridge                       # both tapes of the built-in ridge model, batch=1
     tapegraph dump model.py:build --reverse    # the reverse tape of your own model
-    tapegraph dump ridge --format json         # the tape as JSON (schema: tapegraph.compile.export)
+    tapegraph dump ridge --format json         # the tape as JSON (schema: tapegraph.inspect.export)
     tapegraph gradcheck mlp --shapes batch=8   # gradients against central differences
     tapegraph draw multiclass -o graph.png     # a picture of the expression graph
 
@@ -37,9 +37,9 @@ from tapegraph.optim import SGDStep, sgd
 from tapegraph.program import Program
 from tapegraph.shapes import format_type, substitute, symbols
 from tapegraph.testing import check_grads
-from tapegraph.compile.dump import format_section, format_tape
+from tapegraph.inspect.dump import format_section, format_tape
 from tapegraph.compile.graph import build_graph
-from tapegraph.compile.export import dumps, tape_to_dict
+from tapegraph.inspect.export import dumps, tape_to_dict
 from tapegraph.compile.tape import Tape
 from tapegraph.targets import Target, TargetError, builtin_models, load_target, names_a_function
 
@@ -139,7 +139,7 @@ a function that returns the wrong thing). See docs/cli.md.""")
   tapegraph dump ridge --forward --shapes batch=32
   tapegraph dump mlp --kind sgd --update        the SGD update instructions
   tapegraph dump model.py:build --format json   JSON, as TAPE_SCHEMA in
-                                                tapegraph/compile/export.py""")
+                                                tapegraph/inspect/export.py""")
     _add_target_arguments(dump)
     only = dump.add_mutually_exclusive_group()
     only.add_argument("--forward", dest="section", action="store_const", const="forward",
@@ -190,7 +190,7 @@ exit code 0 when every gradient is within --rtol, 1 when one is not.""")
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=_wrap("Draw the expression graph of a model (forward and, unless --no-gradients, reverse) or its "
                     "tape as a timeline of instructions against buffer slots "
-                    "(tapegraph.compile.draw.draw_graph / draw_tape). The file's suffix chooses the format."),
+                    "(tapegraph.inspect.draw.draw_graph / draw_tape). The file's suffix chooses the format."),
         epilog="""examples:
   tapegraph draw ridge -o ridge_graph.png
   tapegraph draw ridge -o ridge_tape.svg --what tape --shapes batch=4
@@ -363,7 +363,7 @@ def _gradcheck(args: argparse.Namespace) -> int:
 
 
 def _draw(args: argparse.Namespace) -> int:
-    from tapegraph.compile.draw import draw_graph, draw_tape
+    from tapegraph.inspect.draw import draw_graph, draw_tape
 
     suffix = os.path.splitext(args.output)[1].lower()
     if suffix not in (".png", ".svg"):

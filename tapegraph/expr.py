@@ -165,7 +165,7 @@ class Node:
 
     def _repr_html_(self) -> str:
         """Type, name, origin and a picture (or listing) of the expression, for Jupyter (never raises)."""
-        from tapegraph.compile.display import node_html
+        from tapegraph.inspect.display import node_html
         return node_html(self)
 
     # Python operators build nodes through the op functions. The import is

@@ -96,7 +96,7 @@ class SGDStep:
 
     def dump(self, sizes: Mapping[str, int] | None = None) -> str:
         """The step's tape as text (see ``Program.dump``)."""
-        from tapegraph.compile.dump import format_tape
+        from tapegraph.inspect.dump import format_tape
         return format_tape(self.tape(sizes), f"sgd step: step_size = {self.step_size}")
 
 

@@ -17,10 +17,10 @@ import numpy as np
 
 from tapegraph.errors import CallError, GraphError, NonFiniteError
 from tapegraph.expr import Node
-from tapegraph.shapes import format_shape, symbols
-from tapegraph.compile.dump import format_tape
-from tapegraph.compile.codegen import Return
-from tapegraph.compile.executor import Executable, checking
+from tapegraph.shapes import symbols
+from tapegraph.inspect.dump import format_tape
+from tapegraph.calls import check_shape, convert, count
+from tapegraph.backends import Executable, Return, checking, get_backend
 from tapegraph.compile.graph import build_graph, check_names, leaves
 from tapegraph.compile.grad import check_objective, check_wrt, grad
 from tapegraph.compile.lower import Root, lower
@@ -105,7 +105,10 @@ class Program:
     Made by ``tg.compile``; see there for an example.
     """
 
-    def __init__(self, objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None) -> None:
+    def __init__(self, objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None,
+                 backend: str = "numpy") -> None:
+        #: What runs this program's tapes (``tapegraph.backends``).
+        self.backend = get_backend(backend)
         self.objective = check_objective(objective)
         self.wrt = tuple(check_wrt(wrt))
         self.outputs = self._check_outputs(outputs or {})
@@ -174,11 +177,11 @@ class Program:
             except (KeyError, TypeError, IndexError):
                 raise self._name_error(plan, params, inputs) from None
             if type(value) is not np.ndarray or value.dtype != dtype:
-                value = _convert("param" if is_param else "input", node, value)
+                value = convert("param" if is_param else "input", node, value)
             if shape is not None and value.shape != shape:
-                _check_shape("param" if is_param else "input", node, value, {})
+                check_shape("param" if is_param else "input", node, value, {})
             arrays.append(value)
-        if _count(params) + _count(inputs) != len(arrays):
+        if count(params) + count(inputs) != len(arrays):
             self._check_unknown(params, inputs)
         if plan.symbolic:
             key = tuple(arrays[index].shape for index in plan.symbolic)
@@ -194,13 +197,13 @@ class Program:
         sizes: dict[str, int] = {}
         bound_by: dict[str, str] = {}
         for (name, kind, node), array in zip(plan.feed_names, arrays):
-            _check_shape(kind, node, array, sizes, bound_by)
+            check_shape(kind, node, array, sizes, bound_by)
         if _frozen.get():
             cached = "; ".join(_format_sizes(executable.tape.sizes) for executable in plan.cache.values()) or "none"
             raise SpecializationError(f"{plan.kind} would specialise to {_format_sizes(sizes)} inside "
                                       f"no_new_specializations(); cached: {cached}")
         tape = lower(plan.roots, sizes)
-        executable = Executable(tape, [name for name, _, _ in plan.feed_names])
+        executable = self.backend.bind(tape, [name for name, _, _ in plan.feed_names])
         #: The compiled step, as this plan returns its results.
         executable.step = executable.function(plan.returns)
         plan.cache[key] = executable
@@ -380,7 +383,7 @@ class Program:
         >>> namespace["f"](np.array([1.0, 2.0]))
         {'objective': 5.0, 'grad w': array([2., 4.])}
         """
-        from tapegraph.compile.source import standalone_source
+        from tapegraph.backends.source import standalone_source
         tape = self.tape(kind, sizes, outputs)
         wrt = ", ".join(self._wrt_names)
         title = f"{kind} of objective = {self.objective.label}; wrt = [{wrt}]"
@@ -388,12 +391,12 @@ class Program:
 
     def _repr_html_(self) -> str:
         """The dump and a picture of the graph, for Jupyter (never raises)."""
-        from tapegraph.compile.display import program_html
+        from tapegraph.inspect.display import program_html
         return program_html(self)
 
     def _repr_png_(self) -> bytes | None:
         """A picture of the expression graph, for Jupyter; None when it cannot be drawn."""
-        from tapegraph.compile.display import program_png
+        from tapegraph.inspect.display import program_png
         return program_png(self)
 
     def __repr__(self) -> str:
@@ -405,66 +408,16 @@ def _format_sizes(sizes: Mapping[str, int]) -> str:
     return ", ".join(f"{name}={size}" for name, size in sizes.items()) or "fixed shapes"
 
 
-def _count(mapping: Any) -> int:
-    if type(mapping) is dict:  # the usual case, without an ABC check
-        return len(mapping)
-    return len(mapping) if isinstance(mapping, Mapping) else 0
-
-
 def _names(plan: _Plan, kind: str) -> list[str]:
     return sorted(name for name, feed_kind, _ in plan.feed_names if feed_kind == kind)
 
 
-def _what(kind: str, node: Node) -> str:
-    return f"{'parameter' if kind == 'param' else 'input'} {node.name!r}"
-
-
-def _convert(kind: str, node: Node, value: Any) -> np.ndarray:
-    """Turn a given value into an array for ``node``, or say why not."""
-    declared = np.dtype(node.dtype)
-    if isinstance(value, Node):
-        raise CallError(f"{_what(kind, node)} got a tapegraph node; pass a numpy array of {node.type_str}")
-    try:
-        array = np.asarray(value)
-    except Exception as error:  # numpy raises several kinds for odd objects
-        raise CallError(f"{_what(kind, node)} expects an array of {node.type_str}, got {type(value).__name__}: {error}") from None
-    is_number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-    if array.dtype.kind in "OSUV" or array.dtype.kind == "b" and not isinstance(value, np.ndarray):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise CallError(f"{_what(kind, node)} expects an array of {node.type_str}, got {type(value).__name__} {shown}")
-    if declared.kind == "f":
-        if array.dtype.kind == "f" or (is_number and array.dtype.kind in "iu"):
-            return array.astype(declared, copy=False)
-        raise CallError(f"{_what(kind, node)} expects floating-point data ({node.type_str}), got an array of dtype {array.dtype}"
-                        + ("; convert integer data with .astype(float)" if array.dtype.kind in "iub" else ""))
-    if declared.kind in "iu":
-        if array.dtype.kind in "iu":
-            return array.astype(declared, copy=False)
-        raise CallError(f"{_what(kind, node)} expects integer data ({node.type_str}), such as class labels, got dtype {array.dtype}")
-    return array.astype(declared, copy=False)
-
-
-def _check_shape(kind: str, node: Node, array: np.ndarray, sizes: dict[str, int], bound_by: dict[str, str] | None = None) -> None:
-    """Check an array against a declared shape, binding symbolic sizes."""
-    bound_by = {} if bound_by is None else bound_by
-    declared = node.shape
-    if array.ndim != len(declared):
-        raise CallError(f"{_what(kind, node)} expects shape {format_shape(declared)} ({len(declared)} dimension(s)), got an array of shape {array.shape}")
-    for axis, (dim, actual) in enumerate(zip(declared, array.shape)):
-        if isinstance(dim, str):
-            if actual == 0:
-                raise CallError(f"{_what(kind, node)} has {dim}=0 (an array of shape {array.shape}): there is nothing "
-                                f"to compute on an empty {dim}; give at least one row")
-            if dim in sizes and sizes[dim] != actual:
-                raise CallError(f"{_what(kind, node)} has {dim}={actual} (shape {array.shape}), but {bound_by[dim]} has {dim}={sizes[dim]}")
-            sizes[dim] = actual
-            bound_by.setdefault(dim, _what(kind, node))
-        elif dim != actual:
-            raise CallError(f"{_what(kind, node)} expects shape {format_shape(declared)}, got an array of shape {array.shape} (axis {axis} differs)")
-
-
-def compile(objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None) -> Program:
+def compile(objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None,
+            backend: str = "numpy") -> Program:
     """Compile a scalar objective, its gradients wrt ``wrt``, and named outputs.
+
+    ``backend`` names what runs the program's tapes; ``"numpy"`` (generated
+    straight-line numpy code) is the default and, for now, the only one.
 
     >>> import numpy as np, tapegraph as tg
     >>> x = tg.input("x", shape=(2,))
@@ -477,4 +430,4 @@ def compile(objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Nod
     >>> prog.run(params, {"x": np.array([3.0, 1.0])}, outputs=["prediction"])
     {'prediction': array(2.5)}
     """
-    return Program(objective, wrt, outputs)
+    return Program(objective, wrt, outputs, backend)

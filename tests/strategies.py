@@ -38,7 +38,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import tapegraph as tg
-from tapegraph.compile.dump import format_expression
+from tapegraph.inspect.dump import format_expression
 from tapegraph.expr import Node
 from tapegraph.ops import COMPOSITES, REGISTRY, broadcast_to, expand, outer, pick, softmax_minus_onehot, sum_to, unpick
 from tapegraph.shapes import broadcast

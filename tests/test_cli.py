@@ -21,7 +21,7 @@ import pytest
 import tapegraph as tg
 from models.catalog import MODELS, build
 from tapegraph.cli import build_parser, label_ranges, main, parse_shapes, random_arrays
-from tapegraph.compile.export import TAPE_SCHEMA, tape_to_dict
+from tapegraph.inspect.export import TAPE_SCHEMA, tape_to_dict
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BUILTINS = list(MODELS)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tapegraph as tg
-from tapegraph.compile.codegen import identifiers
+from tapegraph.backends.codegen import identifiers
 from tapegraph.ops import REGISTRY
 from tapegraph.testing import build_node
 

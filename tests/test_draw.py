@@ -17,8 +17,8 @@ import pytest
 
 import homework_graphs
 import tapegraph as tg
-from tapegraph.compile.display import node_html, program_html, program_png
-from tapegraph.compile.draw import draw_graph, draw_tape
+from tapegraph.inspect.display import node_html, program_html, program_png
+from tapegraph.inspect.draw import draw_graph, draw_tape
 from tapegraph.compile.graph import build_graph
 from tapegraph.shapes import format_type
 
@@ -215,7 +215,7 @@ def test_drawing_does_not_touch_pyplot_or_the_chosen_backend(tmp_path):
         "import sys, matplotlib\n"
         "matplotlib.use('svg')\n"
         "import tapegraph as tg\n"
-        "from tapegraph.compile.draw import draw_graph, draw_tape\n"
+        "from tapegraph.inspect.draw import draw_graph, draw_tape\n"
         "w = tg.param('w', shape=(2,))\n"
         "prog = tg.compile(tg.sum(tg.square(w)), wrt=[w])\n"
         "draw_graph(prog, sys.argv[1] + '/g.png'); draw_tape(prog, sys.argv[1] + '/t.png')\n"

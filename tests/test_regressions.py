@@ -32,7 +32,7 @@ def test_standalone_source_defines_a_gradient_that_is_a_constant():
     The gradient is a constant folded at compile time; the generated
     module returned ``s1.copy()`` without ever assigning ``s1``, so calling
     it raised ``NameError``. ``prog.value_and_grad`` itself was right.
-    Fixed in ``tapegraph/compile/source.py``: the buffers to define are
+    Fixed in ``tapegraph/backends/source.py``: the buffers to define are
     looked for in the return line too.
     """
     p = tg.param("p")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import tapegraph as tg  # noqa: E402  (after the path set-up, so the checkout is what gets drawn)
 from models import MulticlassClassifier, RidgeRegression  # noqa: E402
-from tapegraph.compile.draw import draw_graph, draw_tape  # noqa: E402
+from tapegraph.inspect.draw import draw_graph, draw_tape  # noqa: E402
 
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```\n", re.S | re.M)
 

@@ -60,6 +60,21 @@ def ancestors_and_self(graph: nx.DiGraph, nodes: Iterable[Node]) -> set[Node]:
     return result
 
 
+def assign_sections(graph: nx.DiGraph, roots: Sequence[tuple]) -> dict[Node, int]:
+    """Section index of each node: the earliest section whose roots need it.
+
+    ``roots`` are ``(name, node, section)`` triples, sections named as in
+    ``tapegraph.compile.tape.SECTIONS``.
+    """
+    from tapegraph.compile.tape import SECTIONS
+    section_of: dict[Node, int] = {}
+    for index, section in enumerate(SECTIONS):
+        section_roots = [node for _, node, root_section in roots if root_section == section]
+        for node in ancestors_and_self(graph, section_roots):
+            section_of.setdefault(node, index)
+    return section_of
+
+
 def check_names(graph: nx.DiGraph) -> dict[str, Node]:
     """Map each name to its node; two different nodes under one name is an error."""
     named: dict[str, Node] = {}

@@ -36,14 +36,9 @@ from typing import Any
 import numpy as np
 
 from tapegraph.ops import REGISTRY
+from tapegraph.backends import Return
 from tapegraph.compile.tape import Instruction, Tape
 
-#: What the generated function does with a result before returning it:
-#: ``"raw"`` (as computed: a buffer, a caller's array or a number),
-#: ``"float"`` (a Python float), ``"new"`` (a new array the caller owns),
-#: or ``("into", feed name)`` (copied into the array the caller gave for
-#: that feed, which is returned).
-Return = str | tuple[str, str]
 
 #: Names the generated code uses for itself; feeds never take them.
 _RESERVED = re.compile(r"[rsvw]\d+(_\w+)?|np|math|nan|inf|make|_nonfinite")

@@ -104,7 +104,7 @@ def draw_graph(target: "Program | Node", path: str | os.PathLike | None = None, 
 
     Example::
 
-        from tapegraph.compile.draw import draw_graph
+        from tapegraph.inspect.draw import draw_graph
         draw_graph(prog, "ridge_graph.png")
     """
     file_format = _check_path(path, "draw_graph")
@@ -138,7 +138,7 @@ def draw_tape(target: "Program | Tape | SGDStep", path: str | os.PathLike | None
 
     Example::
 
-        from tapegraph.compile.draw import draw_tape
+        from tapegraph.inspect.draw import draw_tape
         draw_tape(prog, "ridge_tape.png")
     """
     file_format = _check_path(path, "draw_tape")

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from tapegraph.expr import Node
-from tapegraph.compile.dump import format_expression
+from tapegraph.inspect.dump import format_expression
 from tapegraph.compile.graph import build_graph
 
 log = logging.getLogger("tapegraph")
@@ -61,7 +61,7 @@ def program_png(prog: Any) -> bytes | None:
     text representation instead.
     """
     try:
-        from tapegraph.compile.draw import draw_graph
+        from tapegraph.inspect.draw import draw_graph
 
         roots = [prog.objective, *prog.outputs.values(), *prog.gradients]
         if build_graph(roots).number_of_nodes() > MAX_PICTURE_NODES:
@@ -117,7 +117,7 @@ def _node_png(node: Node, count: int) -> bytes | None:
     if count > MAX_NODE_PICTURE_NODES:
         return None
     try:
-        from tapegraph.compile.draw import draw_graph
+        from tapegraph.inspect.draw import draw_graph
 
         return _png(draw_graph(node, gradients=False))
     except Exception:  # display only: the text listing is shown instead

@@ -1,4 +1,4 @@
-"""The executor: a tape bound to preallocated arrays as generated code.
+"""The numpy backend: a tape bound to preallocated arrays as generated code.
 
 Binding happens once per specialisation: the buffers are allocated, the
 constants written, and the tape translated (``codegen``) into one
@@ -9,19 +9,18 @@ what it returns) and no graph is walked.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import itertools
 import linecache
 import math
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from tapegraph.errors import NonFiniteError, TapeError
 from tapegraph.ops import REGISTRY
-from tapegraph.compile.codegen import Return, body, identifiers, kernel_functions, workspace_name
+from tapegraph.backends import Return
+from tapegraph.backends.codegen import body, identifiers, kernel_functions, workspace_name
 from tapegraph.compile.tape import Tape
 
 _serial = itertools.count()
@@ -101,7 +100,7 @@ class Executable:
 
     def failure(self, error: Exception) -> TapeError:
         """A ``TapeError`` naming the instruction that raised ``error``."""
-        from tapegraph.compile.dump import format_instruction
+        from tapegraph.inspect.dump import format_instruction
         position = None
         for frame, line in traceback.walk_tb(error.__traceback__):
             spans = self._spans.get(frame.f_code.co_filename)
@@ -115,7 +114,7 @@ class Executable:
             f"  {format_instruction(position, instruction)}")
 
     def _nonfinite(self, position: int, result, operands: tuple) -> None:
-        from tapegraph.compile.dump import format_instruction
+        from tapegraph.inspect.dump import format_instruction
         instruction = self.tape.instructions[position]
         described = []
         for index, (slot, operand) in enumerate(zip(instruction.inputs, operands)):
@@ -143,38 +142,15 @@ def _summary(value) -> str:
     return f"{array.dtype.name}{list(array.shape)} ({', '.join(counts + [extent])})"
 
 
-_checking: contextvars.ContextVar[bool] = contextvars.ContextVar("tapegraph_check_finite", default=False)
+class NumpyBackend:
+    """The default backend: straight-line numpy code over preallocated buffers."""
+
+    name = "numpy"
+
+    def bind(self, tape: Tape, feed_order: Sequence[str]) -> Executable:
+        """Allocate the tape's buffers and compile its code (see ``Executable``)."""
+        return Executable(tape, feed_order)
 
 
-@contextlib.contextmanager
-def check_finite(enabled: bool = True) -> Iterator[None]:
-    """Check mode: stop at the first instruction that produces NaN or infinity.
-
-    Inside the ``with`` block, every program call and SGD step runs a
-    version of its tape that tests each instruction's result, and raises
-    ``NonFiniteError`` naming the instruction (op, slot, the expression's
-    name or source line) and what its operands held; numpy's warnings
-    about invalid values, which that error replaces, are silenced. Outside
-    the block the fast version runs: it has no tests in it at all.
-
-    >>> import numpy as np, tapegraph as tg
-    >>> x = tg.param("x", shape=(2,))
-    >>> prog = tg.compile(tg.sum(tg.log(x, name="log x")), wrt=[x])
-    >>> with tg.check_finite():
-    ...     prog.value_and_grad({"x": np.array([1.0, -1.0])})
-    Traceback (most recent call last):
-    ...
-    tapegraph.errors.NonFiniteError: forward instruction 0 (log, from log x) produced float64[2] [0, nan]:
-      0  s2:f64[2]          = log s0                              # %1 log x
-      operand 0 (s0, %0): float64[2] [1, -1]
-    """
-    token = _checking.set(enabled)
-    try:
-        yield
-    finally:
-        _checking.reset(token)
-
-
-def checking() -> bool:
-    """True inside ``check_finite()``."""
-    return _checking.get()
+#: The one instance ``get_backend("numpy")`` returns.
+NUMPY = NumpyBackend()

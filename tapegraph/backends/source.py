@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from tapegraph.ops import REGISTRY
-from tapegraph.compile.codegen import array_literal, body, helper_sources, identifiers, kernel_functions, workspace_name
+from tapegraph.backends.codegen import array_literal, body, helper_sources, identifiers, kernel_functions, workspace_name
 from tapegraph.compile.tape import Tape
 
 

@@ -1,0 +1,93 @@
+"""Backends: how a specialised tape runs.
+
+A backend translates a tape, and decides nothing the tape does not say.
+Its protocol is small (see ``Backend``): bind a specialised tape to an
+executable, which runs it on the caller's arrays and maps a failure back
+to the instruction that raised it. ``numpy`` (straight-line numpy code
+over preallocated buffers) is the default and the reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
+
+from tapegraph.compile.tape import Tape
+from tapegraph.errors import TapeError
+
+#: What the compiled step does with a result before returning it:
+#: ``"raw"`` (as computed: a buffer, a caller's array or a number),
+#: ``"float"`` (a Python float), ``"new"`` (a new array the caller owns),
+#: or ``("into", feed name)`` (written into the array the caller gave for
+#: that feed, which is returned).
+Return = str | tuple[str, str]
+
+
+class Executable(Protocol):
+    """A specialised tape bound to what runs it."""
+
+    #: The tape it runs.
+    tape: Tape
+
+    def function(self, returns: Sequence[Return], check: bool = False) -> Callable:
+        """The step: one array per feed in, the results as ``returns`` says out."""
+
+    def failure(self, error: Exception) -> TapeError:
+        """``error``, raised while running, as a ``TapeError`` naming its instruction."""
+
+
+class Backend(Protocol):
+    """Turns specialised tapes into executables."""
+
+    #: The name ``tg.compile(..., backend=NAME)`` selects it by.
+    name: str
+
+    def bind(self, tape: Tape, feed_order: Sequence[str]) -> Executable:
+        """An executable of ``tape`` whose step takes the feeds in ``feed_order``."""
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``; a clear error for an unknown one."""
+    if name == "numpy":
+        from tapegraph.backends.numpy import NUMPY
+        return NUMPY
+    raise ValueError(f"unknown backend {name!r}; the backends are ['numpy']")
+
+
+_checking: contextvars.ContextVar[bool] = contextvars.ContextVar("tapegraph_check_finite", default=False)
+
+
+@contextlib.contextmanager
+def check_finite(enabled: bool = True) -> Iterator[None]:
+    """Check mode: stop at the first instruction that produces NaN or infinity.
+
+    Inside the ``with`` block, every program call and SGD step runs a
+    version of its tape that tests each instruction's result, and raises
+    ``NonFiniteError`` naming the instruction (op, slot, the expression's
+    name or source line) and what its operands held; numpy's warnings
+    about invalid values, which that error replaces, are silenced. Outside
+    the block the fast version runs: it has no tests in it at all.
+
+    >>> import numpy as np, tapegraph as tg
+    >>> x = tg.param("x", shape=(2,))
+    >>> prog = tg.compile(tg.sum(tg.log(x, name="log x")), wrt=[x])
+    >>> with tg.check_finite():
+    ...     prog.value_and_grad({"x": np.array([1.0, -1.0])})
+    Traceback (most recent call last):
+    ...
+    tapegraph.errors.NonFiniteError: forward instruction 0 (log, from log x) produced float64[2] [0, nan]:
+      0  s2:f64[2]          = log s0                              # %1 log x
+      operand 0 (s0, %0): float64[2] [1, -1]
+    """
+    token = _checking.set(enabled)
+    try:
+        yield
+    finally:
+        _checking.reset(token)
+
+
+def checking() -> bool:
+    """True inside ``check_finite()``."""
+    return _checking.get()

@@ -1,0 +1,72 @@
+"""Checking the arrays a call is given against what a program declares.
+
+Every call of a compiled program validates its feeds; the common case (an
+array of the declared dtype and shape) is a few comparisons, and anything
+else comes here to be converted or explained: the error names the
+parameter or input, what it expects and what it got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from tapegraph.errors import CallError
+from tapegraph.expr import Node
+from tapegraph.shapes import format_shape
+
+
+def count(mapping: Any) -> int:
+    if type(mapping) is dict:  # the usual case, without an ABC check
+        return len(mapping)
+    return len(mapping) if isinstance(mapping, Mapping) else 0
+
+
+def describe_feed(kind: str, node: Node) -> str:
+    return f"{'parameter' if kind == 'param' else 'input'} {node.name!r}"
+
+
+def convert(kind: str, node: Node, value: Any) -> np.ndarray:
+    """Turn a given value into an array for ``node``, or say why not."""
+    declared = np.dtype(node.dtype)
+    if isinstance(value, Node):
+        raise CallError(f"{describe_feed(kind, node)} got a tapegraph node; pass a numpy array of {node.type_str}")
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # numpy raises several kinds for odd objects
+        raise CallError(f"{describe_feed(kind, node)} expects an array of {node.type_str}, got {type(value).__name__}: {error}") from None
+    is_number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    if array.dtype.kind in "OSUV" or array.dtype.kind == "b" and not isinstance(value, np.ndarray):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise CallError(f"{describe_feed(kind, node)} expects an array of {node.type_str}, got {type(value).__name__} {shown}")
+    if declared.kind == "f":
+        if array.dtype.kind == "f" or (is_number and array.dtype.kind in "iu"):
+            return array.astype(declared, copy=False)
+        raise CallError(f"{describe_feed(kind, node)} expects floating-point data ({node.type_str}), got an array of dtype {array.dtype}"
+                        + ("; convert integer data with .astype(float)" if array.dtype.kind in "iub" else ""))
+    if declared.kind in "iu":
+        if array.dtype.kind in "iu":
+            return array.astype(declared, copy=False)
+        raise CallError(f"{describe_feed(kind, node)} expects integer data ({node.type_str}), such as class labels, got dtype {array.dtype}")
+    return array.astype(declared, copy=False)
+
+
+def check_shape(kind: str, node: Node, array: np.ndarray, sizes: dict[str, int], bound_by: dict[str, str] | None = None) -> None:
+    """Check an array against a declared shape, binding symbolic sizes."""
+    bound_by = {} if bound_by is None else bound_by
+    declared = node.shape
+    if array.ndim != len(declared):
+        raise CallError(f"{describe_feed(kind, node)} expects shape {format_shape(declared)} ({len(declared)} dimension(s)), got an array of shape {array.shape}")
+    for axis, (dim, actual) in enumerate(zip(declared, array.shape)):
+        if isinstance(dim, str):
+            if actual == 0:
+                raise CallError(f"{describe_feed(kind, node)} has {dim}=0 (an array of shape {array.shape}): there is nothing "
+                                f"to compute on an empty {dim}; give at least one row")
+            if dim in sizes and sizes[dim] != actual:
+                raise CallError(f"{describe_feed(kind, node)} has {dim}={actual} (shape {array.shape}), but {bound_by[dim]} has {dim}={sizes[dim]}")
+            sizes[dim] = actual
+            bound_by.setdefault(dim, describe_feed(kind, node))
+        elif dim != actual:
+            raise CallError(f"{describe_feed(kind, node)} expects shape {format_shape(declared)}, got an array of shape {array.shape} (axis {axis} differs)")

@@ -19,16 +19,17 @@ from tapegraph.inspect.draw import draw_graph, draw_tape
 from tapegraph.backends import check_finite
 from tapegraph.compile.grad import grad
 from tapegraph.errors import (
-    CallError, GraphError, MissingFileError, NonFiniteError, PersistError, ShapeError, TapeError, TapegraphError,
+    CallError, GraphError, MissingFileError, NonFiniteError, OpError, PersistError, ShapeError, TapeError, TapegraphError,
 )
 from tapegraph.expr import Node, const, input, param
-from tapegraph.ops import (
-    add, affine, cross_entropy, div, dot, exp, l2_norm_penalty, log, log_softmax, matmul, mean, mul, neg, nll,
-    relu, reshape, sigmoid, softmax, square, squared_l2_distance, sub, sum, sum_squares, tanh, transpose, vector_scalar_affine,
-)
+from tapegraph.ops import PUBLIC_FUNCTIONS, REQUIRED, Arg, Op, Sample, register_op
 from tapegraph.optim import SGDStep, sgd
 from tapegraph.persist import load_params, read_npz, save_params
 from tapegraph.program import Program, Specialization, SpecializationError, compile, no_new_specializations
+
+# the op functions (tg.tanh, tg.sum, tg.affine, ...), generated from the
+# op records and the composites: see tapegraph.ops
+globals().update(PUBLIC_FUNCTIONS)
 
 __version__ = "0.1.0"
 
@@ -37,7 +38,6 @@ __all__ = [
     "check_finite", "no_new_specializations", "Specialization", "draw_graph", "draw_tape",
     "save_params", "load_params", "read_npz", "PersistError", "MissingFileError",
     "TapegraphError", "ShapeError", "GraphError", "CallError", "TapeError", "NonFiniteError", "SpecializationError",
-    "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", "sigmoid", "relu",
-    "sum", "mean", "sum_squares", "matmul", "dot", "reshape", "transpose", "softmax", "log_softmax", "nll", "cross_entropy",
-    "vector_scalar_affine", "squared_l2_distance", "l2_norm_penalty", "affine",
+    "OpError", "Op", "Sample", "Arg", "REQUIRED", "register_op",
+    *PUBLIC_FUNCTIONS,
 ]

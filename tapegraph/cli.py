@@ -33,6 +33,8 @@ from typing import NoReturn
 import numpy as np
 
 from tapegraph.errors import TapegraphError
+from tapegraph.expr import INPUT
+from tapegraph.ops.softmax import CROSS_ENTROPY, PICK, SOFTMAX_MINUS_ONEHOT
 from tapegraph.optim import SGDStep, sgd
 from tapegraph.program import Program
 from tapegraph.shapes import format_type, substitute, symbols
@@ -55,7 +57,7 @@ DEFAULT_SIZE = {"dump": 1, "draw": 1, "gradcheck": 3}
 DEFAULT_STEP_SIZE = 0.01
 #: Ops that index their first operand's last axis with an integer input
 #: (class labels): gradient checks draw labels below that axis's size.
-_LABEL_OPS = ("pick", "cross_entropy", "softmax_minus_onehot")
+_LABEL_OPS = (PICK, CROSS_ENTROPY, SOFTMAX_MINUS_ONEHOT)
 _TARGET_FORMS = "a built-in model name, path/to/script.py:FUNCTION or package.module:FUNCTION"
 
 
@@ -489,7 +491,7 @@ def random_arrays(program: Program, sizes: Mapping[str, int], rng: np.random.Gen
                 drawn[index][name] = rng.integers(0, ranges[name], size=shape).astype(dtype)
             else:
                 raise CliError(f"cannot draw values for {node.op} {name!r} ({node.type_str}): integer data is drawn "
-                               f"only for class labels used by {', '.join(_LABEL_OPS)} or nll; return "
+                               f"only for class labels used by {', '.join(op.name for op in _LABEL_OPS)} or nll; return "
                                f"(program, params, inputs) from the function to give the arrays")
     return drawn[0], drawn[1]
 
@@ -505,7 +507,7 @@ def label_ranges(program: Program, sizes: Mapping[str, int]) -> dict[str, int]:
         if node.op not in _LABEL_OPS or len(node.inputs) < 2 or not node.inputs[0].shape:
             continue
         labels = node.inputs[1]
-        if labels.op == "input":
+        if labels.op is INPUT:
             classes = substitute(node.inputs[0].shape, sizes)[-1]
             ranges[labels.name] = min(classes, ranges.get(labels.name, classes))
     return ranges

@@ -38,3 +38,7 @@ class PersistError(TapegraphError, ValueError):
 
 class MissingFileError(PersistError, FileNotFoundError):
     """A file to load does not exist (so ``except FileNotFoundError`` catches it too)."""
+
+
+class OpError(TapegraphError, ValueError):
+    """An op is declared wrongly, its name is taken, or it is not registered where it must be (pickling)."""

@@ -24,7 +24,41 @@ import numpy as np
 from tapegraph.errors import ShapeError
 from tapegraph.shapes import Dim, Shape, as_shape, format_type, is_concrete
 
-LEAF_OPS = frozenset({"input", "param", "const"})
+
+@attrs.frozen(eq=False, repr=False)
+class Leaf:
+    """The kind of a leaf node, in ``Node.op`` where other nodes hold their ``Op``.
+
+    There are three, module constants compared by identity:
+    ``node.op is PARAM``. ``str()`` gives the name dumps print.
+    """
+
+    #: ``input``, ``param`` or ``const``.
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<leaf {self.name}>"
+
+    def __reduce__(self) -> tuple:
+        # the three leaf kinds are singletons: unpickle to the same object
+        return (_leaf_named, (self.name,))
+
+
+#: Data given at each call.
+INPUT = Leaf("input")
+#: What gradients are taken with respect to.
+PARAM = Leaf("param")
+#: A value fixed at declaration.
+CONST = Leaf("const")
+LEAVES = {leaf.name: leaf for leaf in (INPUT, PARAM, CONST)}
+
+
+def _leaf_named(name: str) -> Leaf:
+    return LEAVES[name]
+
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _origin_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("origin", default=None)
@@ -95,8 +129,9 @@ class Node:
     directly. Nodes are immutable; ``named`` returns a renamed copy.
     """
 
-    #: Registered op name, or ``input`` / ``param`` / ``const`` for leaves.
-    op: str
+    #: The op record (``tapegraph.ops.Op``), or ``INPUT`` / ``PARAM`` /
+    #: ``CONST`` for leaves; ``str(node.op)`` is its name.
+    op: Any
     #: The operands, in the order the op declares them.
     inputs: tuple["Node", ...] = attrs.field(converter=tuple)
     #: Static attributes of the op (axis, transpose flags, ...), sorted by name.
@@ -121,7 +156,7 @@ class Node:
 
     @property
     def is_leaf(self) -> bool:
-        return self.op in LEAF_OPS
+        return isinstance(self.op, Leaf)
 
     def attr(self, key: str, default: Any = None) -> Any:
         """The static attribute ``key`` of this node's op."""
@@ -140,7 +175,7 @@ class Node:
         """The user's name if given, else the op and origin."""
         if self.name is not None:
             return self.name
-        return f"{self.op} at {self.origin}" if self.origin else self.op
+        return f"{self.op} at {self.origin}" if self.origin else str(self.op)
 
     def named(self, name: str) -> "Node":
         """A copy of this node carrying ``name`` (shown in dumps and errors).
@@ -246,7 +281,7 @@ def input(name: str, shape: Sequence[Dim] | int = (), dtype: Any = "float64") ->
         shape = as_shape(shape)
     except ValueError as error:
         raise ValueError(f"input {name!r}: {error}") from None
-    return Node("input", (), (), shape, _check_dtype(dtype, f"input {name!r}"), name=name, origin=caller_origin())
+    return Node(INPUT, (), (), shape, _check_dtype(dtype, f"input {name!r}"), name=name, origin=caller_origin())
 
 
 def param(name: str, shape: Sequence[int] | int = (), dtype: Any = "float64") -> Node:
@@ -266,7 +301,7 @@ def param(name: str, shape: Sequence[int] | int = (), dtype: Any = "float64") ->
     dtype = _check_dtype(dtype, f"param {name!r}")
     if np.dtype(dtype).kind != "f":
         raise ShapeError(f"param {name!r}: dtype {dtype} is not floating point; gradients need floats")
-    return Node("param", (), (), shape, dtype, name=name, origin=caller_origin())
+    return Node(PARAM, (), (), shape, dtype, name=name, origin=caller_origin())
 
 
 def const(value: Any, dtype: Any = None, name: str | None = None) -> Node:
@@ -284,12 +319,12 @@ def const(value: Any, dtype: Any = None, name: str | None = None) -> Node:
     array.setflags(write=False)
     if name is not None:
         _check_name(name)
-    return Node("const", (), (), array.shape, array.dtype.name, name=name, value=ConstValue(array), origin=caller_origin())
+    return Node(CONST, (), (), array.shape, array.dtype.name, name=name, value=ConstValue(array), origin=caller_origin())
 
 
 def is_const(node: Node, fill: float | None = None) -> bool:
     """True for a ``const`` leaf; with ``fill``, only if every entry equals it."""
-    if node.op != "const":
+    if node.op is not CONST:
         return False
     if fill is None:
         return True

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tapegraph.errors import CallError, GraphError, NonFiniteError
-from tapegraph.expr import Node
+from tapegraph.expr import INPUT, PARAM, Node
 from tapegraph.shapes import symbols
 from tapegraph.inspect.dump import format_tape
 from tapegraph.calls import check_shape, convert, count
@@ -86,12 +86,12 @@ class _Plan:
         #: How the compiled step returns each named root (``codegen.Return``).
         self.returns = tuple(returns)
         graph = build_graph([node for _, node, _ in roots])
-        self.feeds = tuple(leaves(graph, "param") + leaves(graph, "input"))
-        self.feed_names = tuple((node.name, node.op, node) for node in self.feeds)
+        self.feeds = tuple(leaves(graph, PARAM) + leaves(graph, INPUT))
+        self.feed_names = tuple((node.name, node.op.name, node) for node in self.feeds)
         #: Per feed: name, is it a parameter, node, dtype, and the shape every
         #: call must match (None where the shape holds a symbol).
         self.feed_specs = tuple(
-            (node.name, node.op == "param", node, np.dtype(node.dtype), None if symbols(node.shape) else node.shape)
+            (node.name, node.op is PARAM, node, np.dtype(node.dtype), None if symbols(node.shape) else node.shape)
             for node in self.feeds)
         #: Positions of the feeds whose shapes hold symbols: they key the cache.
         self.symbolic = tuple(index for index, node in enumerate(self.feeds) if symbols(node.shape))
@@ -116,8 +116,8 @@ class Program:
         graph = build_graph([self.objective, *self.outputs.values(), *self.wrt, *self.gradients])
         check_names(graph)
         #: Declared parameters and inputs by name.
-        self.params = {node.name: node for node in leaves(graph, "param")}
-        self.inputs = {node.name: node for node in leaves(graph, "input")}
+        self.params = {node.name: node for node in leaves(graph, PARAM)}
+        self.inputs = {node.name: node for node in leaves(graph, INPUT)}
         self._plans: dict[Any, _Plan] = {}
         self._wrt_names = tuple(param.name for param in self.wrt)
 

@@ -26,11 +26,18 @@ from typing import Any
 
 import numpy as np
 
-from tapegraph.expr import Node
+from tapegraph.expr import CONST, INPUT, PARAM, Node
+from tapegraph.ops import Op
+from tapegraph.ops.elementwise import ADD, DIV, EXP, LOG, MUL, NEG, RELU, SIGN, SQUARE, SUB, TANH
+from tapegraph.ops.reductions import BROADCAST_TO, EXPAND, MEAN, SUM, SUM_SQUARES, SUM_TO
+from tapegraph.ops.linalg import MATMUL, OUTER
+from tapegraph.ops.shaping import RESHAPE, TRANSPOSE
+from tapegraph.ops.softmax import CROSS_ENTROPY, LOG_SOFTMAX, PICK, SOFTMAX, SOFTMAX_MINUS_ONEHOT, UNPICK
 
 #: ``rule(*operands, **static) -> array``: the value of one op, from the
 #: operands' arrays and the node's static attributes (with symbolic sizes
-#: already filled in). One textbook formula per registered op.
+#: already filled in). One textbook formula per registered op, keyed by
+#: its record; a user-declared op may add its own (``RULES[SOFTSIGN] = ...``).
 Rule = Callable[..., np.ndarray]
 
 
@@ -86,35 +93,35 @@ def _matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool, transpose_b: bool) 
     return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
-RULES: dict[str, Rule] = {
-    "add": lambda a, b: a + b,
-    "sub": lambda a, b: a - b,
-    "mul": lambda a, b: a * b,
-    "div": lambda a, b: a / b,
-    "neg": lambda x: -x,
-    "exp": np.exp,
-    "log": np.log,
-    "tanh": np.tanh,
-    "square": lambda x: x * x,
-    "relu": lambda x: np.where(x > 0, x, 0.0),
-    "sign": np.sign,
-    "sum": lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
-    "mean": lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims),
-    "sum_squares": lambda x: np.sum(x * x),
-    "expand": _expand,
-    "sum_to": _sum_to,
-    "broadcast_to": lambda x, shape: np.broadcast_to(x, shape).copy(),
-    "matmul": _matmul,
-    "outer": np.outer,
-    "reshape": lambda x, shape: np.reshape(x, shape),
-    "transpose": lambda x, axes: np.transpose(x, axes),
-    "softmax": _softmax,
-    "log_softmax": _log_softmax,
-    "pick": _pick,
-    "unpick": _unpick,
-    "cross_entropy": lambda z, label: -_pick(_log_softmax(z), label),
+RULES: dict[Op, Rule] = {
+    ADD: lambda a, b: a + b,
+    SUB: lambda a, b: a - b,
+    MUL: lambda a, b: a * b,
+    DIV: lambda a, b: a / b,
+    NEG: lambda x: -x,
+    EXP: np.exp,
+    LOG: np.log,
+    TANH: np.tanh,
+    SQUARE: lambda x: x * x,
+    RELU: lambda x: np.where(x > 0, x, 0.0),
+    SIGN: np.sign,
+    SUM: lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
+    MEAN: lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims),
+    SUM_SQUARES: lambda x: np.sum(x * x),
+    EXPAND: _expand,
+    SUM_TO: _sum_to,
+    BROADCAST_TO: lambda x, shape: np.broadcast_to(x, shape).copy(),
+    MATMUL: _matmul,
+    OUTER: np.outer,
+    RESHAPE: lambda x, shape: np.reshape(x, shape),
+    TRANSPOSE: lambda x, axes: np.transpose(x, axes),
+    SOFTMAX: _softmax,
+    LOG_SOFTMAX: _log_softmax,
+    PICK: _pick,
+    UNPICK: _unpick,
+    CROSS_ENTROPY: lambda z, label: -_pick(_log_softmax(z), label),
     # the gradient of cross-entropy: softmax(z) - onehot(label), when ce is the cross-entropy
-    "softmax_minus_onehot": lambda z, label, ce: (
+    SOFTMAX_MINUS_ONEHOT: lambda z, label, ce: (
         np.exp(z - _pick(z, label)[..., np.newaxis] - ce[..., np.newaxis]) - _onehot(label, z.shape[-1])),
 }
 
@@ -157,7 +164,7 @@ def evaluate(nodes_or_node: Node | Sequence[Node] | Mapping[str, Node], params: 
     order = _post_order(roots)
     # leaves first, so every symbolic size is known before any op needs it
     for node in order:
-        if node.op in ("param", "input"):
+        if node.op is PARAM or node.op is INPUT:
             values[node] = _leaf_value(node, params, inputs, sizes)
     for node in order:
         if node not in values:
@@ -197,9 +204,9 @@ def _post_order(roots: Sequence[Node]) -> list[Node]:
 
 def _leaf_value(node: Node, params: Mapping[str, Any], inputs: Mapping[str, Any], sizes: dict[str, int]) -> np.ndarray:
     """A parameter's or input's array, checked against its declared shape."""
-    given = params if node.op == "param" else inputs
+    given = params if node.op is PARAM else inputs
     if node.name not in given:
-        where = "params" if node.op == "param" else "inputs"
+        where = "params" if node.op is PARAM else "inputs"
         raise KeyError(f"reference: {node.op} {node.name!r} ({node.type_str}) is missing from {where} "
                        f"(given: {sorted(given)})")
     array = np.asarray(given[node.name], dtype=node.dtype)
@@ -209,12 +216,12 @@ def _leaf_value(node: Node, params: Mapping[str, Any], inputs: Mapping[str, Any]
 
 def _value(node: Node, operands: list[np.ndarray], sizes: Mapping[str, int]) -> np.ndarray:
     """One node's value from its operands' values."""
-    if node.op == "const":
+    if node.op is CONST:
         return np.array(node.value.array)
     rule = RULES.get(node.op)
     if rule is None:
-        raise NotImplementedError(f"reference: op {node.op!r} has no rule in tapegraph.reference.RULES; "
-                                  f"add its textbook numpy formula there")
+        raise NotImplementedError(f"reference: op {node.op.name!r} has no rule in tapegraph.reference.RULES; "
+                                  f"add its textbook numpy formula there, keyed by the op record")
     static = {key: _fill_sizes(value, sizes) for key, value in node.static}
     result = np.asarray(rule(*operands, **static), dtype=node.dtype)
     expected = _fill_sizes(node.shape, sizes)

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from tapegraph.expr import Node, const, input, param
+from tapegraph.expr import PARAM, Node, const, input, param
 from tapegraph.ops.composites import Composite
-from tapegraph.ops.registry import Op, apply
-from tapegraph.ops.reductions import sum as sum_
-from tapegraph.ops.elementwise import mul
+from tapegraph.ops.elementwise import MUL
+from tapegraph.ops.reductions import SUM
+from tapegraph.ops.registry import Op
 
 
 def numeric_gradient(function: Callable[[dict[str, np.ndarray]], float], params: Mapping[str, np.ndarray],
@@ -124,16 +124,16 @@ def check_op(op: Op | Composite | Callable[..., Node], arrays: Sequence[Any], st
             inputs[name] = array
     output = build_node(op, nodes, static)
     upstream = const(rng.standard_normal(output.shape).astype(output.dtype))
-    objective = sum_(mul(output, upstream))
-    wrt = [node for node in nodes if node.op == "param"]
+    objective = SUM(MUL(output, upstream))
+    wrt = [node for node in nodes if node.op is PARAM]
     program = compile_program(objective, wrt=wrt)
     return check_grads(program, params, inputs, eps=eps, rtol=rtol)
 
 
 def build_node(op: Op | Composite | Callable[..., Node], nodes: Sequence[Node], static: Mapping[str, Any]) -> Node:
-    """Apply a registered op, a composite, or any node-building function."""
+    """Apply an op (built-in or user-declared), a composite, or any node-building function."""
     if isinstance(op, Op):
-        return apply(op, *nodes, **static)
+        return op(*nodes, **static)
     if isinstance(op, Composite):
         return op.build(*nodes, **static)
     return op(*nodes, **static)

@@ -152,7 +152,7 @@ class DrawnGraph:
 
 def count_ops(roots: Iterable[Node]) -> collections.Counter:
     """Count the distinct nodes of each op reachable from ``roots``."""
-    return collections.Counter(node.op for node in reachable(roots))
+    return collections.Counter(node.op.name for node in reachable(roots))
 
 
 def _factorizations(size: int, rank: int) -> list[tuple[int, ...]]:
@@ -254,7 +254,7 @@ class _Builder:
     def operand(self, fits: Callable[[Value], bool], make: Callable[[], Value], nonconst: bool = False) -> Value:
         """An earlier value that ``fits`` (shared subexpressions, fan-out), or a new one."""
         candidates = [value for value in self.pool
-                      if fits(value) and not (nonconst and value.node.op == "const")]
+                      if fits(value) and not (nonconst and value.node.op.name == "const")]
         if candidates and self.flip(75):
             return self.choice(candidates)
         return make()
@@ -466,7 +466,7 @@ class _Builder:
             return self.push(tg.cross_entropy(z.node, label), 2 * z.bound + math.log(classes))
         # nll: of a softmax (becomes cross-entropy) or of any positive values
         probs = self.push(tg.softmax(z.node), 1.0) if self.flip(50) else self.positive(z)
-        low = probs.low if probs.node.op != "softmax" else math.exp(-2 * z.bound) / classes
+        low = probs.low if probs.node.op.name != "softmax" else math.exp(-2 * z.bound) / classes
         return self.push(tg.nll(probs.node, label), max(abs(math.log(low)), abs(math.log(probs.bound))))
 
     def unpick(self) -> Value:
@@ -532,7 +532,7 @@ class _Builder:
 
     def objective(self, required: list[Value]) -> Node:
         """A weighted sum of sums or means of ``required`` and a few other values."""
-        floats = [value for value in self.pool if value.node.op != "const"]
+        floats = [value for value in self.pool if value.node.op.name != "const"]
         extra = self.draw(st.lists(st.sampled_from(floats), max_size=2)) if floats else []
         total: Node | None = None
         for value in required + extra:
@@ -562,7 +562,7 @@ class _Builder:
         nodes (``expand``, ``sum_to``, ``unpick``, ``softmax_minus_onehot``)
         as a Hessian-vector product does.
         """
-        params = [node for node in reachable([term]) if node.op == "param"]
+        params = [node for node in reachable([term]) if node.op.name == "param"]
         if not params:
             return term
         parameter = self.choice(sorted(params, key=lambda node: node.name))
@@ -620,7 +620,7 @@ def graphs(draw: Callable, focus: str, max_extra_ops: int = MAX_EXTRA_OPS) -> Dr
     # outputs: some values (leaves and labels too), used by the objective or not
     candidates = [value.node for value in builder.pool] + [label.node for label in builder.labels]
     chosen = draw(st.lists(st.sampled_from(candidates), max_size=3, unique_by=id))
-    outputs = {f"out{index}": node for index, node in enumerate(chosen) if node.op != "const"}
+    outputs = {f"out{index}": node for index, node in enumerate(chosen) if node.op.name != "const"}
     if size_unknown([objective]) or size_unknown([objective, *outputs.values()]):
         # "batch" came in through a static shape alone (broadcast_to, expand):
         # a call must still be given its size, by an input that has it

@@ -46,5 +46,5 @@ def test_values_the_reverse_pass_needs_stay_alive():
     tg.testing.check_grads(program, params, {"x": rng.standard_normal((4, 16))})
     tape = program.tape(sizes={"batch": 4})
     reverse_reads = {value for instruction in tape.section("reverse") for value in instruction.input_values}
-    tanh_outputs = {instruction.value for instruction in tape.section("forward") if instruction.op == "tanh"}
+    tanh_outputs = {instruction.value for instruction in tape.section("forward") if instruction.op.name == "tanh"}
     assert tanh_outputs & reverse_reads  # tanh's VJP reuses its forward result

@@ -220,7 +220,7 @@ def test_json_matches_the_tape_it_exports(capsys):
     _, out, _ = run(capsys, "dump", "multiclass", "--format", "json")
     data = json.loads(out)
     assert data["title"] == program.dump(sizes={"batch": 1}).splitlines()[0]
-    assert [item["op"] for item in data["instructions"]] == [instruction.op for instruction in tape.instructions]
+    assert [item["op"] for item in data["instructions"]] == [instruction.op.name for instruction in tape.instructions]
     assert [item["output"] for item in data["instructions"]] == [instruction.output for instruction in tape.instructions]
     assert {item["name"]: [item["slot"], item["value"]] for item in data["results"]} == {
         name: list(place) for name, place in tape.results.items()}

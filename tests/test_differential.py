@@ -226,8 +226,8 @@ def _record(program: tg.Program, graph: DrawnGraph) -> None:
     used = reachable([program.objective])
     counts["unused params"] += sum(1 for param in graph.wrt if param not in used)
     STATS["forward ops"].update(set(graph.forward_ops()))
-    tape_ops = {instruction.op for instruction in program.tape().instructions}
-    tape_ops |= {instruction.op for instruction in program.tape("run").instructions}
+    tape_ops = {instruction.op.name for instruction in program.tape().instructions}
+    tape_ops |= {instruction.op.name for instruction in program.tape("run").instructions}
     STATS["tape ops"].update(tape_ops)
 
 
@@ -265,7 +265,7 @@ def test_the_strategy_draws_every_registered_op_and_composite():
 
 
 def test_every_registered_op_has_a_reference_rule():
-    missing = sorted(set(REGISTRY) - set(reference.RULES))
+    missing = sorted(op.name for op in REGISTRY.values() if op not in reference.RULES)
     assert not missing, f"ops without a rule in tapegraph.reference.RULES: {missing}"
 
 
@@ -375,7 +375,7 @@ def test_reference_pick_unpick_and_the_reductions_by_hand():
 
 def test_reference_computes_a_shared_subexpression_once(monkeypatch):
     calls = []
-    monkeypatch.setitem(reference.RULES, "tanh", lambda x: calls.append(x) or np.tanh(x))
+    monkeypatch.setitem(reference.RULES, REGISTRY["tanh"], lambda x: calls.append(x) or np.tanh(x))
     w = tg.param("w", shape=(2,))
     hidden = tg.tanh(w)
     objective = tg.sum(hidden * hidden) + tg.sum(tg.tanh(w))  # tg.tanh(w) equals hidden: one node

@@ -35,7 +35,7 @@ def test_ridge_fan_out_of_w_is_accumulated(rng):
     residual = inputs["x"] @ params["w"] + params["b"] - inputs["y"]
     np.testing.assert_allclose(grads["w"], 2 * residual * inputs["x"] + 2 * 0.3 * params["w"], rtol=1e-12)
     reverse = program.tape().section("reverse")
-    assert [instruction.op for instruction in reverse if instruction.label == "add at grad of w"] == ["add"]
+    assert [instruction.op.name for instruction in reverse if instruction.label == "add at grad of w"] == ["add"]
 
 
 @pytest.mark.parametrize("num_inputs", [1, 400])

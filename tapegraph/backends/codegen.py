@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from tapegraph.ops import REGISTRY
+from tapegraph.ops import REGISTRY, USER_OPS
 from tapegraph.backends import Return
 from tapegraph.compile.tape import Instruction, Tape
 
@@ -141,7 +141,7 @@ class _Writer:
 
     def instruction(self, position: int, instruction: Instruction, workspace: Sequence[str]) -> None:
         """Append the lines that run one instruction."""
-        op = REGISTRY[instruction.op]
+        op = instruction.op
         attributes = {**dict(instruction.static), **dict(instruction.derived)}
         attributes.update({key: workspace_name(position, key) for key in workspace})
         self._define(instruction.value, instruction.output, instruction.shape, instruction.dtype)
@@ -266,7 +266,7 @@ def _donations(tape: Tape, returns: Sequence[Return]) -> dict[int, str]:
 def kernel_functions(text: str) -> dict[str, Callable]:
     """The kernel functions that generated ``text`` calls by name."""
     found = {}
-    for op in REGISTRY.values():
+    for op in [*REGISTRY.values(), *USER_OPS.values()]:
         kernel = op.kernel
         if not isinstance(kernel, np.ufunc) and re.search(rf"\b{re.escape(kernel.__name__)}\(", text):
             if found.get(kernel.__name__, kernel) is not kernel:

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from tapegraph.errors import NonFiniteError, TapeError
-from tapegraph.ops import REGISTRY
 from tapegraph.backends import Return
 from tapegraph.backends.codegen import body, identifiers, kernel_functions, workspace_name
 from tapegraph.compile.tape import Tape
@@ -44,7 +43,7 @@ class Executable:
         #: Arrays the generated code names: buffers ``s<slot>``, workspaces.
         self.arrays: dict[str, np.ndarray] = {f"s{buffer.slot}": self.buffers[buffer.slot] for buffer in tape.buffers}
         for position, instruction in enumerate(tape.instructions):
-            op = REGISTRY[instruction.op]
+            op = instruction.op
             if op.workspace is not None:
                 in_shapes = [self.buffers[slot].shape for slot in instruction.inputs]
                 scratch = op.workspace(in_shapes, instruction.shape, instruction.dtype, **dict(instruction.static))

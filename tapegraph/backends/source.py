@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 
-from tapegraph.ops import REGISTRY
 from tapegraph.backends.codegen import array_literal, body, helper_sources, identifiers, kernel_functions, workspace_name
 from tapegraph.compile.tape import Tape
 
@@ -64,7 +63,7 @@ def _allocations(tape: Tape, statements: str) -> list[str]:
             lines.append(f"    {name} = np.empty({buffer.shape!r}, dtype=np.{buffer.dtype})")
     for position, arrays in sorted(tape.workspaces.items()):
         instruction = tape.instructions[position]
-        op = REGISTRY[instruction.op]
+        op = instruction.op
         in_shapes = [_shape_of(tape, value) for value in instruction.input_values]
         scratch = op.workspace(in_shapes, instruction.shape, instruction.dtype, **dict(instruction.static))
         for key, array in scratch.items():

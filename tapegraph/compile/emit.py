@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tapegraph.expr import Node
-from tapegraph.ops import REGISTRY
+from tapegraph.expr import INPUT, PARAM, Node
 from tapegraph.shapes import substitute
 from tapegraph.compile.plan import BufferPlan
 from tapegraph.compile.tape import SECTIONS, Constant, Feed, Instruction, Tape
@@ -37,14 +36,14 @@ def emit_tape(roots: Sequence[Root], kept: Sequence[Node], computed: Sequence[No
     slot_of = plan.slot_of
     feeds, constants = [], []
     for node in kept:
-        if node.op in ("input", "param"):
-            feeds.append(Feed(node.name, node.op, slot_of[node], value_of[node], shape_of[node], node.dtype))
+        if node.op is INPUT or node.op is PARAM:
+            feeds.append(Feed(node.name, node.op.name, slot_of[node], value_of[node], shape_of[node], node.dtype))
         elif node in folded:
             constants.append(Constant(slot_of[node], value_of[node], folded[node], node.label))
 
     instructions, workspaces = [], {}
     for position, node in enumerate(computed):
-        op = REGISTRY[node.op]
+        op = node.op
         static = concrete_static(node.static, sizes)
         in_shapes = [shape_of[operand] for operand in node.inputs]
         derived = op.specialize(in_shapes, shape_of[node], **dict(static)) if op.specialize else {}

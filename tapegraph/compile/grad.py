@@ -14,8 +14,8 @@ import networkx as nx
 import numpy as np
 
 from tapegraph.errors import GraphError
-from tapegraph.expr import Node, const, origin_scope
-from tapegraph.ops import REGISTRY, add, sum_to
+from tapegraph.expr import PARAM, Node, const, origin_scope
+from tapegraph.ops import add, sum_to
 from tapegraph.compile.graph import build_graph, topological_order
 
 
@@ -38,7 +38,7 @@ def check_wrt(wrt: Sequence[object]) -> list[Node]:
         wrt = [wrt]
     result: list[Node] = []
     for item in wrt:
-        if not isinstance(item, Node) or item.op != "param":
+        if not isinstance(item, Node) or item.op is not PARAM:
             if isinstance(item, Node) and item.is_leaf:
                 what = f"{item.op} {item.name!r} ({item.type_str})"
             elif isinstance(item, Node):
@@ -92,7 +92,7 @@ def grad(objective: Node, wrt: Sequence[Node]) -> list[Node]:
             continue
         with origin_scope(f"grad of {node.label}"):
             g = _accumulate(cotangents[node])
-            op = REGISTRY[node.op]
+            op = node.op
             input_grads = op.vjp(g, node, *node.inputs, **dict(node.static))
             for operand, operand_grad in zip(node.inputs, input_grads, strict=True):
                 if operand_grad is None or operand not in active:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import networkx as nx
 
 from tapegraph.errors import GraphError
-from tapegraph.expr import Node
+from tapegraph.expr import Leaf, Node
 
 
 def build_graph(roots: Sequence[Node]) -> nx.DiGraph:
@@ -89,6 +89,6 @@ def check_names(graph: nx.DiGraph) -> dict[str, Node]:
     return named
 
 
-def leaves(graph: nx.DiGraph, kind: str) -> list[Node]:
-    """The ``input`` or ``param`` leaves of ``graph``, in deterministic order."""
-    return [node for node in topological_order(graph) if node.op == kind]
+def leaves(graph: nx.DiGraph, kind: Leaf) -> list[Node]:
+    """The ``INPUT`` or ``PARAM`` leaves of ``graph``, in deterministic order."""
+    return [node for node in topological_order(graph) if node.op is kind]

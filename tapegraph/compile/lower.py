@@ -14,8 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tapegraph.errors import GraphError
-from tapegraph.expr import Node
-from tapegraph.ops import REGISTRY
+from tapegraph.expr import CONST, Node
 from tapegraph.shapes import substitute, symbols
 from tapegraph.compile.emit import Root, concrete_static, emit_tape
 from tapegraph.compile.graph import assign_sections, build_graph, topological_order
@@ -47,10 +46,10 @@ def fold_constants(order: Sequence[Node], shape_of: Mapping[Node, tuple[int, ...
     """The value of every node computed from constants alone."""
     folded: dict[Node, np.ndarray] = {}
     for node in order:
-        if node.op == "const":
+        if node.op is CONST:
             folded[node] = node.value.array
         elif not node.is_leaf and all(operand in folded for operand in node.inputs):
-            folded[node] = REGISTRY[node.op].evaluate([folded[operand] for operand in node.inputs], shape_of[node],
+            folded[node] = node.op.evaluate([folded[operand] for operand in node.inputs], shape_of[node],
                                                        node.dtype, dict(concrete_static(node.static, sizes)))
     return folded
 

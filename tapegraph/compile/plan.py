@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 import numpy as np
 
-from tapegraph.expr import Node
-from tapegraph.ops import REGISTRY
+from tapegraph.expr import INPUT, PARAM, Node
 from tapegraph.compile.tape import Buffer
 
 
@@ -69,7 +68,7 @@ def plan_buffers(kept: Sequence[Node], computed: Sequence[Node], folded: Mapping
     pool = SlotPool()
     slot_of: dict[Node, int] = {}
     for node in kept:
-        if node.op in ("input", "param") or node in folded:
+        if node.op is INPUT or node.op is PARAM or node in folded:
             # feeds and constants are never released: constants are written
             # once at bind time, feeds are the caller's
             slot_of[node] = pool.take(shape_of[node], node.dtype, value_of[node])
@@ -78,7 +77,7 @@ def plan_buffers(kept: Sequence[Node], computed: Sequence[Node], folded: Mapping
         return last_read.get(operand) == position and operand not in root_nodes and operand not in folded
 
     for position, node in enumerate(computed):
-        op = REGISTRY[node.op]
+        op = node.op
         dying = [operand for operand in dict.fromkeys(node.inputs) if releasable(operand, position)]
         # ufunc-like kernels may write over an operand they are done with;
         # not for single values, where numpy's overlap handling costs more

@@ -14,7 +14,7 @@ import numpy as np
 
 from tapegraph.errors import TapegraphError
 from tapegraph.expr import Node
-from tapegraph.ops import REGISTRY
+from tapegraph.ops import Op
 
 SECTIONS = ("forward", "reverse", "update")
 
@@ -23,8 +23,8 @@ SECTIONS = ("forward", "reverse", "update")
 class Instruction:
     """``out_slot = op(*in_slots, **static)``: one step of a tape."""
 
-    #: Registered op name.
-    op: str
+    #: The op record; ``str(op)`` is its name.
+    op: Op
     #: Slots read, in the op's operand order.
     inputs: tuple[int, ...]
     #: Slot written.
@@ -142,7 +142,7 @@ def check_tape(tape: Tape) -> None:
                 raise TapeCheckError(f"{where} reads %{value} from s{slot}, which holds %{holding.get(slot)}")
         _check_buffer(by_slot, instruction.output, instruction.shape, instruction.dtype, where)
         operands = [_placeholder(*types[value]) for value in instruction.input_values]
-        op = REGISTRY[instruction.op]
+        op = instruction.op
         shape, dtype = op.shape_rule(*operands, **dict(instruction.static))
         if tuple(shape) != instruction.shape or dtype != instruction.dtype:
             raise TapeCheckError(f"{where} writes {instruction.dtype}{list(instruction.shape)} but its shape rule gives {dtype}{list(shape)}")

@@ -86,7 +86,7 @@ def node_html(node: Node) -> str:
     try:
         name = f" <b>{html.escape(repr(node.name))}</b>" if node.name is not None else ""
         origin = f" at <code>{html.escape(node.origin)}</code>" if node.origin else ""
-        parts = [f"<div class=\"tapegraph-node\"><p><code>{html.escape(node.op)} {html.escape(node.type_str)}</code>"
+        parts = [f"<div class=\"tapegraph-node\"><p><code>{html.escape(node.op.name)} {html.escape(node.type_str)}</code>"
                  f"{name}{origin}</p>"]
         listing = format_expression(node)
         picture = _node_png(node, len(listing.splitlines()))

@@ -29,7 +29,7 @@ import attrs
 import networkx as nx
 import numpy as np
 
-from tapegraph.expr import Node
+from tapegraph.expr import CONST, PARAM, Node
 from tapegraph.shapes import format_type
 from tapegraph.compile.graph import ancestors_and_self, build_graph, topological_order
 from tapegraph.compile.tape import SECTIONS, Tape
@@ -203,7 +203,7 @@ def _graph_parts(target: Any, gradients: bool) -> tuple[dict[Node, list[str]], d
     if isinstance(target, Node):
         objective, wrt, outputs = target, [], {}
         if gradients and _differentiable(target):
-            wrt = [node for node in topological_order(build_graph([target])) if node.op == "param"]
+            wrt = [node for node in topological_order(build_graph([target])) if node.op is PARAM]
         title = f"expression: {target.label}"
     elif _is_program(target):
         objective, wrt, outputs = target.objective, list(target.wrt), dict(target.outputs)
@@ -246,7 +246,7 @@ def _gradients(objective: Node, wrt: Sequence[Node]) -> list[Node]:
 def _node_kind(node: Node, is_forward: bool, objective: Node, outputs: Mapping[str, Node],
                gradient_nodes: Sequence[Node]) -> str:
     if node.is_leaf:
-        return node.op
+        return node.op.name
     if node == objective:
         return "objective"
     if not is_forward:
@@ -260,14 +260,14 @@ def _node_label(node: Node, kind: str, roles: Sequence[str], sizes: Mapping[str,
     """Up to three short lines: what it is, its type, what it stands for."""
     shape = tuple(sizes.get(dim, dim) if isinstance(dim, str) else dim for dim in node.shape)
     type_text = format_type(shape, node.dtype)
-    if node.op == "const":
+    if node.op is CONST:
         lines = [repr(node.value) if node.name is None else node.name, f"const {type_text}"]
     elif node.is_leaf:
         lines = [node.name, f"{node.op} {type_text}"]
     elif node.name is not None:
         lines = [node.name, f"{node.op} {type_text}"]
     else:
-        lines = [node.op, type_text]
+        lines = [node.op.name, type_text]
     if roles:
         lines.append(", ".join(roles))
     elif kind == "reverse" and node.origin.startswith("grad of "):

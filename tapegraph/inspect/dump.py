@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tapegraph.expr import Node
+from tapegraph.expr import CONST, Node
 from tapegraph.shapes import format_type
 from tapegraph.compile.graph import build_graph, topological_order
 from tapegraph.compile.tape import SECTIONS, Instruction, Tape
@@ -113,7 +113,7 @@ def format_expression(node: Node) -> str:
     lines = []
     for item in order:
         target = f"%{number[item]}:{item.type_str}"
-        if item.op == "const":
+        if item.op is CONST:
             lines.append(f"{target} = const {item.value!r}" + (f"  # {item.name}" if item.name else ""))
         elif item.is_leaf:
             lines.append(f"{target} = {item.op} {item.name}")

@@ -80,7 +80,7 @@ def tape_to_dict(tape: Tape, title: str = "", sections: Sequence[str] | None = N
         "constants": [_constant(constant.slot, constant.value, constant.array, constant.label)
                       for constant in tape.constants],
         "instructions": [
-            {"index": index, "section": instruction.section, "op": instruction.op,
+            {"index": index, "section": instruction.section, "op": instruction.op.name,
              "inputs": list(instruction.inputs), "input_values": list(instruction.input_values),
              "output": instruction.output, "value": instruction.value,
              "static": {key: json_value(value) for key, value in instruction.static},

@@ -1,22 +1,37 @@
 """Operators: primitives registered in ``REGISTRY``, and composites.
 
 Importing this package imports every op module, which registers its ops.
+The op functions (``tapegraph.ops.tanh``, ``tapegraph.ops.sum_to``) are
+generated from the records: this module exports one per registered op and
+one per composite, and ``PUBLIC_FUNCTIONS`` lists those that ``tapegraph``
+exports at top level.
 """
 
-from tapegraph.ops.registry import REGISTRY, Arg, Op, Sample, apply, as_node, register
-from tapegraph.ops.elementwise import add, div, exp, log, mul, neg, relu, sigmoid, sign, square, sub, tanh
-from tapegraph.ops.reductions import broadcast_to, expand, mean, sum, sum_squares, sum_to
-from tapegraph.ops.linalg import matmul, outer
-from tapegraph.ops.shaping import reshape, transpose
-from tapegraph.ops.softmax import cross_entropy, log_softmax, pick, softmax, softmax_minus_onehot, unpick
-from tapegraph.ops.composites import (
-    COMPOSITES, affine, dot, l2_norm_penalty, nll, squared_l2_distance, vector_scalar_affine,
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tapegraph.ops.registry import (
+    REGISTRY, REQUIRED, USER_OPS, Arg, Op, Sample, apply, as_node, lookup_op, register, register_op,
 )
+from tapegraph.ops import elementwise, linalg, reductions, shaping, softmax  # noqa: F401  (they register their ops)
+from tapegraph.ops.composites import COMPOSITES, Composite
+
+#: Every op function by name: one per built-in op, one per composite.
+FUNCTIONS: dict[str, Callable] = {name: op.function for name, op in REGISTRY.items()}
+FUNCTIONS.update((name, composite.build) for name, composite in COMPOSITES.items())
+#: The functions ``tapegraph`` exports at top level (``tg.tanh``); internal
+#: ops (``sum_to``, ``pick``) stay here.
+PUBLIC_FUNCTIONS: dict[str, Callable] = {name: function for name, function in FUNCTIONS.items()
+                                         if name in COMPOSITES or REGISTRY[name].public}
+
+globals().update(FUNCTIONS)
+# the composites' docstring examples are collected from composites.py;
+# the generated functions' examples are collected from here
+__test__ = {name: op.function for name, op in REGISTRY.items()}
 
 __all__ = [
-    "REGISTRY", "COMPOSITES", "Arg", "Op", "Sample", "apply", "as_node", "register",
-    "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", "relu", "sign", "sigmoid",
-    "sum", "mean", "sum_squares", "expand", "sum_to", "broadcast_to", "matmul", "outer", "reshape", "transpose",
-    "softmax", "log_softmax", "cross_entropy", "softmax_minus_onehot", "pick", "unpick",
-    "vector_scalar_affine", "affine", "squared_l2_distance", "l2_norm_penalty", "dot", "nll",
+    "REGISTRY", "USER_OPS", "COMPOSITES", "FUNCTIONS", "PUBLIC_FUNCTIONS", "REQUIRED",
+    "Arg", "Op", "Sample", "Composite", "apply", "as_node", "lookup_op", "register", "register_op",
+    *FUNCTIONS,
 ]

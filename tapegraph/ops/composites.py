@@ -2,7 +2,8 @@
 
 A composite is a plain function of primitives, so it needs no VJP of its
 own: its gradient comes from theirs. Each is listed in ``COMPOSITES`` with
-samples, so the test suite checks composites the way it checks primitives.
+samples, so the test suite checks composites the way it checks primitives,
+and its function is exported as it is (``tg.affine``).
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ import attrs
 
 from tapegraph.errors import ShapeError
 from tapegraph.expr import Node, caller_origin
-from tapegraph.ops.elementwise import add, log, mul, neg, sigmoid, sub
-from tapegraph.ops.linalg import matmul
-from tapegraph.ops.reductions import sum_squares
+from tapegraph.ops.elementwise import ADD, LOG, MUL, NEG, SUB, TANH
+from tapegraph.ops.linalg import MATMUL
+from tapegraph.ops.reductions import SUM_SQUARES
 from tapegraph.ops.registry import Arg, Sample, as_node
-from tapegraph.ops.softmax import cross_entropy, pick
+from tapegraph.ops.softmax import CROSS_ENTROPY, PICK, SOFTMAX
 
 
 @attrs.frozen
 class Composite:
     """A function of primitives, with samples for the gradient tests."""
 
+    #: The exported name (``tg.<name>``).
     name: str
+    #: The function itself: operands, then attributes, then ``name``.
     build: Callable[..., Node]
+    #: Arguments the tests check it on; ``static`` holds keyword arguments.
     samples: tuple[Sample, ...] = attrs.field(converter=tuple)
 
 
@@ -45,7 +49,7 @@ def vector_scalar_affine(x: Any, w: Any, b: Any, name: str | None = None) -> Nod
     x, w, b = as_node(x), as_node(w), as_node(b)
     _require(w.ndim == 1 and b.ndim == 0 and x.ndim in (1, 2), "vector_scalar_affine", (x, w, b),
              "needs x of shape [d] or [batch,d], w of shape [d] and a scalar b")
-    return _named(add(matmul(x, w), b), name)
+    return _named(ADD(MATMUL(x, w), b), name)
 
 
 def affine(W: Any, x: Any, b: Any, name: str | None = None) -> Node:
@@ -57,22 +61,22 @@ def affine(W: Any, x: Any, b: Any, name: str | None = None) -> Node:
     W, x, b = as_node(W), as_node(x), as_node(b)
     _require(W.ndim == 2 and b.ndim == 1 and x.ndim in (1, 2), "affine", (W, x, b),
              "needs W of shape [m,d], x of shape [d] or [batch,d], and b of shape [m]")
-    return _named(add(matmul(x, W, transpose_b=True), b), name)
+    return _named(ADD(MATMUL(x, W, transpose_b=True), b), name)
 
 
 def squared_l2_distance(a: Any, b: Any, name: str | None = None) -> Node:
     """``||a - b||^2``, summed over every entry; the homework's node."""
-    return _named(sum_squares(sub(a, b)), name)
+    return _named(SUM_SQUARES(SUB(a, b)), name)
 
 
 def l2_norm_penalty(w: Any, l2_reg: float, name: str | None = None) -> Node:
     """``l2_reg * ||w||^2``; the homework's ``L2NormPenaltyNode``."""
-    return _named(mul(sum_squares(w), l2_reg), name)
+    return _named(MUL(SUM_SQUARES(w), l2_reg), name)
 
 
 def dot(a: Any, b: Any, name: str | None = None) -> Node:
     """Dot product of vectors, or matrix-vector/matrix product (as ``matmul``)."""
-    return matmul(a, b, name=name)
+    return MATMUL(a, b, name=name)
 
 
 def nll(probs: Any, label: Any, name: str | None = None) -> Node:
@@ -83,9 +87,19 @@ def nll(probs: Any, label: Any, name: str | None = None) -> Node:
     takes the log of an underflowed zero, and its gradient is the softmax
     minus the one-hot label, one instruction instead of six.
     """
-    if isinstance(probs, Node) and probs.op == "softmax":
-        return _named(cross_entropy(probs.inputs[0], label), name)
-    return _named(neg(log(pick(probs, label))), name)
+    if isinstance(probs, Node) and probs.op is SOFTMAX:
+        return _named(CROSS_ENTROPY(probs.inputs[0], label), name)
+    return _named(NEG(LOG(PICK(probs, label))), name)
+
+
+def sigmoid(x: Any, name: str | None = None) -> Node:
+    """Logistic function ``1 / (1 + e^-x)``.
+
+    Built as ``0.5 * tanh(x / 2) + 0.5``, which is the same function but
+    never overflows, so it needs no VJP of its own.
+    """
+    x = as_node(x)
+    return _named(ADD(MUL(TANH(MUL(x, 0.5)), 0.5), 0.5), name)
 
 
 def _named(node: Node, name: str | None) -> Node:
@@ -108,7 +122,7 @@ COMPOSITES: dict[str, Composite] = {composite.name: composite for composite in (
         Sample([Arg(()), Arg(())]),
         Sample([Arg((5,), batch=True), Arg((5,), batch=True)]),
     ]),
-    Composite("l2_norm_penalty", lambda w: l2_norm_penalty(w, l2_reg=0.7), [Sample([Arg((6,))])]),
+    Composite("l2_norm_penalty", l2_norm_penalty, [Sample([Arg((6,))], {"l2_reg": 0.7})]),
     Composite("sigmoid", sigmoid, [Sample([Arg((5,))]), Sample([Arg((4, 3), batch=True)])]),
     Composite("dot", dot, [Sample([Arg((4,)), Arg((4,))])]),
     Composite("nll", nll, [

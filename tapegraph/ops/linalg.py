@@ -7,13 +7,11 @@ examples is a matrix whose rows are the examples.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from tapegraph.expr import Node
-from tapegraph.ops.elementwise import mul
-from tapegraph.ops.registry import Arg, Op, Sample, apply, register, result_dtype
+from tapegraph.ops.elementwise import MUL
+from tapegraph.ops.registry import Arg, Op, Sample, register, result_dtype
 from tapegraph.shapes import Shape, format_shape
 
 
@@ -49,24 +47,24 @@ def _matmul_vjp(g: Node, ans: Node, a: Node, b: Node, transpose_a: bool, transpo
     # Work with A = op(a), B = op(b), C = A @ B; then express the cotangent
     # of a (not of A) directly through the flags, never forming a transpose.
     if a.ndim == 1 and b.ndim == 1:
-        return mul(g, b), mul(g, a)
+        return MUL(g, b), MUL(g, a)
     if a.ndim == 1:  # (k,) @ B(k, m) -> (m,)
-        grad_a = matmul(b, g, transpose_a=transpose_b)
-        grad_b = outer(g, a) if transpose_b else outer(a, g)
+        grad_a = MATMUL(b, g, transpose_a=transpose_b)
+        grad_b = OUTER(g, a) if transpose_b else OUTER(a, g)
         return grad_a, grad_b
     if b.ndim == 1:  # A(n, k) @ (k,) -> (n,)
-        grad_a = outer(b, g) if transpose_a else outer(g, b)
-        grad_b = matmul(a, g, transpose_a=not transpose_a)
+        grad_a = OUTER(b, g) if transpose_a else OUTER(g, b)
+        grad_b = MATMUL(a, g, transpose_a=not transpose_a)
         return grad_a, grad_b
     # dA = g B^T, dB = A^T g
     if transpose_a:
-        grad_a = matmul(b, g, transpose_a=transpose_b, transpose_b=True)
+        grad_a = MATMUL(b, g, transpose_a=transpose_b, transpose_b=True)
     else:
-        grad_a = matmul(g, b, transpose_b=not transpose_b)
+        grad_a = MATMUL(g, b, transpose_b=not transpose_b)
     if transpose_b:
-        grad_b = matmul(g, a, transpose_a=True, transpose_b=transpose_a)
+        grad_b = MATMUL(g, a, transpose_a=True, transpose_b=transpose_a)
     else:
-        grad_b = matmul(a, g, transpose_a=not transpose_a)
+        grad_b = MATMUL(a, g, transpose_a=not transpose_a)
     return grad_a, grad_b
 
 
@@ -81,6 +79,8 @@ def _outer_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     np.dot(a[:, np.newaxis], b[np.newaxis, :], out=out)
 
 
+def _flag_attributes(a: Node, b: Node, transpose_a: bool, transpose_b: bool) -> dict[str, bool]:
+    return {"transpose_a": bool(transpose_a), "transpose_b": bool(transpose_b)}
 
 
 def _flags(transpose_a: bool, transpose_b: bool) -> dict[str, bool]:
@@ -88,7 +88,8 @@ def _flags(transpose_a: bool, transpose_b: bool) -> dict[str, bool]:
 
 
 MATMUL = register(Op(
-    name="matmul", arity=2, shape_rule=_matmul_rule, kernel=_matmul_kernel, vjp=_matmul_vjp,
+    name="matmul", operands=("a", "b"), attributes={"transpose_a": False, "transpose_b": False},
+    normalize=_flag_attributes, shape_rule=_matmul_rule, kernel=_matmul_kernel, vjp=_matmul_vjp,
     source=_matmul_source, scalar="np.dot({0}, {1})",
     samples=(
         Sample([Arg((4,)), Arg((4,))], _flags(False, False)),
@@ -102,35 +103,25 @@ MATMUL = register(Op(
         Sample([Arg((4, 3)), Arg((2, 4))], _flags(True, True)),
         Sample([Arg((4, 3)), Arg((4,))], _flags(True, False)),
     ),
-    doc="A @ B with A = a or a.T and B = b or b.T",
-))
+    doc="""Matrix product ``a @ b`` of vectors and matrices.
 
-OUTER = register(Op(
-    name="outer", arity=2, shape_rule=_outer_rule, kernel=_outer_kernel,
-    # a column times a row through BLAS: np.multiply.outer allocates a
-    # temporary of the output's size at every call, this does not
-    source="np.dot({0}[:, None], {1}[None, :], out={out})",
-    vjp=lambda g, ans, a, b: (matmul(g, b), matmul(g, a, transpose_a=True)),
-    samples=(Sample([Arg((3,)), Arg((4,))]),),
-    doc="outer product a b^T of two vectors",
-))
-
-
-def matmul(a: Any, b: Any, transpose_a: bool = False, transpose_b: bool = False, name: str | None = None) -> Node:
-    """Matrix product ``a @ b`` of vectors and matrices.
-
-    ``transpose_a``/``transpose_b`` use ``a.T``/``b.T`` without copying.
+    ``transpose_a``/``transpose_b`` use ``a.T``/``b.T`` without copying:
+    A @ B with A = a or a.T and B = b or b.T.
 
     >>> import tapegraph as tg
     >>> x = tg.input("x", shape=("batch", 400))
     >>> W = tg.param("W", shape=(10, 400))
     >>> tg.matmul(x, W, transpose_b=True)
     <matmul f64[batch,10] at ...>
-    """
-    return apply(MATMUL, a, b, name=name, transpose_a=bool(transpose_a), transpose_b=bool(transpose_b))
+    """,
+))
 
-
-def outer(a: Any, b: Any, name: str | None = None) -> Node:
-    """Outer product of two vectors: ``out[i, j] = a[i] * b[j]``."""
-    return apply(OUTER, a, b, name=name)
-
+OUTER = register(Op(
+    name="outer", operands=("a", "b"), public=False, shape_rule=_outer_rule, kernel=_outer_kernel,
+    # a column times a row through BLAS: np.multiply.outer allocates a
+    # temporary of the output's size at every call, this does not
+    source="np.dot({0}[:, None], {1}[None, :], out={out})",
+    vjp=lambda g, ans, a, b: (MATMUL(g, b), MATMUL(g, a, transpose_a=True)),
+    samples=(Sample([Arg((3,)), Arg((4,))]),),
+    doc="Outer product of two vectors: ``out[i, j] = a[i] * b[j]``, that is a b^T.",
+))

@@ -6,15 +6,13 @@ pass applies it to any cotangent whose shape differs from its input's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from tapegraph.errors import ShapeError
-from tapegraph.expr import Node, caller_origin
-from tapegraph.ops.elementwise import mul, square
-from tapegraph.ops.registry import Arg, Op, Sample, apply, as_node, normalize_axis, register, result_dtype
+from tapegraph.expr import Node
+from tapegraph.ops.elementwise import MUL, SQUARE
+from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, normalize_axis, register, result_dtype
 from tapegraph.shapes import Shape, broadcast, format_shape
 
 
@@ -125,6 +123,39 @@ def _broadcast_to_kernel(x: np.ndarray, out: np.ndarray, shape) -> None:
     np.copyto(out, x)
 
 
+def _reduce_attributes(x: Node, axis: Any, keepdims: Any) -> dict[str, Any]:
+    return {"axis": normalize_axis(axis, x.ndim), "keepdims": bool(keepdims)}
+
+
+def _drop_empty_reduction(node: Node) -> Node:
+    # reducing over no axis (a scalar's sum) is the value itself
+    (x,) = node.inputs
+    if not node.attr("axis") and _same_type(x, node):
+        return x
+    return node
+
+
+def _same_type(node: Node, like: Node) -> bool:
+    return node.shape == like.shape and node.dtype == like.dtype
+
+
+def _shape_attribute(x: Node, shape: Any) -> dict[str, Any]:
+    return {"shape": tuple(shape)}
+
+
+def _drop_same_shape(node: Node) -> Node:
+    # summing or broadcasting to the shape a value has is the value
+    (x,) = node.inputs
+    return x if _same_type(x, node) else node
+
+
+def _square_of_scalar(node: Node) -> Node:
+    (x,) = node.inputs
+    return SQUARE(x) if x.ndim == 0 else node  # the same value, and Python can square a float
+
+
+_REDUCE = {"axis": None, "keepdims": False}
+
 _REDUCE_SAMPLES = (
     Sample([Arg((5,))], {"axis": (0,), "keepdims": False}),
     Sample([Arg((4, 3), batch=True)], {"axis": (0,), "keepdims": False}),
@@ -133,137 +164,99 @@ _REDUCE_SAMPLES = (
 )
 
 SUM = register(Op(
-    name="sum", arity=1, shape_rule=_reduce_rule, kernel=_sum_kernel,
+    name="sum", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
+    shape_rule=_reduce_rule, kernel=_sum_kernel,
     # ufunc.reduce called directly skips np.sum's Python-level dispatch
     source="np.add.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
     scalar="np.add.reduce({0}, axis=None)",
-    vjp=lambda g, ans, x, axis, keepdims: (expand(g, x.shape, axis, keepdims),),
-    samples=_REDUCE_SAMPLES, doc="sum over axes; the VJP spreads g back over them",
+    vjp=lambda g, ans, x, axis, keepdims: (EXPAND(g, x.shape, axis, keepdims),),
+    samples=_REDUCE_SAMPLES,
+    doc="""Sum of the entries of ``x`` over ``axis`` (all of them by default).
+
+    The VJP spreads g back over the reduced axes.
+
+    >>> import tapegraph as tg
+    >>> tg.sum(tg.input("x", shape=("batch", 3)), axis=0)
+    <sum f64[3] at ...>
+    """,
 ))
 
 MEAN = register(Op(
-    name="mean", arity=1, shape_rule=_reduce_rule, kernel=_mean_kernel, specialize=_mean_specialize,
+    name="mean", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
+    shape_rule=_reduce_rule, kernel=_mean_kernel, specialize=_mean_specialize,
     source="np.add.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})\nnp.multiply({out}, {scale}, out={out})",
     scalar="np.add.reduce({0}, axis=None) * {scale}",
-    vjp=lambda g, ans, x, axis, keepdims: (expand(g, x.shape, axis, keepdims, mean=True),),
-    samples=_REDUCE_SAMPLES, doc="mean over axes; the VJP spreads g / count back over them",
+    vjp=lambda g, ans, x, axis, keepdims: (EXPAND(g, x.shape, axis, keepdims, mean=True),),
+    samples=_REDUCE_SAMPLES,
+    doc="""Mean of the entries of ``x`` over ``axis`` (all of them by default).
+
+    The count may be a symbolic batch size; it is taken when called. The
+    VJP spreads g / count back over the reduced axes.
+    """,
 ))
 
 SUM_SQUARES = register(Op(
-    name="sum_squares", arity=1, shape_rule=_sum_squares_rule, kernel=_sum_squares_kernel,
+    name="sum_squares", operands=("x",), shape_rule=_sum_squares_rule, kernel=_sum_squares_kernel,
+    rewrite=_square_of_scalar,
     # one BLAS dot product instead of square then sum: the homework's L2
     # penalty and squared distance, measured about 1 us faster per step
     source="{out}[()] = np.vdot({0}, {0})",
     scalar="np.vdot({0}, {0})",
-    vjp=lambda g, ans, x: (mul(mul(g, 2.0), x),),
+    vjp=lambda g, ans, x: (MUL(MUL(g, 2.0), x),),
     samples=(Sample([Arg((5,))]), Sample([Arg((4, 3), batch=True)]), Sample([Arg(())])),
-    doc="sum of x^2 over every entry; d/dx = 2x",
+    doc="""The sum of the squares of every entry of ``x``: ``||x||^2``; d/dx = 2x.
+
+    >>> import tapegraph as tg
+    >>> tg.sum_squares(tg.param("w", shape=(400,)))
+    <sum_squares f64[] at ...>
+    """,
 ))
 
+
+def _expand_attributes(g: Node, shape: Any, axis: Any, keepdims: Any, mean: Any) -> dict[str, Any]:
+    return {"shape": tuple(shape), "axis": tuple(axis), "keepdims": bool(keepdims), "mean": bool(mean)}
+
+
 EXPAND = register(Op(
-    name="expand", arity=1, shape_rule=_expand_rule, kernel=_expand_kernel,
+    name="expand", operands=("g",), public=False,
+    attributes={"shape": REQUIRED, "axis": REQUIRED, "keepdims": REQUIRED, "mean": False},
+    normalize=_expand_attributes, shape_rule=_expand_rule, kernel=_expand_kernel,
     specialize=_expand_specialize, source=_expand_source,
-    vjp=lambda g, ans, x, shape, axis, keepdims, mean: (
-        (mean_(g, axis, keepdims) if mean else sum_(g, axis, keepdims)),),
+    vjp=lambda g, ans, x, shape, axis, keepdims, mean: ((MEAN if mean else SUM)(g, axis, keepdims),),
     samples=(
         Sample([Arg((3,))], {"shape": (4, 3), "axis": (0,), "keepdims": False, "mean": False}),
         Sample([Arg((4, 1))], {"shape": (4, 3), "axis": (1,), "keepdims": True, "mean": True}),
         Sample([Arg(())], {"shape": (2, 3), "axis": (0, 1), "keepdims": False, "mean": True}),
     ),
-    doc="the transpose of sum (or of mean, scaled by 1/count): copy g along the reduced axes",
+    doc="""Copy ``g`` along ``axis`` up to ``shape`` (dividing by the count if ``mean``).
+
+    The transpose of sum (or of mean, scaled by 1/count).
+    """,
 ))
 
 SUM_TO = register(Op(
-    name="sum_to", arity=1, shape_rule=_sum_to_rule, kernel=_sum_to_kernel,
+    name="sum_to", operands=("x",), attributes={"shape": REQUIRED}, normalize=_shape_attribute, public=False,
+    rewrite=_drop_same_shape, shape_rule=_sum_to_rule, kernel=_sum_to_kernel,
     specialize=_sum_to_specialize, source=_sum_to_source,
-    vjp=lambda g, ans, x, shape: (broadcast_to(g, x.shape),),
+    vjp=lambda g, ans, x, shape: (BROADCAST_TO(g, x.shape),),
     samples=(
         Sample([Arg((4, 3))], {"shape": (3,)}),
         Sample([Arg((4, 3))], {"shape": (4, 1)}),
         Sample([Arg((2, 4, 3))], {"shape": (1, 3)}),
         Sample([Arg((4, 3))], {"shape": ()}),
     ),
-    doc="sum a broadcast value back down to shape: the transpose of broadcast_to",
+    doc="""Sum ``x`` down to ``shape``, undoing numpy broadcasting; no-op if equal.
+
+    The transpose of broadcast_to.
+    """,
 ))
 
 BROADCAST_TO = register(Op(
-    name="broadcast_to", arity=1, shape_rule=_broadcast_to_rule, kernel=_broadcast_to_kernel,
+    name="broadcast_to", operands=("x",), attributes={"shape": REQUIRED}, normalize=_shape_attribute,
+    public=False, rewrite=_drop_same_shape, shape_rule=_broadcast_to_rule, kernel=_broadcast_to_kernel,
     source="np.copyto({out}, {0})",
     # the differentiation pass sums g back to x's shape by itself
     vjp=lambda g, ans, x, shape: (g,),
     samples=(Sample([Arg((3,))], {"shape": (4, 3)}), Sample([Arg(())], {"shape": (2,)})),
-    doc="copy x to a larger shape by numpy broadcasting",
+    doc="Broadcast ``x`` to ``shape`` (a copy, as numpy's rules allow).",
 ))
-
-
-def sum(x: Any, axis: int | Sequence[int] | None = None, keepdims: bool = False, name: str | None = None) -> Node:
-    """Sum of the entries of ``x`` over ``axis`` (all of them by default).
-
-    >>> import tapegraph as tg
-    >>> tg.sum(tg.input("x", shape=("batch", 3)), axis=0)
-    <sum f64[3] at ...>
-    """
-    return _reduce(SUM, x, axis, keepdims, name)
-
-
-def mean(x: Any, axis: int | Sequence[int] | None = None, keepdims: bool = False, name: str | None = None) -> Node:
-    """Mean of the entries of ``x`` over ``axis`` (all of them by default).
-
-    The count may be a symbolic batch size; it is taken when called.
-    """
-    return _reduce(MEAN, x, axis, keepdims, name)
-
-
-def _reduce(op: Op, x: Any, axis: Any, keepdims: bool, name: str | None) -> Node:
-    x = as_node(x)
-    axes = _checked_axes(op, x, axis)
-    # reducing over no axis (a scalar's sum) is the value itself
-    if not axes and name is None and x.dtype.startswith("float"):
-        return x
-    return apply(op, x, name=name, axis=axes, keepdims=bool(keepdims))
-
-
-def _checked_axes(op: Op, x: Node, axis: Any) -> tuple[int, ...]:
-    try:
-        return normalize_axis(axis, x.ndim)
-    except (ValueError, TypeError) as error:
-        raise ShapeError(f"{op.name}({x.type_str}) at {caller_origin()}: {error}") from None
-
-
-# the VJP rules above call these under names that do not shadow builtins
-sum_ = sum
-mean_ = mean
-
-
-def sum_squares(x: Any, name: str | None = None) -> Node:
-    """The sum of the squares of every entry of ``x``: ``||x||^2``.
-
-    >>> import tapegraph as tg
-    >>> tg.sum_squares(tg.param("w", shape=(400,)))
-    <sum_squares f64[] at ...>
-    """
-    x = as_node(x)
-    if x.ndim == 0 and name is None:
-        return square(x)  # the same value, and Python can square a float
-    return apply(SUM_SQUARES, x, name=name)
-
-
-def expand(g: Any, shape: Shape, axis: tuple[int, ...], keepdims: bool, mean: bool = False) -> Node:
-    """Copy ``g`` along ``axis`` up to ``shape`` (dividing by the count if ``mean``)."""
-    return apply(EXPAND, g, shape=tuple(shape), axis=tuple(axis), keepdims=bool(keepdims), mean=bool(mean))
-
-
-def sum_to(x: Any, shape: Shape) -> Node:
-    """Sum ``x`` down to ``shape``, undoing numpy broadcasting; no-op if equal."""
-    x = as_node(x)
-    if x.shape == tuple(shape):
-        return x
-    return apply(SUM_TO, x, shape=tuple(shape))
-
-
-def broadcast_to(x: Any, shape: Shape) -> Node:
-    """Broadcast ``x`` to ``shape`` (a copy, as numpy's rules allow)."""
-    x = as_node(x)
-    if x.shape == tuple(shape):
-        return x
-    return apply(BROADCAST_TO, x, shape=tuple(shape))

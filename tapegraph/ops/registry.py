@@ -1,29 +1,59 @@
-"""The op record, the registry, and ``apply``, which builds a node of an op.
+"""The op record, the registries, and ``apply``, which builds a node of an op.
 
-An op is one frozen record: its shape rule, a forward kernel that writes
-into a preallocated ``out`` array, a VJP rule that builds expression nodes,
-and sample arguments that the test suite gradient-checks. Declaring an op
-is one ``register(Op(...))`` statement in a module of this package; the
-compiler only ever looks ops up here, so a new op never touches it.
+An op is one frozen record: its operands and static attributes, its shape
+rule, a forward kernel that writes into a preallocated ``out`` array, a
+VJP rule that builds expression nodes, and sample arguments that the test
+suite gradient-checks. Nodes and tape instructions hold the record itself,
+so the compiler and backends never look an op up by name. Declaring a
+built-in op is one ``register(Op(...))`` statement in a module of this
+package; its public function (``tg.tanh``), with a real signature and the
+record's docstring, is generated from the record (``Op.function``), and
+calling the record does the same (``TANH(x)``).
+
+Users declare their own ops with ``register_op`` (``tg.register_op``):
+they live in ``USER_OPS``, apart from the built-in ``REGISTRY`` that the
+registry-driven tests walk, and share one namespace of names with it.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import keyword
+import linecache
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 
-from tapegraph.errors import ShapeError
-from tapegraph.expr import ConstValue, Node, caller_origin, const
+from tapegraph.errors import OpError, ShapeError
+from tapegraph.expr import CONST, ConstValue, Node, caller_origin, const
 from tapegraph.shapes import Shape, format_type, is_concrete
 
 #: ``shape_rule(*input_nodes, **static) -> (shape, dtype)``; raises ValueError.
 ShapeRule = Callable[..., tuple[Shape, str]]
 #: ``vjp(g, ans, *input_nodes, **static) -> one Node or None per input``.
 VjpRule = Callable[..., tuple[Node | None, ...]]
+#: ``normalize(*input_nodes, **static) -> static``: the attributes as the
+#: node stores them (``axis=None`` becomes every axis as a sorted tuple);
+#: raises ValueError or TypeError for a bad attribute.
+Normalizer = Callable[..., dict[str, Any]]
+#: ``rewrite(node) -> node``: a simpler node of the same value and type, or
+#: the node itself.
+Rewrite = Callable[[Node], Node]
+
+
+class _Required:
+    """The default of a static attribute that every call must give."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: In ``Op.attributes``: the attribute has no default.
+REQUIRED: Any = _Required()
 
 
 @attrs.frozen
@@ -50,7 +80,7 @@ class Sample:
     static: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-@attrs.frozen
+@attrs.frozen(eq=False, repr=False)
 class Op:
     """A primitive operator: everything the engine knows about it.
 
@@ -61,12 +91,18 @@ class Op:
     gradient flows (integer labels, piecewise-constant functions). Shapes
     need not match: the differentiation pass sums each cotangent down to
     its input's shape, so broadcasting is undone in one place.
+
+    The op's function takes the ``operands``, then the ``attributes`` (with
+    their defaults), then a keyword-only ``name``; it is generated once,
+    as ``Op.function``, and calling the record calls it. Records compare
+    by identity and pickle by their registered name.
     """
 
-    #: Name used in dumps, errors and the registry.
+    #: Name used in dumps, errors, the registry and the generated function
+    #: (a Python identifier).
     name: str
-    #: Number of inputs.
-    arity: int
+    #: The operands' parameter names, in order: ``("x",)``, ``("a", "b")``.
+    operands: tuple[str, ...] = attrs.field(converter=tuple)
     #: Computes the output type from the input nodes.
     shape_rule: ShapeRule
     #: Writes the output into ``out``; never allocates its result.
@@ -75,8 +111,20 @@ class Op:
     vjp: VjpRule
     #: Arguments the test suite checks the op on (at least one).
     samples: tuple[Sample, ...] = attrs.field(converter=tuple)
-    #: The maths, for dumps and docs.
+    #: The function's docstring: what it computes, the maths, an example.
     doc: str = ""
+    #: The static attributes in signature order, each with its default
+    #: (``REQUIRED`` for none): ``{"axis": None, "keepdims": False}``.
+    attributes: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    #: Puts the attributes in the form the node stores, from the operand
+    #: nodes; it must give its own output back unchanged.
+    normalize: Normalizer | None = None
+    #: Applied to a node the function built when the caller named none:
+    #: returns a simpler equal node (``x + 0`` is ``x``) or the node itself.
+    rewrite: Rewrite | None = None
+    #: Exported at top level as ``tg.<name>``; internal ops (``sum_to``,
+    #: ``pick``) are reachable in ``tapegraph.ops`` only.
+    public: bool = True
     #: True when ``out`` may be the same array as an input (ufunc-like
     #: ops); the buffer planner then lets the output reuse a dying input.
     elementwise: bool = False
@@ -104,10 +152,39 @@ class Op:
     #: ``source``; only for ops whose float64 arithmetic is the same in
     #: Python as in numpy.
     scalar: str | Callable[..., str] | None = None
+    #: The generated function (see ``function``).
+    _function: Callable[..., Node] = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
-        if not self.samples:
-            raise ValueError(f"op {self.name!r} declares no samples; the test suite needs at least one")
+        _check_declaration(self)
+        object.__setattr__(self, "_function", _make_function(self))
+
+    @property
+    def arity(self) -> int:
+        """Number of operands."""
+        return len(self.operands)
+
+    @property
+    def function(self) -> Callable[..., Node]:
+        """The op's public function, ``tg.sum(x, axis=None, keepdims=False, *, name=None)``."""
+        return self._function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Node:
+        """Build a node of this op, as its function does."""
+        return self._function(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+    def __reduce__(self) -> tuple:
+        # pickled by name, so that an unpickled node holds this process's record
+        if lookup_op(self.name, missing=None) is not self:
+            raise OpError(f"cannot pickle op {self.name!r}: it is not registered (or another op took its name); "
+                          "ops pickle by registered name, so declare it with tg.register_op first")
+        return (lookup_op, (self.name,))
 
     def evaluate(self, operands: Sequence[np.ndarray], shape: tuple[int, ...], dtype: str,
                  static: Mapping[str, Any]) -> np.ndarray:
@@ -138,15 +215,160 @@ class Op:
         return self.scalar(**static) if callable(self.scalar) else self.scalar
 
 
+def _is_plain_name(text: Any) -> bool:
+    return isinstance(text, str) and text.isidentifier() and not keyword.iskeyword(text) and not text.startswith("_")
+
+
+def _check_declaration(op: Op) -> None:
+    """Refuse a malformed record when it is declared, naming what is wrong."""
+    if not _is_plain_name(op.name):
+        raise OpError(f"op name {op.name!r} must be a Python identifier (not a keyword, no leading underscore): "
+                      "it names the op's function")
+    where = f"op {op.name!r}"
+    names = [*op.operands, *op.attributes]
+    for item in names:
+        if not _is_plain_name(item) or item == "name":
+            raise OpError(f"{where}: parameter name {item!r} must be a Python identifier other than 'name' "
+                          "(not a keyword, no leading underscore)")
+    duplicates = sorted({item for item in names if names.count(item) > 1})
+    if duplicates:
+        raise OpError(f"{where}: parameter names {duplicates} are given more than once")
+    if not op.operands:
+        raise OpError(f"{where} declares no operands; an op takes at least one input")
+    seen_default = None
+    for key, default in op.attributes.items():
+        if default is REQUIRED and seen_default is not None:
+            raise OpError(f"{where}: required attribute {key!r} comes after {seen_default!r}, which has a default; "
+                          "put required attributes first")
+        if default is not REQUIRED:
+            seen_default = key
+    for role in ("shape_rule", "kernel", "vjp"):
+        if not callable(getattr(op, role)):
+            raise OpError(f"{where}: {role} must be callable, got {getattr(op, role)!r}")
+    if not op.samples:
+        raise ValueError(f"op {op.name!r} declares no samples; the test suite needs at least one")
+    for index, sample in enumerate(op.samples):
+        if not isinstance(sample, Sample):
+            raise OpError(f"{where}: sample {index} is a {type(sample).__name__}, not a tapegraph Sample")
+        if len(sample.args) != op.arity:
+            raise OpError(f"{where}: sample {index} has {len(sample.args)} argument(s), but the op takes "
+                          f"{op.arity} operand(s) {op.operands}")
+        unknown = sorted(set(sample.static) - set(op.attributes))
+        if unknown:
+            raise OpError(f"{where}: sample {index} gives attributes {unknown} that the op does not declare "
+                          f"(declared: {sorted(op.attributes)})")
+
+
+_GENERATED_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _make_function(op: Op) -> Callable[..., Node]:
+    """The op's function, compiled from a two-line source.
+
+    A real ``def`` gives a real signature, Python's own messages for wrong
+    arguments, and a call as cheap as a hand-written wrapper. Its file name
+    lies inside the package, so ``caller_origin`` skips its frame and a
+    node's origin stays the user's line.
+    """
+    parameters = list(op.operands)
+    for key, default in op.attributes.items():
+        parameters.append(key if default is REQUIRED else f"{key}=_defaults[{key!r}]")
+    static = "".join(f", {key}={key}" for key in op.attributes)
+    source = (f"def {op.name}({', '.join(parameters)}, *, name=None):\n"
+              f"    return _apply(_op, {''.join(f'{operand}, ' for operand in op.operands)}name=name{static})\n")
+    filename = os.path.join(_GENERATED_DIR, f"<op {op.name}>")
+    namespace = {"_apply": apply, "_op": op, "_defaults": dict(op.attributes)}
+    exec(compile(source, filename, "exec"), namespace)
+    # tracebacks through the function show its line
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    function = namespace[op.name]
+    function.__doc__ = op.doc or None
+    function.__module__ = "tapegraph.ops"
+    function.op = op
+    return function
+
+
+#: The built-in primitives, by name (what the registry-driven tests walk).
 REGISTRY: dict[str, Op] = {}
+#: Primitives declared in users' code with ``register_op``, by name.
+USER_OPS: dict[str, Op] = {}
 
 
 def register(op: Op) -> Op:
-    """Add ``op`` to the registry (names are unique) and return it."""
+    """Add a built-in ``op`` to ``REGISTRY`` (names are unique) and return it."""
     if op.name in REGISTRY:
-        raise ValueError(f"op {op.name!r} is registered twice")
+        raise OpError(f"op {op.name!r} is registered twice")
     REGISTRY[op.name] = op
     return op
+
+
+def register_op(op: Op, *, replace: bool = False) -> Op:
+    """Register an op declared in your own code, and return the op to use.
+
+    The op then works everywhere a built-in one does: call it (``op(x)``,
+    or ``op.function`` with its real signature) to build nodes, compile,
+    differentiate, dump, export, draw, print source, pickle, and check it
+    with ``tg.testing.check_op``.
+
+    A name is taken once. Registering again an op declared the same way
+    (same fields, functions with the same code: a notebook cell run twice)
+    returns the op already registered, so nodes built before and after are
+    one op. A different op under a taken name raises ``OpError``, unless
+    ``replace=True`` (a user op only, never a built-in one); nodes built
+    before then keep the op they were built with.
+    """
+    if not isinstance(op, Op):
+        raise OpError(f"register_op takes a tapegraph Op record, got {type(op).__name__} {op!r}")
+    if op.name in REGISTRY:
+        raise OpError(f"op name {op.name!r} is taken by a built-in op; give your op another name")
+    previous = USER_OPS.get(op.name)
+    if previous is not None and not replace:
+        if previous is op or _same_declaration(previous, op):
+            return previous
+        raise OpError(f"op {op.name!r} is already registered with a different declaration "
+                      f"({_first_difference(previous, op)} differs); give it another name, or pass replace=True")
+    USER_OPS[op.name] = op
+    return op
+
+
+def lookup_op(name: str, missing: Any = OpError) -> Op:
+    """The registered op called ``name`` (built-in or user-declared).
+
+    Raises ``OpError`` when there is none, unless ``missing`` gives the
+    value to return instead.
+    """
+    op = REGISTRY.get(name) or USER_OPS.get(name)
+    if op is not None:
+        return op
+    if missing is OpError:
+        raise OpError(f"no op named {name!r} is registered; a user op must be declared (tg.register_op) in this "
+                      "process before nodes holding it are unpickled")
+    return missing
+
+
+def _comparable(value: Any) -> Any:
+    # functions compare by their code, so a declaration run twice matches itself
+    if inspect.isfunction(value):
+        return ("function", value.__code__, value.__defaults__, value.__kwdefaults__)
+    return value
+
+
+def _first_difference(a: Op, b: Op) -> str | None:
+    for field in attrs.fields(Op):
+        if not field.init:
+            continue
+        left, right = _comparable(getattr(a, field.name)), _comparable(getattr(b, field.name))
+        try:
+            same = left is right or bool(left == right)
+        except (TypeError, ValueError):  # arrays in samples: compare by identity
+            same = False
+        if not same:
+            return field.name
+    return None
+
+
+def _same_declaration(a: Op, b: Op) -> bool:
+    return _first_difference(a, b) is None
 
 
 def _operand_dtype(operands: Sequence[Any]) -> str | None:
@@ -174,26 +396,50 @@ def as_node(value: Any, like_dtype: str | None = None) -> Node:
 def apply(op: Op, *operands: Any, name: str | None = None, **static: Any) -> Node:
     """Build the node ``op(*operands)``, checking its type now.
 
-    A bad shape or dtype raises ``ShapeError`` naming the op, the operand
-    types and the user's line, so the mistake is reported where it was made.
+    The attributes are normalised by the op's ``normalize``; a bad shape,
+    dtype or attribute raises ``ShapeError`` naming the op, the operand
+    types and the user's line, so the mistake is reported where it was
+    made. Constant operands are folded; without a ``name``, the op's
+    ``rewrite`` may return a simpler equal node.
     """
     origin = caller_origin()
     if len(operands) != op.arity:
         raise TypeError(f"{op.name} takes {op.arity} operand(s), got {len(operands)} at {origin}")
+    if static.keys() != op.attributes.keys():
+        static = _with_defaults(op, static, origin)
     like = _operand_dtype(operands)
     nodes = tuple(as_node(operand, like) for operand in operands)
     try:
+        if op.normalize is not None:
+            static = op.normalize(*nodes, **static)
         shape, dtype = op.shape_rule(*nodes, **static)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
+        if isinstance(error, TypeError) and op.normalize is None:
+            raise  # a bug in the shape rule, not a bad attribute
         operand_text = ", ".join(_describe(node) for node in nodes)
         raise ShapeError(f"{op.name}({operand_text}) at {origin}: {error}") from None
-    if all(node.op == "const" for node in nodes) and is_concrete(shape):
+    if all(node.op is CONST for node in nodes) and is_concrete(shape):
         # fold now, so that rules building on this node see a constant
         # (x * 1 and x + 0 simplify; gradients of constants vanish)
         value = op.evaluate([node.value.array for node in nodes], tuple(shape), dtype, static)
-        return Node("const", (), (), value.shape, value.dtype.name, name=name, value=ConstValue(value), origin=origin)
+        return Node(CONST, (), (), value.shape, value.dtype.name, name=name, value=ConstValue(value), origin=origin)
     static_items = tuple(sorted(static.items()))
-    return Node(op.name, nodes, static_items, shape, dtype, name=name, origin=origin)
+    node = Node(op, nodes, static_items, shape, dtype, name=name, origin=origin)
+    if op.rewrite is not None and name is None:
+        return op.rewrite(node)
+    return node
+
+
+def _with_defaults(op: Op, static: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """``static`` with the op's defaults filled in; unknown or missing attributes raise TypeError."""
+    unknown = sorted(set(static) - set(op.attributes))
+    if unknown:
+        raise TypeError(f"{op.name} has no attribute(s) {unknown} (it takes {list(op.attributes) or 'none'}) at {origin}")
+    result = {key: static.get(key, default) for key, default in op.attributes.items()}
+    missing = [key for key, value in result.items() if value is REQUIRED]
+    if missing:
+        raise TypeError(f"{op.name} needs attribute(s) {missing} at {origin}")
+    return result
 
 
 def _describe(node: Node) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from tapegraph.expr import Node
-from tapegraph.ops.registry import Arg, Op, Sample, apply, as_node, register
+from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, register
 from tapegraph.shapes import Shape, as_shape, format_shape, is_concrete
 
 
@@ -44,50 +43,51 @@ def _transpose_kernel(x: np.ndarray, out: np.ndarray, axes) -> None:
     np.copyto(out, x.transpose(axes))
 
 
-RESHAPE = register(Op(
-    name="reshape", arity=1, shape_rule=_reshape_rule, kernel=_reshape_kernel,
-    source="np.copyto({out}, np.reshape({0}, {out}.shape))",
-    vjp=lambda g, ans, x, shape: (reshape(g, x.shape),),
-    samples=(
-        Sample([Arg((6,))], {"shape": (2, 3)}),
-        Sample([Arg((4, 2, 3))], {"shape": (4, 6)}),
-    ),
-    doc="the same entries in another shape (C order)",
-))
-
-TRANSPOSE = register(Op(
-    name="transpose", arity=1, shape_rule=_transpose_rule, kernel=_transpose_kernel,
-    source="np.copyto({out}, np.transpose({0}, {axes}))",
-    vjp=lambda g, ans, x, axes: (transpose(g, tuple(int(i) for i in np.argsort(axes))),),
-    samples=(Sample([Arg((2, 3))], {"axes": (1, 0)}), Sample([Arg((2, 3, 4))], {"axes": (2, 0, 1)})),
-    doc="permute the axes (reverse them by default)",
-))
-
-
-def reshape(x: Any, shape: Sequence[int | str], name: str | None = None) -> Node:
-    """``x`` with its entries in C order laid out as ``shape``.
-
-    One ``-1`` entry is inferred when the other sizes are known.
-
-    >>> import tapegraph as tg
-    >>> tg.reshape(tg.input("x", shape=(6,)), (2, -1))
-    <reshape f64[2,3] at ...>
-    """
-    x = as_node(x)
+def _reshape_attributes(x: Node, shape: Any) -> dict[str, Any]:
+    # one -1 entry is inferred when the other sizes are known
     shape = tuple(shape)
     if -1 in shape and is_concrete(x.shape):
         known = int(np.prod([dim for dim in shape if dim != -1], dtype=np.int64))
         total = _size(x.shape)
         if shape.count(-1) == 1 and known and total % known == 0:
             shape = tuple(total // known if dim == -1 else dim for dim in shape)
-    node = apply(RESHAPE, x, name=name, shape=as_shape(shape) if -1 not in shape else shape)
-    if node.shape == x.shape and name is None:
-        return x
-    return node
+    return {"shape": as_shape(shape) if -1 not in shape else shape}
 
 
-def transpose(x: Any, axes: Sequence[int] | None = None, name: str | None = None) -> Node:
-    """Permute the axes of ``x`` (reverse them when ``axes`` is None)."""
-    x = as_node(x)
-    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(axis) for axis in axes)
-    return apply(TRANSPOSE, x, name=name, axes=axes)
+def _drop_same_shape(node: Node) -> Node:
+    (x,) = node.inputs
+    return x if node.shape == x.shape else node
+
+
+def _transpose_attributes(x: Node, axes: Any) -> dict[str, Any]:
+    # no axes given: reverse them
+    return {"axes": tuple(reversed(range(x.ndim))) if axes is None else tuple(int(axis) for axis in axes)}
+
+
+RESHAPE = register(Op(
+    name="reshape", operands=("x",), attributes={"shape": REQUIRED}, normalize=_reshape_attributes,
+    rewrite=_drop_same_shape, shape_rule=_reshape_rule, kernel=_reshape_kernel,
+    source="np.copyto({out}, np.reshape({0}, {out}.shape))",
+    vjp=lambda g, ans, x, shape: (RESHAPE(g, x.shape),),
+    samples=(
+        Sample([Arg((6,))], {"shape": (2, 3)}),
+        Sample([Arg((4, 2, 3))], {"shape": (4, 6)}),
+    ),
+    doc="""``x`` with its entries in C order laid out as ``shape``.
+
+    One ``-1`` entry is inferred when the other sizes are known.
+
+    >>> import tapegraph as tg
+    >>> tg.reshape(tg.input("x", shape=(6,)), (2, -1))
+    <reshape f64[2,3] at ...>
+    """,
+))
+
+TRANSPOSE = register(Op(
+    name="transpose", operands=("x",), attributes={"axes": None}, normalize=_transpose_attributes,
+    shape_rule=_transpose_rule, kernel=_transpose_kernel,
+    source="np.copyto({out}, np.transpose({0}, {axes}))",
+    vjp=lambda g, ans, x, axes: (TRANSPOSE(g, tuple(int(i) for i in np.argsort(axes))),),
+    samples=(Sample([Arg((2, 3))], {"axes": (1, 0)}), Sample([Arg((2, 3, 4))], {"axes": (2, 0, 1)})),
+    doc="Permute the axes of ``x`` (reverse them when ``axes`` is None).",
+))

@@ -12,14 +12,12 @@ putting a value back at the label's position.
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import numpy as np
 
 from tapegraph.expr import Node
-from tapegraph.ops.elementwise import add, exp, mul, neg, sub
-from tapegraph.ops.reductions import expand, sum_
-from tapegraph.ops.registry import Arg, Op, Sample, apply, register, require_float, result_dtype
+from tapegraph.ops.elementwise import ADD, EXP, MUL, NEG, SUB
+from tapegraph.ops.reductions import EXPAND, SUM
+from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, register, require_float, result_dtype
 from tapegraph.shapes import Shape, format_shape
 
 
@@ -146,10 +144,10 @@ def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray,
 
 
 def _cross_entropy_vjp(g: Node, ans: Node, z: Node, label: Node):
-    residual = softmax_minus_onehot(z, label, ans)
+    residual = SOFTMAX_MINUS_ONEHOT(z, label, ans)
     if g.ndim:  # one g per row: spread it along the classes
-        g = expand(g, z.shape, (z.ndim - 1,), False)
-    return mul(g, residual), None
+        g = EXPAND(g, z.shape, (z.ndim - 1,), False)
+    return MUL(g, residual), None
 
 
 def _softmax_minus_onehot_rule(z: Node, label: Node, ce: Node) -> tuple[Shape, str]:
@@ -191,11 +189,11 @@ def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, ce: Node
     # f = s - onehot with s = exp(z - z[label] - ce), each input independent:
     # df/dz . g = g*s - onehot * <g, s>, df/dce . g = -<g, s>
     depth = z.shape[-1]
-    ones = expand(1.0, label.shape, tuple(range(label.ndim)), False) if label.ndim else 1.0
-    s = add(ans, unpick(ones, label, depth))
-    weighted = mul(g, s)
-    total = sum_(weighted, axis=-1)
-    return sub(weighted, unpick(total, label, depth)), None, neg(total)
+    ones = EXPAND(1.0, label.shape, tuple(range(label.ndim)), False) if label.ndim else 1.0
+    s = ADD(ans, UNPICK(ones, label, depth))
+    weighted = MUL(g, s)
+    total = SUM(weighted, axis=-1)
+    return SUB(weighted, UNPICK(total, label, depth)), None, NEG(total)
 
 
 _CLASS_SAMPLES = (
@@ -205,106 +203,77 @@ _CLASS_SAMPLES = (
 )
 
 SOFTMAX = register(Op(
-    name="softmax", arity=1, shape_rule=_last_axis_rule, kernel=_softmax_kernel,
+    name="softmax", operands=("z",), shape_rule=_last_axis_rule, kernel=_softmax_kernel,
     workspace=_row_workspace,
     # J = diag(s) - s s^T, so g J = s * (g - <g, s>)
-    vjp=lambda g, ans, z: (mul(ans, sub(g, sum_(mul(g, ans), axis=-1, keepdims=True))),),
+    vjp=lambda g, ans, z: (MUL(ans, SUB(g, SUM(MUL(g, ans), axis=-1, keepdims=True))),),
     samples=_CLASS_SAMPLES,
-    doc="exp(z - max z) / sum exp(z - max z) over the last axis",
+    doc="Softmax over the last axis, stable for large logits: exp(z - max z) / sum exp(z - max z).",
 ))
 
 LOG_SOFTMAX = register(Op(
-    name="log_softmax", arity=1, shape_rule=_last_axis_rule, kernel=_log_softmax_kernel,
+    name="log_softmax", operands=("z",), shape_rule=_last_axis_rule, kernel=_log_softmax_kernel,
     workspace=_log_softmax_workspace,
-    vjp=lambda g, ans, z: (sub(g, mul(exp(ans), sum_(g, axis=-1, keepdims=True))),),
+    vjp=lambda g, ans, z: (SUB(g, MUL(EXP(ans), SUM(g, axis=-1, keepdims=True))),),
     samples=_CLASS_SAMPLES,
-    doc="z - max z - log sum exp(z - max z) over the last axis",
+    doc="Log of the softmax over the last axis, computed without overflow: z - max z - log sum exp(z - max z).",
 ))
 
 PICK = register(Op(
-    name="pick", arity=2, shape_rule=_pick_rule, kernel=_pick_kernel,
+    name="pick", operands=("x", "index"), public=False, shape_rule=_pick_rule, kernel=_pick_kernel,
     workspace=_flat_index_workspace,
-    vjp=lambda g, ans, x, index: (unpick(g, index, x.shape[-1]), None),
+    vjp=lambda g, ans, x, index: (UNPICK(g, index, x.shape[-1]), None),
     samples=(
         Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)]),
     ),
-    doc="x[..., label]: the entry of each row at its integer label",
+    doc="``x[..., index]``: one entry per row, chosen by an integer label.",
 ))
 
 UNPICK = register(Op(
-    name="unpick", arity=2, shape_rule=_unpick_rule, kernel=_unpick_kernel,
+    name="unpick", operands=("g", "index"), attributes={"depth": REQUIRED}, public=False,
+    normalize=lambda g, index, depth: {"depth": int(depth)}, shape_rule=_unpick_rule, kernel=_unpick_kernel,
     workspace=_flat_index_workspace,
-    vjp=lambda g, ans, x, index, depth: (pick(g, index), None),
+    vjp=lambda g, ans, x, index, depth: (PICK(g, index), None),
     samples=(
         Sample([Arg(()), Arg((), dtype="int64", low=0, high=4)], {"depth": 4}),
         Sample([Arg((5,), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)], {"depth": 3}),
     ),
-    doc="zeros of depth entries per row, with g at each row's label: the transpose of pick",
+    doc="Rows of ``depth`` zeros with ``g`` placed at each row's label: the transpose of pick.",
 ))
 
 
 CROSS_ENTROPY = register(Op(
-    name="cross_entropy", arity=2, shape_rule=_cross_entropy_rule, kernel=_cross_entropy_kernel,
+    name="cross_entropy", operands=("logits", "label"), shape_rule=_cross_entropy_rule, kernel=_cross_entropy_kernel,
     workspace=_cross_entropy_workspace, vjp=_cross_entropy_vjp,
     samples=(
         Sample([Arg((3,)), Arg((), dtype="int64", low=0, high=3)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)]),
         Sample([Arg((3,), low=800.0, high=1000.0), Arg((), dtype="int64", low=0, high=3)]),
     ),
-    doc="-log softmax(z)[label] per row, as log sum exp(z - max z) - (z[label] - max z); "
-        "d/dz = softmax(z) - onehot(label)",
+    doc="""``-log softmax(logits)[label]``, one value per example, stable for large logits.
+
+    Computed as log sum exp(z - max z) - (z[label] - max z);
+    d/dz = softmax(z) - onehot(label).
+
+    >>> import tapegraph as tg
+    >>> tg.cross_entropy(tg.input("z", shape=("batch", 3)), tg.input("y", shape=("batch",), dtype="int64"))
+    <cross_entropy f64[batch] at ...>
+    """,
 ))
 
 SOFTMAX_MINUS_ONEHOT = register(Op(
-    name="softmax_minus_onehot", arity=3, shape_rule=_softmax_minus_onehot_rule,
+    name="softmax_minus_onehot", operands=("z", "label", "ce"), public=False, shape_rule=_softmax_minus_onehot_rule,
     kernel=_softmax_minus_onehot_kernel, workspace=_softmax_minus_onehot_workspace, vjp=_softmax_minus_onehot_vjp,
     samples=(
         Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4), Arg((), low=0.5, high=2.0)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True),
                 Arg((5,), low=0.5, high=2.0, batch=True)]),
     ),
-    doc="exp(z - z[label] - ce) - onehot(label) per row: softmax(z) - onehot(label), the gradient of "
-        "cross-entropy, when ce = cross_entropy(z, label)",
-))
-
-
-def cross_entropy(logits: Any, label: Any, name: str | None = None) -> Node:
-    """``-log softmax(logits)[label]``, one value per example, stable for large logits.
-
-    >>> import tapegraph as tg
-    >>> tg.cross_entropy(tg.input("z", shape=("batch", 3)), tg.input("y", shape=("batch",), dtype="int64"))
-    <cross_entropy f64[batch] at ...>
-    """
-    return apply(CROSS_ENTROPY, logits, label, name=name)
-
-
-def softmax_minus_onehot(z: Any, label: Any, ce: Any) -> Node:
-    """``exp(z - z[label] - ce) - onehot(label)`` per row.
+    doc="""``exp(z - z[label] - ce) - onehot(label)`` per row.
 
     With ``ce = cross_entropy(z, label)`` that is ``softmax(z) -
     onehot(label)``, the gradient of ``ce`` with respect to ``z``: the
     cross-entropy already holds the log-sum-exp, so no reduction is redone.
-    """
-    return apply(SOFTMAX_MINUS_ONEHOT, z, label, ce)
-
-
-def softmax(z: Any, name: str | None = None) -> Node:
-    """Softmax over the last axis, stable for large logits."""
-    return apply(SOFTMAX, z, name=name)
-
-
-def log_softmax(z: Any, name: str | None = None) -> Node:
-    """Log of the softmax over the last axis, computed without overflow."""
-    return apply(LOG_SOFTMAX, z, name=name)
-
-
-def pick(x: Any, index: Any, name: str | None = None) -> Node:
-    """``x[..., index]``: one entry per row, chosen by an integer label."""
-    return apply(PICK, x, index, name=name)
-
-
-def unpick(g: Any, index: Any, depth: int) -> Node:
-    """Rows of ``depth`` zeros with ``g`` placed at each row's label."""
-    return apply(UNPICK, g, index, depth=int(depth))
-
+    """,
+))

@@ -44,7 +44,7 @@ import sys
 import numpy as np
 
 import tapegraph as tg
-from tapegraph.backends.codegen import kernel_functions
+from tapegraph.backends.codegen import kernel_functions, tape_ops
 
 import handfused
 import homework_engine
@@ -311,7 +311,7 @@ def profile_step(case, number):
     overhead = median_us(lambda: exec(empty, {}), repeats=7, number=number)
     print(f"  per generated line (µs, less {overhead:.2f} for exec itself):")
     text = executable.source(plan.returns)
-    namespace = {"np": np, **kernel_functions(text), **executable.arrays,
+    namespace = {"np": np, **kernel_functions(text, tape_ops(executable.tape)), **executable.arrays,
                  **dict(zip(executable.arguments.values(), arrays))}
     lines = text.splitlines()
     body = [line.strip() for line in lines[2:] if line.startswith(" " * 8) and not line.strip().startswith(("#", "return"))]

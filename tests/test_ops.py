@@ -45,7 +45,7 @@ def test_every_op_declares_samples_maths_and_a_batched_case_where_it_can():
 
 def test_an_op_without_samples_cannot_be_declared():
     with pytest.raises(ValueError, match="declares no samples"):
-        Op(name="nothing", arity=1, shape_rule=lambda x: (x.shape, x.dtype), kernel=np.negative,
+        Op(name="nothing", operands=("x",), shape_rule=lambda x: (x.shape, x.dtype), kernel=np.negative,
            vjp=lambda g, ans, x: (g,), samples=())
 
 

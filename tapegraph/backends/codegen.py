@@ -30,12 +30,13 @@ from __future__ import annotations
 import inspect
 import keyword
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from tapegraph.ops import REGISTRY, USER_OPS
+from tapegraph.errors import OpError
+from tapegraph.ops import Op
 from tapegraph.backends import Return
 from tapegraph.compile.tape import Instruction, Tape
 
@@ -204,6 +205,11 @@ def kernel_call(op, attributes: Mapping[str, Any]) -> str:
     return f"{op.kernel.__name__}({operands}{{out}}{keywords})"
 
 
+def tape_ops(tape: Tape) -> list[Op]:
+    """The distinct ops of ``tape``'s instructions, in tape order."""
+    return list(dict.fromkeys(instruction.op for instruction in tape.instructions))
+
+
 def body(tape: Tape, feed_names: Mapping[str, str], returns: Sequence[Return], *, check: bool = False,
          indent: str = "    ", first_line: int = 1) -> tuple[list[str], list[str], list[tuple[int, int, int]]]:
     """The statements running ``tape``, the expressions of its results.
@@ -263,10 +269,10 @@ def _donations(tape: Tape, returns: Sequence[Return]) -> dict[int, str]:
     return donations
 
 
-def kernel_functions(text: str) -> dict[str, Callable]:
-    """The kernel functions that generated ``text`` calls by name."""
+def kernel_functions(text: str, ops: Iterable[Op]) -> dict[str, Callable]:
+    """The kernel functions of ``ops`` (a tape's) that generated ``text`` calls by name."""
     found = {}
-    for op in [*REGISTRY.values(), *USER_OPS.values()]:
+    for op in ops:
         kernel = op.kernel
         if not isinstance(kernel, np.ufunc) and re.search(rf"\b{re.escape(kernel.__name__)}\(", text):
             if found.get(kernel.__name__, kernel) is not kernel:
@@ -288,7 +294,14 @@ def helper_sources(functions: Mapping[str, Callable]) -> list[str]:
             candidate = function.__globals__.get(name)
             if inspect.isfunction(candidate) and candidate.__module__ == function.__module__:
                 pending.append(candidate)
-    return [inspect.getsource(function) for _, function in sorted(seen.items())]
+    sources = []
+    for name, function in sorted(seen.items()):
+        try:
+            sources.append(inspect.getsource(function))
+        except (OSError, TypeError) as error:
+            raise OpError(f"cannot copy the source of kernel {name!r} ({error}): generated source includes each "
+                          "kernel's definition, so define it in a file or a notebook cell") from None
+    return sources
 
 
 def array_literal(array: np.ndarray) -> str:

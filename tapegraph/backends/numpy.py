@@ -19,7 +19,7 @@ import numpy as np
 
 from tapegraph.errors import NonFiniteError, TapeError
 from tapegraph.backends import Return
-from tapegraph.backends.codegen import body, identifiers, kernel_functions, workspace_name
+from tapegraph.backends.codegen import body, identifiers, kernel_functions, tape_ops, workspace_name
 from tapegraph.compile.tape import Tape
 
 _serial = itertools.count()
@@ -90,7 +90,7 @@ class Executable:
         # registered so that tracebacks through generated code show its lines
         linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
         namespace = {"nan": math.nan, "inf": math.inf, "_nonfinite": self._nonfinite,
-                     **kernel_functions(text)}
+                     **kernel_functions(text, tape_ops(self.tape))}
         exec(compile(text, filename, "exec"), namespace)
         function = namespace["make"](np, math, **self.arrays)
         self._texts[function] = text

@@ -92,8 +92,7 @@ def grad(objective: Node, wrt: Sequence[Node]) -> list[Node]:
             continue
         with origin_scope(f"grad of {node.label}"):
             g = _accumulate(cotangents[node])
-            op = node.op
-            input_grads = op.vjp(g, node, *node.inputs, **dict(node.static))
+            input_grads = node.op.cotangents(g, node)
             for operand, operand_grad in zip(node.inputs, input_grads, strict=True):
                 if operand_grad is None or operand not in active:
                     continue

@@ -186,6 +186,19 @@ class Op:
                           "ops pickle by registered name, so declare it with tg.register_op first")
         return (lookup_op, (self.name,))
 
+    def cotangents(self, g: Node, node: Node) -> tuple[Node | None, ...]:
+        """The VJP rule applied to ``node`` (of this op) and its cotangent ``g``, checked.
+
+        Raises ``OpError`` unless the rule gives one node (or None) per
+        operand, so a user's rule that returns a bare node is caught here.
+        """
+        result = self.vjp(g, node, *node.inputs, **dict(node.static))
+        if not isinstance(result, (tuple, list)) or len(result) != self.arity \
+                or not all(item is None or isinstance(item, Node) for item in result):
+            raise OpError(f"the VJP rule of op {self.name!r} must return a tuple of {self.arity} node(s) or None, "
+                          f"one per operand {self.operands}, got {result!r} (differentiating {node.label})")
+        return tuple(result)
+
     def evaluate(self, operands: Sequence[np.ndarray], shape: tuple[int, ...], dtype: str,
                  static: Mapping[str, Any]) -> np.ndarray:
         """Run the op once on given arrays into a new read-only array.
@@ -245,6 +258,9 @@ def _check_declaration(op: Op) -> None:
     for role in ("shape_rule", "kernel", "vjp"):
         if not callable(getattr(op, role)):
             raise OpError(f"{where}: {role} must be callable, got {getattr(op, role)!r}")
+    if _kernel_name(op) == "":
+        raise OpError(f"{where}: the kernel must be a numpy ufunc or a function defined with def, got {op.kernel!r}: "
+                      "generated code calls it by its name")
     if not op.samples:
         raise ValueError(f"op {op.name!r} declares no samples; the test suite needs at least one")
     for index, sample in enumerate(op.samples):
@@ -257,6 +273,14 @@ def _check_declaration(op: Op) -> None:
         if unknown:
             raise OpError(f"{where}: sample {index} gives attributes {unknown} that the op does not declare "
                           f"(declared: {sorted(op.attributes)})")
+
+
+def _kernel_name(op: Op) -> str | None:
+    """The name generated code calls the kernel by; None for a ufunc, "" if it has none."""
+    if isinstance(op.kernel, np.ufunc):
+        return None
+    name = getattr(op.kernel, "__name__", "")
+    return name if isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name) else ""
 
 
 _GENERATED_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -327,6 +351,12 @@ def register_op(op: Op, *, replace: bool = False) -> Op:
             return previous
         raise OpError(f"op {op.name!r} is already registered with a different declaration "
                       f"({_first_difference(previous, op)} differs); give it another name, or pass replace=True")
+    for other in [*REGISTRY.values(), *USER_OPS.values()]:
+        kernel_name = _kernel_name(op)
+        if kernel_name is not None and other.name != op.name and _kernel_name(other) == kernel_name \
+                and other.kernel is not op.kernel:
+            raise OpError(f"op {op.name!r}: its kernel is named {kernel_name!r} like the kernel of op "
+                          f"{other.name!r}; generated code calls kernels by name, so rename one")
     USER_OPS[op.name] = op
     return op
 

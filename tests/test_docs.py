@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import linecache
 import os
 import pathlib
 import re
@@ -44,6 +45,10 @@ def _blocks(path: pathlib.Path):
 def test_python_blocks_run_and_print_what_the_document_shows(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}
+    # as a notebook does, so that inspect.getsource finds functions the blocks define
+    # (prog.source() copies a user op's kernel)
+    document = path.read_text()
+    linecache.cache[path.name] = (len(document), None, document.splitlines(True), path.name)
     updates = []
     for source, first_line, expected, span in _blocks(path):
         padded = "\n" * (first_line - 1) + source

@@ -7,11 +7,14 @@ without anyone having to remember to add a test.
 
 from __future__ import annotations
 
+import inspect
+import pickle
+
 import numpy as np
 import pytest
 
 import tapegraph as tg
-from tapegraph.ops import COMPOSITES, REGISTRY, Arg, Op, Sample
+from tapegraph.ops import COMPOSITES, REGISTRY, REQUIRED, Arg, Op, Sample
 from tapegraph.testing import build_node, check_op
 
 from conftest import draw
@@ -41,6 +44,69 @@ def test_every_op_declares_samples_maths_and_a_batched_case_where_it_can():
         assert op.samples, name
         assert op.doc, f"op {name} has no doc string of its maths"
         assert op.arity == len(op.samples[0].args), name
+
+
+#: The op functions users had at top level before they were generated: each must stay.
+TOP_LEVEL = {"add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", "sigmoid", "relu", "sum", "mean",
+             "sum_squares", "matmul", "dot", "reshape", "transpose", "softmax", "log_softmax", "nll", "cross_entropy",
+             "vector_scalar_affine", "squared_l2_distance", "l2_norm_penalty", "affine"}
+#: And those reachable in tapegraph.ops only.
+INTERNAL = {"sign", "outer", "expand", "sum_to", "broadcast_to", "pick", "unpick", "softmax_minus_onehot"}
+
+
+def test_the_op_functions_are_exported_where_users_had_them():
+    public = {name for name in tg.__all__ if name in REGISTRY or name in COMPOSITES}
+    assert public == TOP_LEVEL
+    for name in TOP_LEVEL | INTERNAL:
+        assert callable(getattr(tg.ops, name)), name
+    for name in INTERNAL:
+        assert not hasattr(tg, name), f"internal op {name} leaked to top level"
+    for name, op in REGISTRY.items():
+        assert getattr(tg.ops, name) is op.function
+        assert (getattr(tg, name, None) is op.function) == op.public
+
+
+def test_each_generated_function_has_the_records_signature_and_docstring():
+    assert str(inspect.signature(tg.sum)) == "(x, axis=None, keepdims=False, *, name=None)"
+    assert str(inspect.signature(tg.matmul)) == "(a, b, transpose_a=False, transpose_b=False, *, name=None)"
+    assert str(inspect.signature(tg.ops.unpick)) == "(g, index, depth, *, name=None)"
+    for name, op in REGISTRY.items():
+        parameters = inspect.signature(op.function).parameters
+        assert list(parameters) == [*op.operands, *op.attributes, "name"], name
+        for key, default in op.attributes.items():
+            expected = inspect.Parameter.empty if default is REQUIRED else default
+            assert parameters[key].default == expected, (name, key)
+        assert parameters["name"].kind is inspect.Parameter.KEYWORD_ONLY
+        assert op.function.__name__ == name and op.function.__doc__ == op.doc
+
+
+def test_the_generated_functions_keep_the_wrappers_behaviour():
+    x = tg.input("x", shape=("batch", 3))
+    assert tg.sum(x, 1) == tg.sum(x, axis=[-1]) == tg.sum(x, axis=(1,), keepdims=0)  # attributes normalised
+    total = tg.sum(x)
+    assert tg.sum(total, axis=()) is total and tg.mean(total, axis=None) is total  # no axis to reduce
+    assert x + 0 is x and 1 * x is x and tg.reshape(x, ("batch", 3)) is x
+    assert tg.transpose(tg.input("m", shape=(2, 3))).shape == (3, 2)
+    assert tg.reshape(tg.input("v", shape=(6,)), (3, -1)).shape == (3, 2)
+    assert tg.sum_squares(tg.param("s")).op is REGISTRY["square"]
+    assert tg.ops.sum_to(x, ("batch", 3)) is x and tg.ops.broadcast_to(x, ("batch", 3)) is x
+    assert tg.tanh(x, name="h").name == "h"
+    with pytest.raises(tg.ShapeError, match=r"sum\(x: f64\[batch,3\]\) at test_ops.py:\d+: axis 2 is out of range"):
+        tg.sum(x, axis=2)
+    with pytest.raises(TypeError, match="takes 1 positional argument but 2 were given"):
+        tg.tanh(x, x)
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'depth'"):
+        tg.ops.unpick(x, tg.input("y", shape=("batch",), dtype="int64"))
+
+
+def test_nodes_hold_their_op_record_and_print_its_name():
+    w = tg.param("w", shape=(3,))
+    node = tg.tanh(w)
+    assert node.op is REGISTRY["tanh"] and str(node.op) == "tanh" and node.inputs[0].op is tg.expr.PARAM
+    assert repr(node).startswith("<tanh f64[3] at test_ops.py:")
+    tape = tg.compile(tg.sum(node), wrt=[w]).tape()
+    assert {instruction.op for instruction in tape.instructions} <= set(REGISTRY.values())
+    assert pickle.loads(pickle.dumps(node)) == node
 
 
 def test_an_op_without_samples_cannot_be_declared():

@@ -16,13 +16,16 @@ import contextvars
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 
 from tapegraph.errors import ShapeError
 from tapegraph.shapes import Dim, Shape, as_shape, format_type, is_concrete
+
+if TYPE_CHECKING:  # ops import this module, so only for the annotation
+    from tapegraph.ops.registry import Op
 
 
 @attrs.frozen(eq=False, repr=False)
@@ -131,7 +134,7 @@ class Node:
 
     #: The op record (``tapegraph.ops.Op``), or ``INPUT`` / ``PARAM`` /
     #: ``CONST`` for leaves; ``str(node.op)`` is its name.
-    op: Any
+    op: "Op | Leaf"
     #: The operands, in the order the op declares them.
     inputs: tuple["Node", ...] = attrs.field(converter=tuple)
     #: Static attributes of the op (axis, transpose flags, ...), sorted by name.

@@ -13,7 +13,7 @@ import attrs
 import numpy as np
 
 from tapegraph.errors import TapegraphError
-from tapegraph.expr import Node
+from tapegraph.expr import INPUT, Node
 from tapegraph.ops import Op
 
 SECTIONS = ("forward", "reverse", "update")
@@ -154,7 +154,7 @@ def check_tape(tape: Tape) -> None:
 
 
 def _placeholder(shape: tuple[int, ...], dtype: str) -> Node:
-    return Node("input", (), (), shape, dtype, name="_")
+    return Node(INPUT, (), (), shape, dtype, name="_")
 
 
 def _check_buffer(by_slot: dict[int, Buffer], slot: int, shape, dtype: str, where: str) -> None:

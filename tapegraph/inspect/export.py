@@ -253,7 +253,7 @@ TAPE_SCHEMA: dict[str, Any] = {
             "instructions": _list("out = op(*inputs, **static), in execution order", _object("one instruction", {
                 "index": _integer("position in the whole tape (the dump's first column)"),
                 "section": {"enum": list(SECTIONS), "description": "forward, reverse (gradients) or update (SGD)"},
-                "op": _text("registered op name (tapegraph.ops.REGISTRY)"),
+                "op": _text("registered op name (built-in or declared with tg.register_op: tapegraph.ops.lookup_op)"),
                 "inputs": _list("slots read, in operand order", {"type": "integer", "minimum": 0}),
                 "input_values": _list("value number held by each slot read", {"type": "integer", "minimum": 0}),
                 "output": _integer("slot written"),

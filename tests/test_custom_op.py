@@ -231,3 +231,15 @@ def test_a_kernel_named_like_another_ops_kernel_is_refused():
         register_op(tg.Op(name="another_softsign", operands=("x",), attributes={"scale": 1.0},
                           shape_rule=_softsign_rule, kernel=softsign_for_tests_kernel, vjp=_softsign_vjp,
                           samples=[tg.Sample([tg.Arg((2,))])]))
+
+
+def test_a_kernel_named_like_a_feed_is_refused_when_compiled():
+    def w(x, out):  # the kernel's name is also the parameter's
+        np.negative(x, out=out)
+
+    op = tg.register_op(tg.Op(name="shadowed_kernel_op", operands=("x",), shape_rule=lambda x: (x.shape, x.dtype),
+                              kernel=w, vjp=lambda g, ans, x: (tg.neg(g),), samples=[tg.Sample([tg.Arg((2,))])]))
+    param = tg.param("w", shape=(2,))
+    prog = tg.compile(tg.sum(op(param)), wrt=[param])
+    with pytest.raises(tg.OpError, match="the kernel of op 'shadowed_kernel_op' is named 'w', a name the generated"):
+        prog.value_and_grad({"w": np.ones(2)})

@@ -269,14 +269,23 @@ def _donations(tape: Tape, returns: Sequence[Return]) -> dict[int, str]:
     return donations
 
 
-def kernel_functions(text: str, ops: Iterable[Op]) -> dict[str, Callable]:
-    """The kernel functions of ``ops`` (a tape's) that generated ``text`` calls by name."""
+def kernel_functions(text: str, ops: Iterable[Op], arguments: Iterable[str] = ()) -> dict[str, Callable]:
+    """The kernel functions of ``ops`` (a tape's) that generated ``text`` calls by name.
+
+    ``arguments`` are the generated function's argument names: a kernel
+    named like one of them (or like a name the code uses for itself) would
+    be shadowed, so that is refused.
+    """
     found = {}
+    taken = set(arguments) | {"run"}
     for op in ops:
         kernel = op.kernel
         if not isinstance(kernel, np.ufunc) and re.search(rf"\b{re.escape(kernel.__name__)}\(", text):
             if found.get(kernel.__name__, kernel) is not kernel:
-                raise ValueError(f"two kernels are named {kernel.__name__!r}; generated code needs distinct names")
+                raise OpError(f"two kernels are named {kernel.__name__!r}; generated code needs distinct names")
+            if kernel.__name__ in taken or _RESERVED.fullmatch(kernel.__name__):
+                raise OpError(f"the kernel of op {op.name!r} is named {kernel.__name__!r}, a name the generated code "
+                              "already uses (a feed or its own); rename the kernel")
             found[kernel.__name__] = kernel
     return found
 

@@ -90,7 +90,7 @@ class Executable:
         # registered so that tracebacks through generated code show its lines
         linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
         namespace = {"nan": math.nan, "inf": math.inf, "_nonfinite": self._nonfinite,
-                     **kernel_functions(text, tape_ops(self.tape))}
+                     **kernel_functions(text, tape_ops(self.tape), arguments)}
         exec(compile(text, filename, "exec"), namespace)
         function = namespace["make"](np, math, **self.arrays)
         self._texts[function] = text

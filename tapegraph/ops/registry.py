@@ -181,7 +181,7 @@ class Op:
 
     def __reduce__(self) -> tuple:
         # pickled by name, so that an unpickled node holds this process's record
-        if lookup_op(self.name, missing=None) is not self:
+        if _registered(self.name) is not self:
             raise OpError(f"cannot pickle op {self.name!r}: it is not registered (or another op took its name); "
                           "ops pickle by registered name, so declare it with tg.register_op first")
         return (lookup_op, (self.name,))
@@ -262,7 +262,7 @@ def _check_declaration(op: Op) -> None:
         raise OpError(f"{where}: the kernel must be a numpy ufunc or a function defined with def, got {op.kernel!r}: "
                       "generated code calls it by its name")
     if not op.samples:
-        raise ValueError(f"op {op.name!r} declares no samples; the test suite needs at least one")
+        raise OpError(f"op {op.name!r} declares no samples; the test suite needs at least one")
     for index, sample in enumerate(op.samples):
         if not isinstance(sample, Sample):
             raise OpError(f"{where}: sample {index} is a {type(sample).__name__}, not a tapegraph Sample")
@@ -361,19 +361,17 @@ def register_op(op: Op, *, replace: bool = False) -> Op:
     return op
 
 
-def lookup_op(name: str, missing: Any = OpError) -> Op:
-    """The registered op called ``name`` (built-in or user-declared).
-
-    Raises ``OpError`` when there is none, unless ``missing`` gives the
-    value to return instead.
-    """
-    op = REGISTRY.get(name) or USER_OPS.get(name)
-    if op is not None:
-        return op
-    if missing is OpError:
+def lookup_op(name: str) -> Op:
+    """The registered op called ``name`` (built-in or user-declared); ``OpError`` if none is."""
+    op = _registered(name)
+    if op is None:
         raise OpError(f"no op named {name!r} is registered; a user op must be declared (tg.register_op) in this "
                       "process before nodes holding it are unpickled")
-    return missing
+    return op
+
+
+def _registered(name: str) -> Op | None:
+    return REGISTRY.get(name) or USER_OPS.get(name)
 
 
 def _comparable(value: Any) -> Any:

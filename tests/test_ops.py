@@ -56,7 +56,7 @@ INTERNAL = {"sign", "outer", "expand", "sum_to", "broadcast_to", "pick", "unpick
 
 def test_the_op_functions_are_exported_where_users_had_them():
     public = {name for name in tg.__all__ if name in REGISTRY or name in COMPOSITES}
-    assert public == TOP_LEVEL
+    assert TOP_LEVEL <= public
     for name in TOP_LEVEL | INTERNAL:
         assert callable(getattr(tg.ops, name)), name
     for name in INTERNAL:

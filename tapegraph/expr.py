@@ -45,6 +45,11 @@ class Leaf:
     def __repr__(self) -> str:
         return f"<leaf {self.name}>"
 
+    def __eq__(self, other: object) -> bool:
+        return refuse_name_comparison(self, other)
+
+    __hash__ = object.__hash__
+
     def __reduce__(self) -> tuple:
         # the three leaf kinds are singletons: unpickle to the same object
         return (_leaf_named, (self.name,))
@@ -61,6 +66,18 @@ LEAVES = {leaf.name: leaf for leaf in (INPUT, PARAM, CONST)}
 
 def _leaf_named(name: str) -> Leaf:
     return LEAVES[name]
+
+
+def refuse_name_comparison(kind: Any, other: object) -> bool:
+    """Identity equality for op and leaf records, refusing a comparison with a name.
+
+    ``node.op`` was once a string; ``node.op == "param"`` would now be
+    False without a word, so it raises instead.
+    """
+    if isinstance(other, str):
+        raise TypeError(f"{kind!r} compared with the string {other!r}: node.op holds a record, so compare "
+                        f"node.op is PARAM (the record) or node.op.name == {other!r}")
+    return kind is other
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep

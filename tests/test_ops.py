@@ -206,3 +206,13 @@ def test_sample_arguments_are_declared_consistently():
         for arg in sample.args:
             assert isinstance(arg, Arg)
             assert not (arg.batch and len(arg.shape) == 0), f"{name}-{index}: a scalar cannot carry a batch dimension"
+
+
+def test_comparing_an_op_record_with_a_name_is_an_error_not_false():
+    # node.op used to be a string: an old comparison must not silently give False
+    node = tg.tanh(tg.param("w", shape=(2,)))
+    with pytest.raises(TypeError, match=r"compared with the string 'tanh': node.op holds a record"):
+        node.op == "tanh"  # noqa: B015
+    with pytest.raises(TypeError, match="node.op is PARAM"):
+        node.inputs[0].op == "param"  # noqa: B015
+    assert node.op == REGISTRY["tanh"] and node.op != REGISTRY["exp"] and node.op.name == "tanh"

@@ -29,7 +29,7 @@ import attrs
 import numpy as np
 
 from tapegraph.errors import OpError, ShapeError
-from tapegraph.expr import CONST, ConstValue, Node, caller_origin, const
+from tapegraph.expr import CONST, ConstValue, Node, caller_origin, const, refuse_name_comparison
 from tapegraph.shapes import Shape, format_type, is_concrete
 
 #: ``shape_rule(*input_nodes, **static) -> (shape, dtype)``; raises ValueError.
@@ -178,6 +178,11 @@ class Op:
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"
+
+    def __eq__(self, other: object) -> bool:
+        return refuse_name_comparison(self, other)
+
+    __hash__ = object.__hash__
 
     def __reduce__(self) -> tuple:
         # pickled by name, so that an unpickled node holds this process's record

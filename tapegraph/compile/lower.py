@@ -50,7 +50,7 @@ def fold_constants(order: Sequence[Node], shape_of: Mapping[Node, tuple[int, ...
             folded[node] = node.value.array
         elif not node.is_leaf and all(operand in folded for operand in node.inputs):
             folded[node] = node.op.evaluate([folded[operand] for operand in node.inputs], shape_of[node],
-                                                       node.dtype, dict(concrete_static(node.static, sizes)))
+                                            node.dtype, dict(concrete_static(node.static, sizes)))
     return folded
 
 

@@ -92,7 +92,8 @@ def format_tape(tape: Tape, title: str = "") -> str:
         lines.append(f"  s{buffer.slot:<4d}{format_type(buffer.shape, buffer.dtype):<18}{buffer.nbytes:>8d}  {values}")
     scratch = tape.total_bytes - sum(buffer.nbytes for buffer in tape.buffers)
     if scratch:
-        lines.append(f"workspace: {scratch} bytes (scratch arrays of {len(tape.workspaces)} instructions)")
+        users = len({workspace.instruction for workspace in tape.workspaces})
+        lines.append(f"workspace: {scratch} bytes (scratch arrays of {users} instructions)")
     lines.append(f"total: {tape.total_bytes} bytes")
     return "\n".join(lines)
 

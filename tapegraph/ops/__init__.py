@@ -3,7 +3,7 @@
 Importing this package imports every op module, which registers its ops.
 """
 
-from tapegraph.ops.registry import REGISTRY, Arg, Op, Sample, apply, as_node, register
+from tapegraph.ops.registry import REGISTRY, Arg, Op, Sample, Scratch, apply, as_node, register
 from tapegraph.ops.elementwise import add, div, exp, log, mul, neg, relu, sigmoid, sign, square, sub, tanh
 from tapegraph.ops.reductions import broadcast_to, expand, mean, sum, sum_squares, sum_to
 from tapegraph.ops.linalg import matmul, outer
@@ -14,7 +14,7 @@ from tapegraph.ops.composites import (
 )
 
 __all__ = [
-    "REGISTRY", "COMPOSITES", "Arg", "Op", "Sample", "apply", "as_node", "register",
+    "REGISTRY", "COMPOSITES", "Arg", "Op", "Sample", "Scratch", "apply", "as_node", "register",
     "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", "relu", "sign", "sigmoid",
     "sum", "mean", "sum_squares", "expand", "sum_to", "broadcast_to", "matmul", "outer", "reshape", "transpose",
     "softmax", "log_softmax", "cross_entropy", "softmax_minus_onehot", "pick", "unpick",

@@ -88,7 +88,7 @@ def emit_tape(roots: Sequence[Root], kept: Sequence[Node], computed: Sequence[No
         derived = op.specialize(in_shapes, shape_of[node], **dict(static)) if op.specialize else {}
         if op.workspace:
             arrays = op.workspace(in_shapes, shape_of[node], node.dtype, **dict(static))
-            workspaces.extend(_workspace(position, name, item) for name, item in sorted(arrays.items()))
+            workspaces.extend(_workspace(position, name, item) for name, item in arrays.items())
         instructions.append(Instruction(
             op=node.op,
             inputs=tuple(slot_of[operand] for operand in node.inputs),

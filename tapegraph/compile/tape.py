@@ -227,9 +227,18 @@ def check_tape(tape: Tape) -> None:
             if types[constant.value] != ((), "float64"):
                 raise TapeCheckError(f"constant %{constant.value} is held as a number, but it is "
                                      f"{constant.array.dtype.name}{list(constant.array.shape)}, not a single float64")
-    returns = _check_returns(tape, feeds)
+    defined = dict(types)
+    defined.update({instruction.value: (instruction.shape, instruction.dtype) for instruction in tape.instructions})
+    returns = _check_returns(tape, feeds, defined)
     donated_at = _donated_positions(tape)
+    returned_from: dict[int, list[Returned]] = {}
+    for name, (_, value) in tape.results.items():
+        returned_from.setdefault(value, []).append(returns[name])
+    workspaces_of: dict[int, dict[str, Workspace]] = {}
+    for workspace in tape.workspaces:
+        workspaces_of.setdefault(workspace.instruction, {})[workspace.name] = workspace
     feed_of_value = {feed.value: feed.name for feed in tape.feeds}
+    donated_feeds = {how.feed: name for name, how in returns.items() if how.kind == "donated"}
     for position, instruction in enumerate(tape.instructions):
         where = f"instruction {position} ({instruction.op} -> %{instruction.value})"
         op = REGISTRY.get(instruction.op)
@@ -252,8 +261,9 @@ def check_tape(tape: Tape) -> None:
         if tuple(shape) != instruction.shape or dtype != instruction.dtype:
             raise TapeCheckError(f"{where} writes {instruction.dtype}{list(instruction.shape)} but its shape rule gives {dtype}{list(shape)}")
         _check_forms(instruction, types, where)
-        _check_destination(tape, instruction, op, feeds, where)
-        _check_workspaces(tape, position, instruction, op, [types[value][0] for value in instruction.input_values], where)
+        _check_destination(instruction, op, returned_from.get(instruction.value, []), feeds, where)
+        _check_workspaces(workspaces_of.get(position, {}), instruction, op,
+                          [types[value][0] for value in instruction.input_values], where)
         holding[instruction.output] = instruction.value
         types[instruction.value] = (instruction.shape, instruction.dtype)
     for name, (slot, value) in tape.results.items():
@@ -263,14 +273,18 @@ def check_tape(tape: Tape) -> None:
         if how.kind == "float" and types[value] not in (((), "float64"), ((), "float32")):
             raise TapeCheckError(f"result {name} is returned as a float, but it is "
                                  f"{types[value][1]}{list(types[value][0])}, not a single float")
-    known = {position for position in range(len(tape.instructions))}
+        feed = feed_of_value.get(value)
+        if feed in donated_feeds and how != Returned("donated", feed):
+            raise TapeCheckError(f"result {name} is feed {feed} as the caller gave it, but result "
+                                 f"{donated_feeds[feed]} is donated into that array, which then no longer holds it")
     for workspace in tape.workspaces:
-        if workspace.instruction not in known:
+        if not 0 <= workspace.instruction < len(tape.instructions):
             raise TapeCheckError(f"workspace {workspace.name} belongs to instruction {workspace.instruction}, "
                                  f"but the tape has {len(tape.instructions)} instructions")
 
 
-def _check_returns(tape: Tape, feeds: dict[str, Feed]) -> dict[str, Returned]:
+def _check_returns(tape: Tape, feeds: dict[str, Feed],
+                   defined: dict[int, tuple[tuple[int, ...], str]]) -> dict[str, Returned]:
     """Each result's way back to the caller, checked against the feeds."""
     if list(tape.returns) != list(tape.results):
         raise TapeCheckError(f"the tape says how to return {list(tape.returns)}, but its results are {list(tape.results)}")
@@ -290,7 +304,9 @@ def _check_returns(tape: Tape, feeds: dict[str, Feed]) -> dict[str, Returned]:
             raise TapeCheckError(f"results {into[how.feed]} and {name} are both donated into feed {how.feed}")
         into[how.feed] = name
         slot, value = tape.results[name]
-        shape, dtype = _value_type(tape, value)
+        if value not in defined:
+            raise TapeCheckError(f"result {name} is %{value}, which the tape does not define")
+        shape, dtype = defined[value]
         if (shape, dtype) != (feed.shape, feed.dtype):
             raise TapeCheckError(f"result {name} ({dtype}{list(shape)}) is donated into feed {feed.name}, "
                                  f"whose array is {feed.dtype}{list(feed.shape)}")
@@ -324,7 +340,8 @@ def _check_forms(instruction: Instruction, types: dict[int, tuple[tuple[int, ...
                                  f"but only a single float64 can be one")
 
 
-def _check_destination(tape: Tape, instruction: Instruction, op, feeds: dict[str, Feed], where: str) -> None:
+def _check_destination(instruction: Instruction, op, returned: list[Returned], feeds: dict[str, Feed],
+                       where: str) -> None:
     destination = instruction.destination
     if destination.kind not in DESTINATIONS:
         raise TapeCheckError(f"{where} has destination {destination.kind!r}; the destinations are {list(DESTINATIONS)}")
@@ -338,19 +355,16 @@ def _check_destination(tape: Tape, instruction: Instruction, op, feeds: dict[str
         if any(form == "either" for form in instruction.operand_forms):
             raise TapeCheckError(f"{where} is computed as a number, so each operand must be a number or an array")
     if destination.kind == "fresh":
-        new = [name for name, (_, value) in tape.results.items()
-               if value == instruction.value and tape.returns[name].kind == "new"]
+        new = [how for how in returned if how.kind == "new"]
         if len(new) != 1:
             raise TapeCheckError(f"{where} writes a fresh array, which must be returned new exactly once "
-                                 f"(it is returned new by {new or 'no result'})")
+                                 f"(it is returned new {len(new)} times)")
     if destination.kind == "donated":
         feed = feeds.get(destination.feed)
         if feed is None:
             raise TapeCheckError(f"{where} writes into the caller's array for feed {destination.feed!r}, "
                                  f"which the tape does not have")
-        donated = [name for name, (_, value) in tape.results.items()
-                   if value == instruction.value and tape.returns[name] == Returned("donated", feed.name)]
-        if not donated:
+        if Returned("donated", feed.name) not in returned:
             raise TapeCheckError(f"{where} writes into the caller's array for feed {feed.name}, but no result "
                                  f"computed here is returned donated into it")
         if not feed.in_place:
@@ -360,8 +374,7 @@ def _check_destination(tape: Tape, instruction: Instruction, op, feeds: dict[str
                                  f"but {instruction.op} is not elementwise")
 
 
-def _check_workspaces(tape: Tape, position: int, instruction: Instruction, op, in_shapes, where: str) -> None:
-    given = {workspace.name: workspace for workspace in tape.workspaces_of(position)}
+def _check_workspaces(given: dict[str, Workspace], instruction: Instruction, op, in_shapes, where: str) -> None:
     if op.workspace is None:
         if given:
             raise TapeCheckError(f"{where} has workspaces {sorted(given)}, but {instruction.op} takes none")
@@ -385,19 +398,6 @@ def _check_workspaces(tape: Tape, position: int, instruction: Instruction, op, i
               or not np.array_equal(workspace.contents, item)):
             raise TapeCheckError(f"{where}: workspace {name} has contents other than the fixed data "
                                  f"{instruction.op} needs")
-
-
-def _value_type(tape: Tape, value: int) -> tuple[tuple[int, ...], str]:
-    for feed in tape.feeds:
-        if feed.value == value:
-            return feed.shape, feed.dtype
-    for constant in tape.constants:
-        if constant.value == value:
-            return constant.array.shape, constant.array.dtype.name
-    for instruction in tape.instructions:
-        if instruction.value == value:
-            return instruction.shape, instruction.dtype
-    raise TapeCheckError(f"value %{value} is not defined by the tape")
 
 
 def _placeholder(shape: tuple[int, ...], dtype: str) -> Node:

@@ -15,6 +15,7 @@ import pytest
 
 import tapegraph as tg
 from tapegraph.backends.codegen import identifiers
+from tapegraph.compile.tape import Destination
 from tapegraph.ops import REGISTRY
 from tapegraph.testing import build_node
 
@@ -89,6 +90,50 @@ def test_standalone_source_needs_only_numpy_and_names_its_sizes():
     namespace: dict = {}
     exec(text, namespace)  # kernels it calls (softmax, cross-entropy) are defined in the text itself
     assert "_cross_entropy_kernel" in namespace
+
+
+def test_standalone_source_allocates_scratch_and_writes_out_only_fixed_data(rng):
+    # the minibatch multiclass model: cross-entropy's flat indices are integer
+    # scratch, which source() once printed as a literal of whatever memory held
+    program = hw.multiclass(batch=True)
+    tape = program.tape(sizes={"batch": 4})
+    text = program.source(sizes={"batch": 4}, name="step")
+    assert tape.workspaces, "the model should use workspaces"
+    for workspace in tape.workspaces:
+        name = f"w{workspace.instruction}_{workspace.name}"
+        line = next(line.strip() for line in text.splitlines() if line.strip().startswith(f"{name} = "))
+        if workspace.contents is None:
+            assert line == f"{name} = np.empty({workspace.shape!r}, dtype=np.{workspace.dtype})"
+        else:
+            rebuilt = eval(line.split(" = ", 1)[1], {"np": np})
+            np.testing.assert_array_equal(rebuilt, workspace.contents, strict=True)
+    assert any(workspace.contents is None and workspace.dtype.startswith("int") for workspace in tape.workspaces)
+    params = hw.random_params(program, rng)
+    inputs = {"x": rng.standard_normal((4, 2)), "y": np.array([0, 2, 1, 2])}
+    value, grads = program.value_and_grad(params, inputs)
+    namespace: dict = {}
+    exec(text, namespace)
+    computed = namespace["step"](**{feed.name: {**params, **inputs}[feed.name] for feed in tape.feeds})
+    assert computed["objective"] == value
+    for name, gradient in grads.items():
+        np.testing.assert_array_equal(computed[f"grad {name}"], gradient)
+
+
+def test_the_executor_writes_donated_results_where_the_tape_says(rng):
+    program = hw.ridge(num_features=3)
+    step = tg.sgd(program, 0.1, donate=True)
+    step(hw.random_params(program, rng), {"x": np.ones(3), "y": np.array(1.0)})
+    tape = step._plan.last.tape
+    text = step._plan.last.source()
+    destinations = {instruction.value: instruction.destination for instruction in tape.instructions}
+    assert [how.kind for how in tape.returns.values()] == ["float", "donated", "donated"]
+    for name, how in tape.returns.items():
+        if how.kind != "donated":
+            continue
+        if destinations.get(tape.results[name][1]) == Destination("donated", how.feed):
+            assert f"out={how.feed})" in text  # computed straight into the caller's array
+        else:
+            assert f"np.copyto({how.feed}, " in text  # copied in after every read
 
 
 def test_feed_names_become_distinct_identifiers():

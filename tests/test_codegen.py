@@ -289,3 +289,28 @@ def test_donating_needs_writable_arrays_of_the_declared_type(given, described):
     with pytest.raises(tg.CallError, match=r"^donate=True updates parameters in place, so 'w' must be a writable numpy "
                                            rf"array of shape \(3,\) and dtype float64; got {re.escape(described)}$"):
         step({"w": given, "b": np.array(0.0)}, inputs)
+
+
+def test_a_feed_not_read_in_place_is_copied_into_its_slot_first(rng):
+    import attrs
+    from tapegraph.backends import get_backend
+    from tapegraph.compile.tape import check_tape
+    program = hw.ridge(num_features=3)
+    params = hw.random_params(program, rng)
+    inputs = {"x": rng.standard_normal(3), "y": np.array(0.5)}
+    value, grads = program.value_and_grad(params, inputs)
+    tape = program.tape()
+    copied = attrs.evolve(tape, feeds=tuple(attrs.evolve(feed, in_place=False) if feed.name == "w" else feed
+                                            for feed in tape.feeds))
+    check_tape(copied)
+    order = [feed.name for feed in tape.feeds]
+    executable = get_backend("numpy").bind(copied, order)
+    slot = next(feed.slot for feed in tape.feeds if feed.name == "w")
+    assert f"np.copyto(s{slot}, w)" in executable.source()
+    feeds = {**params, **inputs}
+    given = feeds["w"].copy()
+    computed_value, *computed = executable.function()(*[feeds[name] for name in order])
+    assert computed_value == value
+    for (name, gradient), array in zip(grads.items(), computed):
+        np.testing.assert_array_equal(array, gradient, err_msg=name)
+    np.testing.assert_array_equal(feeds["w"], given)

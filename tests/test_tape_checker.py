@@ -196,3 +196,15 @@ def test_a_feed_donated_into_is_not_also_returned_as_it_was():
              ("new w", w - program.gradients[0], "update")]
     with pytest.raises(TapeCheckError, match="result w as given is feed w as the caller gave it, but result new w"):
         lower(roots, {}, ["float", "raw", ("into", "w")])
+
+
+def test_lowering_refuses_an_unknown_way_to_return_a_result():
+    from tapegraph.compile.lower import lower
+    w = tg.param("w", shape=(2,))
+    roots = [("objective", tg.sum(tg.square(w)), "forward")]
+    with pytest.raises(tg.GraphError, match="unknown way to return result objective: 'copy'"):
+        lower(roots, {}, ["copy"])
+    with pytest.raises(tg.GraphError, match="into the array of feed 'v', but this tape's feeds are \\['w'\\]"):
+        lower(roots, {}, [("into", "v")])
+    with pytest.raises(tg.GraphError, match="1 ways to return results given for 0 results"):
+        lower([(None, roots[0][1], "forward")], {}, ["float"])

@@ -1,8 +1,14 @@
 """The tape: flat, declarative instructions over numbered buffer slots.
 
-A ``Tape`` is data only (frozen records); the executor binds it to arrays
-and closures, and the dump prints it. Keeping it declarative lets the same
-tape be printed, checked, executed, or translated to source.
+A ``Tape`` is data only (frozen records), and the whole truth of what
+runs: besides the instructions and the buffer plan it records where each
+instruction writes its result (``Destination``), in which form it takes
+each operand, which feeds are read in place, which constants are also
+Python numbers, every workspace array (scratch, or fixed contents) and
+how each result is returned (``Returned``). A backend binds it to arrays
+and translates it, deciding nothing it does not say; the dump prints it
+and the JSON export carries all of it. Keeping it declarative lets the
+same tape be printed, checked, executed, or translated to source.
 """
 
 from __future__ import annotations

@@ -208,3 +208,14 @@ def test_lowering_refuses_an_unknown_way_to_return_a_result():
         lower(roots, {}, [("into", "v")])
     with pytest.raises(tg.GraphError, match="1 ways to return results given for 0 results"):
         lower([(None, roots[0][1], "forward")], {}, ["float"])
+
+
+def test_derived_attributes_must_be_what_the_op_derives_from_the_shapes():
+    x = tg.param("x", shape=(4, 3))
+    tape = tg.compile(tg.mean(tg.tanh(x)), wrt=[x]).tape()
+    position = _position(tape, lambda instruction: instruction.derived)
+    derived = dict(tape.instructions[position].derived)
+    wrong = {key: (value * 2 if isinstance(value, float) else value) for key, value in derived.items()}
+    assert wrong != derived
+    _refused(_with(tape, position, derived=tuple(sorted(wrong.items()))), "gives its kernel .* but mean derives")
+    _refused(_with(tape, 0, derived=(("scale", 1.0),)), "gives its kernel {'scale': 1.0}, but tanh derives {}")

@@ -214,7 +214,8 @@ def check_tape(tape: Tape) -> None:
     sound: a number only for a single float64 value of an op with a scalar
     form, a fresh array only for a result returned new, a donated feed's
     array written only after every read of that feed, and never read as
-    the feed again. Every result has one way to be returned. Raises
+    the feed again. What the op derives from the shapes must be what the
+    kernel is given. Every result has one way to be returned. Raises
     ``TapeCheckError``; cheap, so it always runs.
     """
     by_slot = {buffer.slot: buffer for buffer in tape.buffers}
@@ -266,10 +267,14 @@ def check_tape(tape: Tape) -> None:
         shape, dtype = op.shape_rule(*operands, **attributes)
         if tuple(shape) != instruction.shape or dtype != instruction.dtype:
             raise TapeCheckError(f"{where} writes {instruction.dtype}{list(instruction.shape)} but its shape rule gives {dtype}{list(shape)}")
+        in_shapes = [types[value][0] for value in instruction.input_values]
+        derived = op.specialize(in_shapes, instruction.shape, **attributes) if op.specialize else {}
+        if tuple(sorted(derived.items())) != tuple(instruction.derived):
+            raise TapeCheckError(f"{where} gives its kernel {dict(instruction.derived)}, but {instruction.op} derives "
+                                 f"{derived} from these shapes")
         _check_forms(instruction, types, where)
         _check_destination(instruction, op, returned_from.get(instruction.value, []), feeds, where)
-        _check_workspaces(workspaces_of.get(position, {}), instruction, op,
-                          [types[value][0] for value in instruction.input_values], where)
+        _check_workspaces(workspaces_of.get(position, {}), instruction, op, in_shapes, where)
         holding[instruction.output] = instruction.value
         types[instruction.value] = (instruction.shape, instruction.dtype)
     for name, (slot, value) in tape.results.items():

@@ -314,3 +314,17 @@ def test_a_feed_not_read_in_place_is_copied_into_its_slot_first(rng):
     for (name, gradient), array in zip(grads.items(), computed):
         np.testing.assert_array_equal(array, gradient, err_msg=name)
     np.testing.assert_array_equal(feeds["w"], given)
+
+
+def test_raw_results_come_back_as_computed():
+    from tapegraph.backends import get_backend
+    from tapegraph.compile.lower import lower
+    w = tg.param("w", shape=(2,))
+    total = tg.sum(tg.square(w))
+    tape = lower([("total", total, "forward"), ("w", w, "forward"), ("double", w * 2.0, "forward")], {})
+    assert [how.kind for how in tape.returns.values()] == ["raw", "raw", "raw"]
+    given = np.array([1.0, 2.0])
+    computed_total, same, double = get_backend("numpy").bind(tape, ["w"]).function()(given)
+    assert isinstance(computed_total, float) and computed_total == 5.0  # held as a number, not a 0-d array
+    assert same is given  # the feed itself, read in place
+    np.testing.assert_array_equal(double, [2.0, 4.0])

@@ -83,7 +83,7 @@ class _Plan:
     def __init__(self, kind: str, roots: Sequence[Root], returns: Sequence[Return]) -> None:
         self.kind = kind
         self.roots = tuple(roots)
-        #: How the compiled step returns each named root (``codegen.Return``).
+        #: How the compiled step returns each named root (``emit.Return``): lowered into its tapes.
         self.returns = tuple(returns)
         graph = build_graph([node for _, node, _ in roots])
         self.feeds = tuple(leaves(graph, "param") + leaves(graph, "input"))

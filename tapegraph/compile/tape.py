@@ -49,9 +49,6 @@ class Destination:
     #: The donated feed's name (``donated`` only).
     feed: str | None = None
 
-    def __str__(self) -> str:
-        return f"donated {self.feed}" if self.kind == "donated" else self.kind
-
 
 #: The destination of most instructions: the planned buffer slot.
 SLOT = Destination("slot")
@@ -147,9 +144,6 @@ class Returned:
     kind: str
     #: The feed whose array receives it (``donated`` only).
     feed: str | None = None
-
-    def __str__(self) -> str:
-        return f"donated {self.feed}" if self.kind == "donated" else self.kind
 
 
 @attrs.frozen

@@ -310,7 +310,7 @@ def profile_step(case, number):
     empty = compile("pass", "<line>", "exec")
     overhead = median_us(lambda: exec(empty, {}), repeats=7, number=number)
     print(f"  per generated line (µs, less {overhead:.2f} for exec itself):")
-    text = executable.source(plan.returns)
+    text = executable.source()
     namespace = {"np": np, **kernel_functions(text, tape_ops(executable.tape)), **executable.arrays,
                  **dict(zip(executable.arguments.values(), arrays))}
     lines = text.splitlines()

@@ -92,7 +92,7 @@ class SGDStep:
         from tapegraph.compile.lower import lower
         if sizes is None and self._plan.last is not None:
             return self._plan.last.tape
-        return lower(self._plan.roots, dict(sizes or {}))
+        return lower(self._plan.roots, dict(sizes or {}), self._plan.returns)
 
     def dump(self, sizes: Mapping[str, int] | None = None) -> str:
         """The step's tape as text (see ``Program.dump``)."""

@@ -83,7 +83,7 @@ class _Plan:
     def __init__(self, kind: str, roots: Sequence[Root], returns: Sequence[Return]) -> None:
         self.kind = kind
         self.roots = tuple(roots)
-        #: How the compiled step returns each named root (``codegen.Return``).
+        #: How the compiled step returns each named root (``emit.Return``): lowered into its tapes.
         self.returns = tuple(returns)
         graph = build_graph([node for _, node, _ in roots])
         self.feeds = tuple(leaves(graph, PARAM) + leaves(graph, INPUT))
@@ -202,10 +202,10 @@ class Program:
             cached = "; ".join(_format_sizes(executable.tape.sizes) for executable in plan.cache.values()) or "none"
             raise SpecializationError(f"{plan.kind} would specialise to {_format_sizes(sizes)} inside "
                                       f"no_new_specializations(); cached: {cached}")
-        tape = lower(plan.roots, sizes)
+        tape = lower(plan.roots, sizes, plan.returns)
         executable = self.backend.bind(tape, [name for name, _, _ in plan.feed_names])
         #: The compiled step, as this plan returns its results.
-        executable.step = executable.function(plan.returns)
+        executable.step = executable.function()
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
                  _format_sizes(sizes), len(tape.instructions), tape.total_bytes)
@@ -233,7 +233,7 @@ class Program:
             raise executable.failure(error) from error
 
     def _call_checked(self, executable: Executable, plan: _Plan, arrays: list) -> tuple:
-        step = executable.function(plan.returns, check=True)
+        step = executable.function(check=True)
         try:
             with np.errstate(all="ignore"):  # the check reports what numpy would warn about
                 return step(*arrays)
@@ -323,7 +323,7 @@ class Program:
         missing = [name for name in needed if name not in sizes]
         if missing:
             raise CallError(f"give the size of {missing} to see the tape, e.g. sizes={{{missing[0]!r}: 32}}")
-        return lower(plan.roots, {name: int(sizes[name]) for name in needed})
+        return lower(plan.roots, {name: int(sizes[name]) for name in needed}, plan.returns)
 
     def dump(self, kind: str = "value_and_grad", sizes: Mapping[str, int] | None = None,
              outputs: Sequence[str] | None = None) -> str:

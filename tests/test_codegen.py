@@ -15,6 +15,7 @@ import pytest
 
 import tapegraph as tg
 from tapegraph.backends.codegen import identifiers
+from tapegraph.compile.tape import Destination
 from tapegraph.ops import REGISTRY
 from tapegraph.testing import build_node
 
@@ -91,6 +92,50 @@ def test_standalone_source_needs_only_numpy_and_names_its_sizes():
     assert "_cross_entropy_kernel" in namespace
 
 
+def test_standalone_source_allocates_scratch_and_writes_out_only_fixed_data(rng):
+    # the minibatch multiclass model: cross-entropy's flat indices are integer
+    # scratch, which source() once printed as a literal of whatever memory held
+    program = hw.multiclass(batch=True)
+    tape = program.tape(sizes={"batch": 4})
+    text = program.source(sizes={"batch": 4}, name="step")
+    assert tape.workspaces, "the model should use workspaces"
+    for workspace in tape.workspaces:
+        name = f"w{workspace.instruction}_{workspace.name}"
+        line = next(line.strip() for line in text.splitlines() if line.strip().startswith(f"{name} = "))
+        if workspace.contents is None:
+            assert line == f"{name} = np.empty({workspace.shape!r}, dtype=np.{workspace.dtype})"
+        else:
+            rebuilt = eval(line.split(" = ", 1)[1], {"np": np})
+            np.testing.assert_array_equal(rebuilt, workspace.contents, strict=True)
+    assert any(workspace.contents is None and workspace.dtype.startswith("int") for workspace in tape.workspaces)
+    params = hw.random_params(program, rng)
+    inputs = {"x": rng.standard_normal((4, 2)), "y": np.array([0, 2, 1, 2])}
+    value, grads = program.value_and_grad(params, inputs)
+    namespace: dict = {}
+    exec(text, namespace)
+    computed = namespace["step"](**{feed.name: {**params, **inputs}[feed.name] for feed in tape.feeds})
+    assert computed["objective"] == value
+    for name, gradient in grads.items():
+        np.testing.assert_array_equal(computed[f"grad {name}"], gradient)
+
+
+def test_the_executor_writes_donated_results_where_the_tape_says(rng):
+    program = hw.ridge(num_features=3)
+    step = tg.sgd(program, 0.1, donate=True)
+    step(hw.random_params(program, rng), {"x": np.ones(3), "y": np.array(1.0)})
+    tape = step._plan.last.tape
+    text = step._plan.last.source()
+    destinations = {instruction.value: instruction.destination for instruction in tape.instructions}
+    assert [how.kind for how in tape.returns.values()] == ["float", "donated", "donated"]
+    for name, how in tape.returns.items():
+        if how.kind != "donated":
+            continue
+        if destinations.get(tape.results[name][1]) == Destination("donated", how.feed):
+            assert f"out={how.feed})" in text  # computed straight into the caller's array
+        else:
+            assert f"np.copyto({how.feed}, " in text  # copied in after every read
+
+
 def test_feed_names_become_distinct_identifiers():
     assert identifiers(["x", "hidden layer", "2nd", "class", "s3", "x"]) == ["x", "hidden_layer", "_2nd", "_class", "_s3", "x_2"]
     x = tg.input("hidden layer", shape=(2,))
@@ -164,8 +209,8 @@ def test_check_mode_is_off_by_default_and_its_tests_are_not_in_the_fast_code():
         value, _ = program.value_and_grad({"x": np.array([-1.0, 1.0])})
     assert np.isnan(value)
     executable = program._value_and_grad_plan().last
-    assert "isfinite" not in executable.source(program._value_and_grad_plan().returns)
-    assert "isfinite" in executable.source(program._value_and_grad_plan().returns, check=True)
+    assert "isfinite" not in executable.source()
+    assert "isfinite" in executable.source(check=True)
     with tg.check_finite(False):
         with np.errstate(invalid="ignore"):
             assert np.isnan(program.value_and_grad({"x": np.array([-1.0, 1.0])})[0])
@@ -244,3 +289,42 @@ def test_donating_needs_writable_arrays_of_the_declared_type(given, described):
     with pytest.raises(tg.CallError, match=r"^donate=True updates parameters in place, so 'w' must be a writable numpy "
                                            rf"array of shape \(3,\) and dtype float64; got {re.escape(described)}$"):
         step({"w": given, "b": np.array(0.0)}, inputs)
+
+
+def test_a_feed_not_read_in_place_is_copied_into_its_slot_first(rng):
+    import attrs
+    from tapegraph.backends import get_backend
+    from tapegraph.compile.tape import check_tape
+    program = hw.ridge(num_features=3)
+    params = hw.random_params(program, rng)
+    inputs = {"x": rng.standard_normal(3), "y": np.array(0.5)}
+    value, grads = program.value_and_grad(params, inputs)
+    tape = program.tape()
+    copied = attrs.evolve(tape, feeds=tuple(attrs.evolve(feed, in_place=False) if feed.name == "w" else feed
+                                            for feed in tape.feeds))
+    check_tape(copied)
+    order = [feed.name for feed in tape.feeds]
+    executable = get_backend("numpy").bind(copied, order)
+    slot = next(feed.slot for feed in tape.feeds if feed.name == "w")
+    assert f"np.copyto(s{slot}, w)" in executable.source()
+    feeds = {**params, **inputs}
+    given = feeds["w"].copy()
+    computed_value, *computed = executable.function()(*[feeds[name] for name in order])
+    assert computed_value == value
+    for (name, gradient), array in zip(grads.items(), computed):
+        np.testing.assert_array_equal(array, gradient, err_msg=name)
+    np.testing.assert_array_equal(feeds["w"], given)
+
+
+def test_raw_results_come_back_as_computed():
+    from tapegraph.backends import get_backend
+    from tapegraph.compile.lower import lower
+    w = tg.param("w", shape=(2,))
+    total = tg.sum(tg.square(w))
+    tape = lower([("total", total, "forward"), ("w", w, "forward"), ("double", w * 2.0, "forward")], {})
+    assert [how.kind for how in tape.returns.values()] == ["raw", "raw", "raw"]
+    given = np.array([1.0, 2.0])
+    computed_total, same, double = get_backend("numpy").bind(tape, ["w"]).function()(given)
+    assert isinstance(computed_total, float) and computed_total == 5.0  # held as a number, not a 0-d array
+    assert same is given  # the feed itself, read in place
+    np.testing.assert_array_equal(double, [2.0, 4.0])

@@ -14,15 +14,11 @@ import contextvars
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
+from tapegraph.compile.emit import Return
 from tapegraph.compile.tape import Tape
 from tapegraph.errors import TapeError
 
-#: What the compiled step does with a result before returning it:
-#: ``"raw"`` (as computed: a buffer, a caller's array or a number),
-#: ``"float"`` (a Python float), ``"new"`` (a new array the caller owns),
-#: or ``("into", feed name)`` (written into the array the caller gave for
-#: that feed, which is returned).
-Return = str | tuple[str, str]
+__all__ = ["Backend", "Executable", "Return", "check_finite", "checking", "get_backend"]
 
 
 class Executable(Protocol):
@@ -31,8 +27,8 @@ class Executable(Protocol):
     #: The tape it runs.
     tape: Tape
 
-    def function(self, returns: Sequence[Return], check: bool = False) -> Callable:
-        """The step: one array per feed in, the results as ``returns`` says out."""
+    def function(self, check: bool = False) -> Callable:
+        """The step: one array per feed in, the results out as the tape's ``returns`` say."""
 
     def failure(self, error: Exception) -> TapeError:
         """``error``, raised while running, as a ``TapeError`` naming its instruction."""

@@ -12,12 +12,15 @@ preallocated buffers of a specialisation (so a step is one Python call,
 with no loop over instructions), and ``Program.source`` prints it as a
 standalone function that needs only numpy.
 
-Three choices make it faster than calling one bound closure per
-instruction:
+It translates the tape and decides nothing of its own: where each result
+is written (its slot, a fresh array, the caller's donated array, or a
+Python float), which feeds are read in place, in which form each operand
+is taken, the workspaces and how each result is returned are all records
+of the tape (``compile/emit.py`` chooses them, for speed):
 
 - feeds are read where the caller's arrays are, not copied in first;
-  nothing writes to them (a value that reuses a feed's slot is written to
-  that slot's buffer, never to the caller's array);
+  nothing writes to them unless a result is donated into one (a value
+  that reuses a feed's slot is written to that slot's buffer);
 - a 0-d float64 value is a Python float when its op has a ``scalar``
   form: a numpy operation on a 0-d array costs a dispatch worth dozens of
   float operations;
@@ -37,8 +40,7 @@ import numpy as np
 
 from tapegraph.errors import OpError
 from tapegraph.ops import Op
-from tapegraph.backends import Return
-from tapegraph.compile.tape import Instruction, Tape
+from tapegraph.compile.tape import Destination, Instruction, Returned, Tape
 
 
 #: Names the generated code uses for itself; feeds never take them.
@@ -74,44 +76,37 @@ def workspace_name(position: int, key: str) -> str:
 class _Writer:
     """The generated lines, and how each value can be named so far.
 
-    A value has an array form (a buffer ``s3``, a feed, a constant's
-    buffer), a scalar form (``v7``, a literal ``2.0``), or both once one
-    has been converted into the other where needed.
+    A value has an array form (a buffer ``s3``, a feed, a fresh array
+    ``r5``, a constant's buffer), a scalar form (``v7``, a literal
+    ``2.0``), or both once one has been converted into the other where an
+    operand's form asks for it. Where each value is written, and in which
+    form each operand is taken, is the tape's: the writer only spells it.
     """
 
-    def __init__(self, tape: Tape, feed_names: Mapping[str, str], fresh: set[int] = frozenset(),
-                 into: Mapping[int, str] | None = None) -> None:
+    def __init__(self, tape: Tape, feed_names: Mapping[str, str]) -> None:
         self.feed_names = feed_names
-        #: Results returned as new arrays: a ufunc allocates them directly,
-        #: which saves writing them to a buffer and copying it.
-        self.fresh = fresh
-        self.allocated: set[int] = set()
-        #: Results donated into a caller's array that their instruction may
-        #: write directly, because nothing reads that array afterwards.
-        self.into = dict(into or {})
         self.array: dict[int, str] = {}
         self.scalar: dict[int, str] = {}
         self.slot: dict[int, int] = {}
-        self.type: dict[int, tuple[tuple[int, ...], str]] = {}
         self.lines: list[str] = []
         self.literal: set[int] = set()
+        #: Values computed into fresh arrays or a donated feed's array.
+        self.destination: dict[int, Destination] = {}
+        #: Lines copying the feeds that are not read in place into their slots.
+        self.copies: list[str] = []
         for feed in tape.feeds:
-            self._define(feed.value, feed.slot, feed.shape, feed.dtype)
-            self.array[feed.value] = feed_names[feed.name]
+            self.slot[feed.value] = feed.slot
+            if feed.in_place:
+                self.array[feed.value] = feed_names[feed.name]
+            else:
+                self.copies.append(f"np.copyto(s{feed.slot}, {feed_names[feed.name]})")
+                self.array[feed.value] = f"s{feed.slot}"
         for constant in tape.constants:
-            self._define(constant.value, constant.slot, constant.array.shape, constant.array.dtype.name)
+            self.slot[constant.value] = constant.slot
             self.array[constant.value] = f"s{constant.slot}"
-            if self.is_scalar(constant.value):
+            if constant.scalar:
                 self.scalar[constant.value] = repr(float(constant.array))
                 self.literal.add(constant.value)
-
-    def _define(self, value: int, slot: int, shape: tuple[int, ...], dtype: str) -> None:
-        self.slot[value] = slot
-        self.type[value] = (tuple(shape), dtype)
-
-    def is_scalar(self, value: int) -> bool:
-        """0-d float64: may be held as a Python float."""
-        return self.type[value] == ((), "float64")
 
     def name(self, value: int) -> str:
         return self.scalar.get(value) or self.array[value]
@@ -125,9 +120,9 @@ class _Writer:
     def as_array(self, value: int, numbers_allowed: bool) -> str:
         """The value as an operand of a numpy call.
 
-        A number serves where the call takes one (ufuncs and templates);
-        elsewhere it is first stored in its own slot, which the buffer plan
-        keeps for it from its definition to its last use.
+        A number serves where the call takes either form; elsewhere it is
+        first stored in its own slot, which the buffer plan keeps for it
+        from its definition to its last use.
         """
         if numbers_allowed and value in self.literal:
             return self.scalar[value]
@@ -140,54 +135,61 @@ class _Writer:
         self.array[value] = name
         return name
 
+    def operand(self, instruction: Instruction, index: int) -> str:
+        value = instruction.input_values[index]
+        form = instruction.form(index)
+        if form == "number":
+            return self.as_number(value)
+        return self.as_array(value, form == "either")
+
     def instruction(self, position: int, instruction: Instruction, workspace: Sequence[str]) -> None:
         """Append the lines that run one instruction."""
         op = instruction.op
         attributes = {**dict(instruction.static), **dict(instruction.derived)}
         attributes.update({key: workspace_name(position, key) for key in workspace})
-        self._define(instruction.value, instruction.output, instruction.shape, instruction.dtype)
-        inputs = instruction.input_values
-        scalar = op.scalar_template(attributes) if self.is_scalar(instruction.value) else None
-        if scalar is not None and all(self.is_scalar(value) for value in inputs if self.type[value][0] == ()):
-            operands = [self.as_number(value) if self.is_scalar(value) else self.as_array(value, False)
-                        for value in inputs]
+        self.slot[instruction.value] = instruction.output
+        destination = instruction.destination
+        operands = [self.operand(instruction, index) for index in range(len(instruction.input_values))]
+        if destination.kind == "scalar":
+            scalar = op.scalar_template(attributes)
             self.lines.append(f"v{instruction.value} = " + scalar.format(*operands, **attributes))
             self.scalar[instruction.value] = f"v{instruction.value}"
             return
         template = op.source_template(attributes)
-        operands = [self.as_array(value, template is not None or op.elementwise) for value in inputs]
-        if template is None and isinstance(op.kernel, np.ufunc) and instruction.value in self.into:
-            target = self.feed_names[self.into[instruction.value]]
-            self.lines.append(f"np.{op.kernel.__name__}({', '.join(operands)}, out={target})")
-            self.array[instruction.value] = target
-            self.allocated.add(instruction.value)
+        if destination.kind != "slot":
+            self.destination[instruction.value] = destination
+        if destination.kind == "fresh" and template is None and isinstance(op.kernel, np.ufunc):
+            # a ufunc allocates a fresh result itself
+            self.array[instruction.value] = f"r{instruction.value}"
+            self.lines.append(f"r{instruction.value} = np.{op.kernel.__name__}({', '.join(operands)})")
             return
-        if template is None and isinstance(op.kernel, np.ufunc) and instruction.value in self.fresh:
-            name = f"r{instruction.value}"
-            self.lines.append(f"{name} = np.{op.kernel.__name__}({', '.join(operands)})")
-            self.array[instruction.value] = name
-            self.allocated.add(instruction.value)
-            return
+        if destination.kind == "slot":
+            out = f"s{instruction.output}"
+        elif destination.kind == "donated":
+            out = self.feed_names[destination.feed]
+        else:
+            out = f"r{instruction.value}"
+            self.lines.append(f"{out} = np.empty({instruction.shape!r}, dtype=np.{instruction.dtype})")
+        self.array[instruction.value] = out
         if template is None:
             template = kernel_call(op, attributes)
-        out = f"s{instruction.output}"
         self.lines.extend(template.format(*operands, out=out, **attributes).split("\n"))
-        self.array[instruction.value] = out
 
-    def result(self, value: int, how: Return) -> str:
-        """The expression that returns ``value`` as ``how`` asks."""
-        if how == "raw":
+    def result(self, value: int, how: Returned) -> str:
+        """The expression that returns ``value`` as ``how`` says."""
+        if how.kind == "raw":
             return self.name(value)
-        if how == "float":
+        if how.kind == "float":
             return f"float({self.name(value)})"
-        if how == "new" and value in self.allocated:
+        written = self.destination.get(value)
+        if how.kind == "new" and written is not None and written.kind == "fresh":
             return self.array[value]
-        if how == "new":
+        if how.kind == "new":
             return f"np.array({self.scalar[value]})" if value in self.scalar and value not in self.array \
                 else f"{self.array[value]}.copy()"
-        if isinstance(how, tuple) and how[0] == "into":
-            target = self.feed_names[how[1]]
-            if value in self.allocated:
+        if how.kind == "donated":
+            target = self.feed_names[how.feed]
+            if written == Destination("donated", how.feed):
                 return target
             self.lines.append(f"np.copyto({target}, {self.name(value)})")
             return target
@@ -210,27 +212,30 @@ def tape_ops(tape: Tape) -> list[Op]:
     return list(dict.fromkeys(instruction.op for instruction in tape.instructions))
 
 
-def body(tape: Tape, feed_names: Mapping[str, str], returns: Sequence[Return], *, check: bool = False,
+def body(tape: Tape, feed_names: Mapping[str, str], *, check: bool = False,
          indent: str = "    ", first_line: int = 1) -> tuple[list[str], list[str], list[tuple[int, int, int]]]:
     """The statements running ``tape``, the expressions of its results.
 
     Returns (lines, result expressions in ``tape.results`` order, spans),
     where each span is (first line, last line, instruction index) counted
-    from ``first_line``. With ``check``, each floating-point result is
-    tested for NaN and infinity right after its instruction, calling
-    ``_nonfinite(index, result, operands)`` when the test fails.
+    from ``first_line``. Results are returned as ``tape.returns`` says.
+    With ``check``, each floating-point result is tested for NaN and
+    infinity right after its instruction, calling ``_nonfinite(index,
+    result, operands)`` when the test fails.
     """
-    new = [value for (_, value), how in zip(tape.results.values(), returns, strict=True) if how == "new"]
-    writer = _Writer(tape, feed_names, {value for value in new if new.count(value) == 1}, _donations(tape, returns))
-    lines: list[str] = []
+    writer = _Writer(tape, feed_names)
+    lines: list[str] = [indent + line for line in writer.copies]
     spans: list[tuple[int, int, int]] = []
     section = None
+    workspaces: dict[int, list[str]] = {}
+    for workspace in tape.workspaces:
+        workspaces.setdefault(workspace.instruction, []).append(workspace.name)
     for position, instruction in enumerate(tape.instructions):
         if instruction.section != section:
             section = instruction.section
             lines.append(f"{indent}# {section}")
         writer.lines = []
-        writer.instruction(position, instruction, tuple(tape.workspaces.get(position, {})))
+        writer.instruction(position, instruction, tuple(workspaces.get(position, ())))
         comment = f"# %{instruction.value} {instruction.label}"
         writer.lines[-1] = f"{writer.lines[-1]:<44}  {comment}"
         if check and np.dtype(instruction.dtype).kind == "f":
@@ -242,31 +247,9 @@ def body(tape: Tape, feed_names: Mapping[str, str], returns: Sequence[Return], *
         lines.extend(indent + line for line in writer.lines)
         spans.append((start, first_line + len(lines) - 1, position))
     writer.lines = []
-    results = [writer.result(value, how) for (_, value), how in zip(tape.results.values(), returns, strict=True)]
+    results = [writer.result(value, tape.returns[name]) for name, (_, value) in tape.results.items()]
     lines.extend(indent + line for line in writer.lines)
     return lines, results, spans
-
-
-def _donations(tape: Tape, returns: Sequence[Return]) -> dict[int, str]:
-    """Results to be copied into a feed's array that can be written there directly.
-
-    Safe when the instruction computing the result comes after every read
-    of that feed, and the result is not also a value read later.
-    """
-    last_read: dict[int, int] = {}
-    for position, instruction in enumerate(tape.instructions):
-        for value in instruction.input_values:
-            last_read[value] = position
-    feed_value = {feed.name: feed.value for feed in tape.feeds}
-    position_of = {instruction.value: position for position, instruction in enumerate(tape.instructions)}
-    donations = {}
-    for (_, value), how in zip(tape.results.values(), returns, strict=True):
-        if not (isinstance(how, tuple) and how[0] == "into") or value not in position_of:
-            continue
-        position = position_of[value]
-        if last_read.get(feed_value[how[1]], -1) <= position and last_read.get(value, -1) <= position:
-            donations[value] = how[1]
-    return donations
 
 
 def kernel_functions(text: str, ops: Iterable[Op], arguments: Iterable[str] = ()) -> dict[str, Callable]:

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from tapegraph.errors import NonFiniteError, TapeError
-from tapegraph.backends import Return
 from tapegraph.backends.codegen import body, identifiers, kernel_functions, tape_ops, workspace_name
 from tapegraph.compile.tape import Tape
 
@@ -28,9 +27,9 @@ _serial = itertools.count()
 class Executable:
     """A ``Tape`` bound to arrays.
 
-    ``function(returns)`` gives the compiled step: call it with one array
-    per feed, in ``feed_order``; it returns the tape's results converted
-    as ``returns`` says (see ``codegen.Return``).
+    ``function()`` gives the compiled step: call it with one array per
+    feed, in ``feed_order``; it returns the tape's results as the tape's
+    ``returns`` say.
     """
 
     def __init__(self, tape: Tape, feed_order: Sequence[str] | None = None) -> None:
@@ -42,41 +41,39 @@ class Executable:
             np.copyto(self.buffers[constant.slot], constant.array)
         #: Arrays the generated code names: buffers ``s<slot>``, workspaces.
         self.arrays: dict[str, np.ndarray] = {f"s{buffer.slot}": self.buffers[buffer.slot] for buffer in tape.buffers}
-        for position, instruction in enumerate(tape.instructions):
-            op = instruction.op
-            if op.workspace is not None:
-                in_shapes = [self.buffers[slot].shape for slot in instruction.inputs]
-                scratch = op.workspace(in_shapes, instruction.shape, instruction.dtype, **dict(instruction.static))
-                self.arrays.update({workspace_name(position, key): array for key, array in scratch.items()})
+        for workspace in tape.workspaces:
+            # scratch is allocated; fixed contents are copied, so the tape's stay untouched
+            array = np.empty(workspace.shape, dtype=workspace.dtype) if workspace.contents is None \
+                else np.array(workspace.contents)
+            self.arrays[workspace_name(workspace.instruction, workspace.name)] = array
         self.feed_order = tuple(feed.name for feed in tape.feeds) if feed_order is None else tuple(feed_order)
         #: The generated functions' argument names, one per feed.
         self.arguments = dict(zip(self.feed_order, identifiers(self.feed_order)))
-        self._functions: dict[tuple, Callable] = {}
+        self._functions: dict[bool, Callable] = {}
         self._texts: dict[Callable, str] = {}
         #: Per generated file name: (first line, last line, instruction) spans.
         self._spans: dict[str, list[tuple[int, int, int]]] = {}
 
-    def function(self, returns: Sequence[Return], check: bool = False) -> Callable:
-        """The compiled step returning the results as ``returns`` says.
+    def function(self, check: bool = False) -> Callable:
+        """The compiled step, returning the results as the tape says.
 
         With ``check``, it stops at the first instruction whose result
         holds NaN or infinity (``NonFiniteError``); compiled separately, so
         the unchecked function pays nothing for it.
         """
-        key = (tuple(returns), check)
-        function = self._functions.get(key)
+        function = self._functions.get(check)
         if function is None:
-            function = self._functions[key] = self._compile(tuple(returns), check)
+            function = self._functions[check] = self._compile(check)
         return function
 
-    def source(self, returns: Sequence[Return], check: bool = False) -> str:
-        """The text of the generated factory behind ``function(returns)``."""
-        return self._texts[self.function(returns, check)]
+    def source(self, check: bool = False) -> str:
+        """The text of the generated factory behind ``function(check)``."""
+        return self._texts[self.function(check)]
 
-    def _compile(self, returns: tuple[Return, ...], check: bool) -> Callable:
+    def _compile(self, check: bool) -> Callable:
         arguments = [self.arguments[name] for name in self.feed_order]
         feed_names = {feed.name: self.arguments[feed.name] for feed in self.tape.feeds}
-        lines, results, spans = body(self.tape, feed_names, returns, check=check, indent=" " * 8, first_line=3)
+        lines, results, spans = body(self.tape, feed_names, check=check, indent=" " * 8, first_line=3)
         closed_over = ", ".join(["np", "math", *self.arrays])
         text = "\n".join([
             f"def make({closed_over}):",

@@ -19,14 +19,16 @@ from tapegraph.compile.tape import Tape
 def standalone_source(tape: Tape, function_name: str, title: str = "") -> str:
     """Python source of a module defining ``function_name(<feeds>)``.
 
-    The function returns a dict from result name to value: the objective
-    as a float, arrays as new arrays.
+    The function returns a dict from result name to value, each as the
+    tape's ``returns`` say (``Program.source``: the objective as a float,
+    arrays as new arrays). Buffers and scratch workspaces are allocated
+    uninitialised; only fixed data (constants, fixed workspace contents)
+    is written out as literals.
     """
     function_name = identifiers([function_name])[0]
     arguments = identifiers([feed.name for feed in tape.feeds])
     feed_names = {feed.name: argument for feed, argument in zip(tape.feeds, arguments)}
-    returns = ["float" if name == "objective" else "new" for name in tape.results]
-    lines, results, _ = body(tape, feed_names, returns)
+    lines, results, _ = body(tape, feed_names)
     statements = "\n".join(lines)
     returned = ", ".join(f"{name!r}: {result}" for name, result in zip(tape.results, results))
     # the return line may name a slot no statement does (a constant result)
@@ -63,30 +65,12 @@ def _allocations(tape: Tape, statements: str) -> list[str]:
             lines.append(f"    {name} = {array_literal(constant.array)}  # %{constant.value} {constant.label}")
         else:
             lines.append(f"    {name} = np.empty({buffer.shape!r}, dtype=np.{buffer.dtype})")
-    for position, arrays in sorted(tape.workspaces.items()):
-        instruction = tape.instructions[position]
-        op = instruction.op
-        in_shapes = [_shape_of(tape, value) for value in instruction.input_values]
-        scratch = op.workspace(in_shapes, instruction.shape, instruction.dtype, **dict(instruction.static))
-        for key, array in scratch.items():
-            name = workspace_name(position, key)
-            if name not in used:
-                continue
-            if array.dtype.kind == "f":  # floating-point workspaces are scratch
-                lines.append(f"    {name} = np.empty({array.shape!r}, dtype=np.{array.dtype.name})")
-            else:
-                lines.append(f"    {name} = {array_literal(array)}")
+    for workspace in tape.workspaces:
+        name = workspace_name(workspace.instruction, workspace.name)
+        if name not in used:
+            continue
+        if workspace.contents is None:
+            lines.append(f"    {name} = np.empty({workspace.shape!r}, dtype=np.{workspace.dtype})")
+        else:
+            lines.append(f"    {name} = {array_literal(workspace.contents)}")
     return lines
-
-
-def _shape_of(tape: Tape, value: int) -> tuple[int, ...]:
-    for feed in tape.feeds:
-        if feed.value == value:
-            return feed.shape
-    for constant in tape.constants:
-        if constant.value == value:
-            return constant.array.shape
-    for instruction in tape.instructions:
-        if instruction.value == value:
-            return instruction.shape
-    raise KeyError(value)

@@ -16,12 +16,12 @@ import numpy as np
 from tapegraph.errors import GraphError
 from tapegraph.expr import CONST, Node
 from tapegraph.shapes import substitute, symbols
-from tapegraph.compile.emit import Root, concrete_static, emit_tape
+from tapegraph.compile.emit import Return, Root, concrete_static, emit_tape
 from tapegraph.compile.graph import assign_sections, build_graph, topological_order
 from tapegraph.compile.plan import plan_buffers
 from tapegraph.compile.tape import Tape, check_tape
 
-__all__ = ["Root", "lower", "concrete_static"]
+__all__ = ["Return", "Root", "lower", "concrete_static"]
 
 
 def _check_sizes_known(order: Sequence[Node], sizes: Mapping[str, int]) -> None:
@@ -54,8 +54,14 @@ def fold_constants(order: Sequence[Node], shape_of: Mapping[Node, tuple[int, ...
     return folded
 
 
-def lower(roots: Sequence[Root], sizes: Mapping[str, int]) -> Tape:
-    """Compile ``roots`` to a tape for the concrete ``sizes`` of symbolic dims."""
+def lower(roots: Sequence[Root], sizes: Mapping[str, int], returns: Sequence[Return] | None = None) -> Tape:
+    """Compile ``roots`` to a tape for the concrete ``sizes`` of symbolic dims.
+
+    ``returns`` says how a call returns each named root, in order (see
+    ``emit.Return``; default ``"raw"`` for each): the tape records it, and
+    its destinations are chosen for it, so a tape is specialised for the
+    way its results are returned.
+    """
     graph = build_graph([node for _, node, _ in roots])
     section_of = assign_sections(graph, roots)
     order = topological_order(graph, section_of)
@@ -70,6 +76,6 @@ def lower(roots: Sequence[Root], sizes: Mapping[str, int]) -> Tape:
     value_of = {node: number for number, node in enumerate(kept)}
 
     plan = plan_buffers(kept, computed, folded, value_of, shape_of, root_nodes)
-    tape = emit_tape(roots, kept, computed, folded, value_of, shape_of, section_of, plan, sizes)
+    tape = emit_tape(roots, kept, computed, folded, value_of, shape_of, section_of, plan, sizes, returns)
     check_tape(tape)
     return tape

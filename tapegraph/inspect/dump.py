@@ -72,7 +72,8 @@ def format_tape(tape: Tape, title: str = "") -> str:
         lines.append(_sizes_line(tape))
     lines.append("feeds:")
     for feed in tape.feeds:
-        lines.append(f"        s{feed.slot}:{format_type(feed.shape, feed.dtype)} <- {feed.kind} {feed.name}  # %{feed.value}")
+        copied = "" if feed.in_place else " (copied into its slot)"
+        lines.append(f"        s{feed.slot}:{format_type(feed.shape, feed.dtype)} <- {feed.kind} {feed.name}{copied}  # %{feed.value}")
     if tape.constants:
         lines.append("constants:")
         for constant in tape.constants:
@@ -84,7 +85,8 @@ def format_tape(tape: Tape, title: str = "") -> str:
             lines.extend(_section_lines(tape, section))
     lines.append("results:")
     for name, (slot, value) in tape.results.items():
-        lines.append(f"        {name} <- s{slot}  # %{value}")
+        lines.append(f"        {name} <- s{slot}{_returned(tape, name)}  # %{value}")
+    lines.extend(_destination_lines(tape))
     lines.append(f"buffers ({len(tape.buffers)} slots):")
     lines.append("  slot  type                 bytes  values")
     for buffer in tape.buffers:
@@ -92,9 +94,35 @@ def format_tape(tape: Tape, title: str = "") -> str:
         lines.append(f"  s{buffer.slot:<4d}{format_type(buffer.shape, buffer.dtype):<18}{buffer.nbytes:>8d}  {values}")
     scratch = tape.total_bytes - sum(buffer.nbytes for buffer in tape.buffers)
     if scratch:
-        lines.append(f"workspace: {scratch} bytes (scratch arrays of {len(tape.workspaces)} instructions)")
+        users = len({workspace.instruction for workspace in tape.workspaces})
+        lines.append(f"workspace: {scratch} bytes (scratch arrays of {users} instructions)")
+        for workspace in tape.workspaces:
+            kind = format_type(workspace.shape, workspace.dtype)
+            held = "scratch" if workspace.contents is None else f"= {_format_constant(workspace.contents)}"
+            lines.append(f"  {workspace.instruction:4d}  {workspace.name}:{kind} {held}")
     lines.append(f"total: {tape.total_bytes} bytes")
     return "\n".join(lines)
+
+
+def _returned(tape: Tape, name: str) -> str:
+    how = tape.returns.get(name)
+    if how is None:
+        return ""
+    return f" into {how.feed}" if how.kind == "donated" else f" as {how.kind}"
+
+
+def _destination_lines(tape: Tape) -> list[str]:
+    """Values written elsewhere than their slots, grouped by where: numbers, fresh arrays, donated feeds."""
+    groups: dict[str, list[str]] = {}
+    for instruction in tape.instructions:
+        destination = instruction.destination
+        if destination.kind == "slot":
+            continue
+        where = {"scalar": "as numbers", "fresh": "fresh arrays"}.get(destination.kind, f"into the caller's {destination.feed}")
+        groups.setdefault(where, []).append(f"%{instruction.value}")
+    if not groups:
+        return []
+    return ["values not in their slots:", *(f"        {where}: {' '.join(values)}" for where, values in groups.items())]
 
 
 def format_expression(node: Node) -> str:

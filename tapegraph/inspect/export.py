@@ -15,7 +15,7 @@ same tape gives the same JSON, byte for byte.
 >>> w = tg.param("w", shape=(2,))
 >>> data = tape_to_dict(tg.compile(tg.sum(tg.square(w)), wrt=[w]).tape())
 >>> data["format"], data["version"], [item["op"] for item in data["instructions"]]
-('tapegraph-tape', 1, ['square', 'sum', 'mul'])
+('tapegraph-tape', 2, ['square', 'sum', 'mul'])
 >>> json.loads(json.dumps(data)) == data
 True
 """
@@ -29,14 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from tapegraph.compile.tape import SECTIONS, Tape
+from tapegraph.compile.tape import DESTINATIONS, OPERAND_FORMS, RETURN_KINDS, SECTIONS, Tape, Workspace
 
 #: The ``format`` field of every exported tape.
 FORMAT_NAME = "tapegraph-tape"
 #: Raised whenever a field is added, removed or changes meaning.
-FORMAT_VERSION = 1
-#: Constants with at most this many entries are exported with their values.
-SMALL_CONSTANT = 16
+FORMAT_VERSION = 2
 #: How non-finite floats are written (JSON has no NaN or infinity).
 NON_FINITE = ("nan", "inf", "-inf")
 
@@ -65,7 +63,7 @@ def tape_to_dict(tape: Tape, title: str = "", sections: Sequence[str] | None = N
         if unknown:
             raise ValueError(f"sections must be among {list(SECTIONS)}, got {list(sections)}")
         listed = [section for section in SECTIONS if section in sections]
-    scratch = _workspaces(tape)
+    workspaces = [_workspace(workspace) for workspace in tape.workspaces]
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -74,27 +72,32 @@ def tape_to_dict(tape: Tape, title: str = "", sections: Sequence[str] | None = N
         "sections": listed,
         "feeds": [
             {"name": feed.name, "kind": feed.kind, "slot": feed.slot, "value": feed.value,
-             "shape": _shape(feed.shape), "dtype": feed.dtype}
+             "shape": _shape(feed.shape), "dtype": feed.dtype, "in_place": feed.in_place}
             for feed in tape.feeds
         ],
-        "constants": [_constant(constant.slot, constant.value, constant.array, constant.label)
+        "constants": [_constant(constant.slot, constant.value, constant.array, constant.label, constant.scalar)
                       for constant in tape.constants],
         "instructions": [
             {"index": index, "section": instruction.section, "op": instruction.op.name,
              "inputs": list(instruction.inputs), "input_values": list(instruction.input_values),
              "output": instruction.output, "value": instruction.value,
              "static": {key: json_value(value) for key, value in instruction.static},
-             "shape": _shape(instruction.shape), "dtype": instruction.dtype, "label": instruction.label}
+             "derived": {key: json_value(value) for key, value in instruction.derived},
+             "shape": _shape(instruction.shape), "dtype": instruction.dtype, "label": instruction.label,
+             "destination": {"kind": instruction.destination.kind, "feed": instruction.destination.feed},
+             "operand_forms": [instruction.form(index) for index in range(len(instruction.inputs))]}
             for index, instruction in enumerate(tape.instructions) if instruction.section in listed
         ],
-        "results": [{"name": name, "slot": slot, "value": value} for name, (slot, value) in tape.results.items()],
+        "results": [{"name": name, "slot": slot, "value": value,
+                     "returned": {"kind": tape.returns[name].kind, "feed": tape.returns[name].feed}}
+                    for name, (slot, value) in tape.results.items()],
         "buffers": [
             {"slot": buffer.slot, "shape": _shape(buffer.shape), "dtype": buffer.dtype, "bytes": buffer.nbytes,
              "values": list(buffer.values)}
             for buffer in tape.buffers
         ],
-        "workspaces": scratch,
-        "workspace_bytes": sum(array["bytes"] for item in scratch for array in item["arrays"]),
+        "workspaces": workspaces,
+        "workspace_bytes": sum(item["bytes"] for item in workspaces),
         "total_bytes": tape.total_bytes,
     }
 
@@ -164,25 +167,20 @@ def _shape(shape: Sequence[int]) -> list[int]:
     return [int(dim) for dim in shape]
 
 
-def _constant(slot: int, value: int, array: np.ndarray, label: str) -> dict[str, Any]:
-    small = array.size <= SMALL_CONSTANT
+def _constant(slot: int, value: int, array: np.ndarray, label: str, scalar: bool) -> dict[str, Any]:
     return {
         "slot": slot, "value": value, "label": label, "shape": _shape(array.shape), "dtype": array.dtype.name,
-        "values": json_value(array) if small else None,
+        "scalar": scalar, "values": json_value(array),
         "min": json_value(array.min()) if array.size else None,
         "max": json_value(array.max()) if array.size else None,
     }
 
 
-def _workspaces(tape: Tape) -> list[dict[str, Any]]:
-    found = []
-    for index in sorted(tape.workspaces):
-        arrays = []
-        for name, (shape, dtype) in sorted(tape.workspaces[index].items()):
-            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-            arrays.append({"name": name, "shape": _shape(shape), "dtype": np.dtype(dtype).name, "bytes": nbytes})
-        found.append({"instruction": int(index), "arrays": arrays})
-    return found
+def _workspace(workspace: Workspace) -> dict[str, Any]:
+    fixed = workspace.contents is not None
+    return {"instruction": workspace.instruction, "name": workspace.name, "shape": _shape(workspace.shape),
+            "dtype": workspace.dtype, "bytes": workspace.nbytes, "scratch": not fixed,
+            "contents": json_value(workspace.contents) if fixed else None}
 
 
 # The schema. Small helpers keep each field's description next to its type.
@@ -234,6 +232,9 @@ TAPE_SCHEMA: dict[str, Any] = {
                 "value": _integer("value number (%n in the dump)"),
                 "shape": _ref("shape", _SHAPE),
                 "dtype": _text(_DTYPE),
+                "in_place": {"type": "boolean", "description": "true: instructions read the caller's array itself "
+                                                               "(never written unless a result is donated into "
+                                                               "it); false: it is first copied into its slot"},
             })),
             "constants": _list("slots written once, when the tape is bound (declared and folded constants)",
                                _object("one constant", {
@@ -242,9 +243,10 @@ TAPE_SCHEMA: dict[str, Any] = {
                                    "label": _text("where it came from: a name, or op and source line"),
                                    "shape": _ref("shape", _SHAPE),
                                    "dtype": _text(_DTYPE),
-                                   "values": {"description": f"the entries as nested lists (a number for shape []) "
-                                                             f"when there are at most {SMALL_CONSTANT}, else null",
-                                              "anyOf": [{"type": "null"}, {"$ref": "#/$defs/nested"}]},
+                                   "scalar": {"type": "boolean",
+                                              "description": "also held as a Python float literal (a single "
+                                                             "float64), used where an operand may be a number"},
+                                   "values": _ref("nested", "the entries as nested lists (a number for shape [])"),
                                    "min": {"description": "smallest entry (null if empty)",
                                            "anyOf": [{"type": "null"}, {"$ref": "#/$defs/scalar"}]},
                                    "max": {"description": "largest entry (null if empty)",
@@ -261,16 +263,38 @@ TAPE_SCHEMA: dict[str, Any] = {
                 "static": {"type": "object", "description": "the op's static attributes by name, symbolic sizes "
                                                             "filled in; tuples as lists",
                            "additionalProperties": {"$ref": "#/$defs/static"}},
+                "derived": {"type": "object", "description": "further attributes the kernel gets, derived once "
+                                                             "from the concrete shapes (reduction axes, scale "
+                                                             "factors); tuples as lists",
+                            "additionalProperties": {"$ref": "#/$defs/static"}},
                 "shape": _ref("shape", "concrete shape of the result"),
                 "dtype": _text("dtype of the result"),
                 "label": _text("where the value came from: the user's name, or op and source line; gradient "
                                "instructions say 'grad of ...'"),
+                "destination": _object("where the result is written", {
+                    "kind": {"enum": list(DESTINATIONS),
+                             "description": "slot (the planned buffer 'output'), fresh (a new array, returned new), "
+                                            "donated (the caller's array for feed 'feed') or scalar (a Python "
+                                            "float, no array)"},
+                    "feed": {"description": "the donated feed's name (null unless donated)",
+                             "anyOf": [{"type": "null"}, {"type": "string"}]},
+                }),
+                "operand_forms": _list("how each input is taken, in operand order: number (a Python float), array, "
+                                       "or either (whichever form the value has)", {"enum": list(OPERAND_FORMS)}),
             })),
             "results": _list("where each result is when the tape ends, in the order a call returns them",
                              _object("one result", {
                                  "name": _text("'objective', 'grad <param>', an output's name or 'new <param>'"),
                                  "slot": _integer("slot holding it"),
                                  "value": _integer("its value number"),
+                                 "returned": _object("how a call hands it back", {
+                                     "kind": {"enum": list(RETURN_KINDS),
+                                              "description": "raw (as computed), float (a Python float), new (an "
+                                                             "array the caller owns) or donated (in the caller's "
+                                                             "array for feed 'feed', which is returned)"},
+                                     "feed": {"description": "the feed whose array receives it (null unless donated)",
+                                              "anyOf": [{"type": "null"}, {"type": "string"}]},
+                                 }),
                              })),
             "buffers": _list("the buffer plan: one preallocated array per slot, in slot order", _object("one buffer", {
                 "slot": _integer("slot number"),
@@ -280,18 +304,22 @@ TAPE_SCHEMA: dict[str, Any] = {
                 "values": _list("value numbers that take turns in this slot, in tape order",
                                 {"type": "integer", "minimum": 0}),
             })),
-            "workspaces": _list("per-instruction scratch arrays, by instruction index", _object("one instruction's "
-                                                                                                "scratch", {
-                "instruction": _integer("index of the instruction that uses them"),
-                "arrays": _list("its scratch arrays, by name", _object("one scratch array", {
-                    "name": _text("the kernel's name for it"),
-                    "shape": _ref("shape", _SHAPE),
-                    "dtype": _text(_DTYPE),
-                    "bytes": _integer("size in bytes"),
-                })),
-            })),
-            "workspace_bytes": _integer("bytes of all scratch arrays"),
-            "total_bytes": _integer("bytes of all buffers and scratch arrays: the tape's memory"),
+            "workspaces": _list("every instruction's workspace arrays (passed to its kernel by name), in tape order",
+                                _object("one workspace array", {
+                                    "instruction": _integer("index of the instruction that uses it"),
+                                    "name": _text("the kernel's keyword for it"),
+                                    "shape": _ref("shape", _SHAPE),
+                                    "dtype": _text(_DTYPE),
+                                    "bytes": _integer("size in bytes"),
+                                    "scratch": {"type": "boolean",
+                                                "description": "true: allocated uninitialised (the kernel writes "
+                                                               "it before reading); false: fixed contents"},
+                                    "contents": {"description": "the fixed contents as nested lists (null for "
+                                                                "scratch)",
+                                                 "anyOf": [{"type": "null"}, {"$ref": "#/$defs/nested"}]},
+                                })),
+            "workspace_bytes": _integer("bytes of all workspace arrays"),
+            "total_bytes": _integer("bytes of all buffers and workspace arrays: the tape's memory"),
         },
     ),
     "$defs": {
@@ -313,7 +341,7 @@ def schema_fields(schema: dict[str, Any] | None = None) -> list[tuple[str, str, 
     item of the ``feeds`` list.
 
     >>> schema_fields()[:2]
-    [('format', '"tapegraph-tape"', "always 'tapegraph-tape'"), ('version', '1', 'layout version; raised on any change to this schema')]
+    [('format', '"tapegraph-tape"', "always 'tapegraph-tape'"), ('version', '2', 'layout version; raised on any change to this schema')]
     """
     schema = TAPE_SCHEMA if schema is None else schema
     rows: list[tuple[str, str, str]] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tapegraph.ops.registry import (
-    REGISTRY, REQUIRED, USER_OPS, Arg, Op, Sample, apply, as_node, lookup_op, register, register_op,
+    REGISTRY, REQUIRED, USER_OPS, Arg, Op, Sample, Scratch, apply, as_node, lookup_op, register, register_op,
 )
 from tapegraph.ops import elementwise, linalg, reductions, shaping, softmax  # noqa: F401  (they register their ops)
 from tapegraph.ops.composites import COMPOSITES, Composite
@@ -32,6 +32,6 @@ __test__ = {name: op.function for name, op in REGISTRY.items()}
 
 __all__ = [
     "REGISTRY", "USER_OPS", "COMPOSITES", "FUNCTIONS", "PUBLIC_FUNCTIONS", "REQUIRED",
-    "Arg", "Op", "Sample", "Composite", "apply", "as_node", "lookup_op", "register", "register_op",
+    "Arg", "Op", "Sample", "Scratch", "Composite", "apply", "as_node", "lookup_op", "register", "register_op",
     *FUNCTIONS,
 ]

@@ -80,6 +80,20 @@ class Sample:
     static: Mapping[str, Any] = attrs.field(factory=dict)
 
 
+@attrs.frozen
+class Scratch:
+    """A workspace array the kernel writes before it reads: allocated, never filled.
+
+    An op's ``workspace`` rule returns one for each scratch array, and a
+    numpy array for fixed data the kernel reads (row offsets), so a tape
+    can say which is which: scratch is allocated uninitialised, fixed
+    contents are carried in the tape and written out by generated source.
+    """
+
+    shape: tuple[int, ...] = attrs.field(converter=tuple)
+    dtype: str = "float64"
+
+
 @attrs.frozen(eq=False, repr=False)
 class Op:
     """A primitive operator: everything the engine knows about it.
@@ -132,12 +146,13 @@ class Op:
     #: static keyword arguments for the kernel, computed once per concrete
     #: shape (reduction axes, scale factors).
     specialize: Callable[..., dict[str, Any]] | None = None
-    #: ``workspace(in_shapes, out_shape, dtype, **static) -> dict`` of arrays
-    #: the kernel gets as keyword arguments, allocated once per instruction
-    #: so the kernel need not allocate while running. Floating-point ones
-    #: are scratch; integer ones hold fixed data the kernel reads (row
-    #: offsets), which generated source must reproduce.
-    workspace: Callable[..., dict[str, np.ndarray]] | None = None
+    #: ``workspace(in_shapes, out_shape, dtype, **static) -> dict`` of the
+    #: arrays the kernel gets as keyword arguments, allocated once per
+    #: instruction so the kernel need not allocate while running: a
+    #: ``Scratch`` for each array the kernel only writes before reading,
+    #: a numpy array for fixed data it reads (row offsets), which the tape
+    #: carries and generated source reproduces.
+    workspace: Callable[..., dict[str, "np.ndarray | Scratch"]] | None = None
     #: How generated code runs the op, when a direct numpy call beats
     #: calling ``kernel``: a format string (or ``source(**static) -> str``
     #: giving one) over the operands ``{0}``, ``{1}``, ..., the output
@@ -213,7 +228,7 @@ class Op:
         """
         in_shapes = [operand.shape for operand in operands]
         derived = self.specialize(in_shapes, shape, **static) if self.specialize else {}
-        scratch = self.workspace(in_shapes, shape, dtype, **static) if self.workspace else {}
+        scratch = allocate_workspace(self.workspace(in_shapes, shape, dtype, **static)) if self.workspace else {}
         out = np.empty(shape, dtype=dtype)
         self.bind(list(operands), out, {**static, **derived}, scratch)()
         out.setflags(write=False)
@@ -315,6 +330,12 @@ def _make_function(op: Op) -> Callable[..., Node]:
     function.__module__ = "tapegraph.ops"
     function.op = op
     return function
+
+
+def allocate_workspace(arrays: Mapping[str, "np.ndarray | Scratch"]) -> dict[str, np.ndarray]:
+    """Arrays for a ``workspace`` rule's result: scratch allocated, fixed data copied."""
+    return {name: np.empty(item.shape, dtype=item.dtype) if isinstance(item, Scratch) else np.array(item)
+            for name, item in arrays.items()}
 
 
 #: The built-in primitives, by name (what the registry-driven tests walk).

@@ -17,7 +17,7 @@ import numpy as np
 from tapegraph.expr import Node
 from tapegraph.ops.elementwise import ADD, EXP, MUL, NEG, SUB
 from tapegraph.ops.reductions import EXPAND, SUM
-from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, register, require_float, result_dtype
+from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, Scratch, register, require_float, result_dtype
 from tapegraph.shapes import Shape, format_shape
 
 
@@ -27,8 +27,8 @@ def _last_axis_rule(z: Node) -> tuple[Shape, str]:
     return z.shape, result_dtype(z)
 
 
-def _row_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray]:
-    return {"row": np.empty(tuple(out_shape[:-1]) + (1,), dtype=dtype)}
+def _row_workspace(in_shapes, out_shape, dtype) -> dict[str, Scratch]:
+    return {"row": Scratch(tuple(out_shape[:-1]) + (1,), dtype)}
 
 
 # Kernels call ufunc methods (np.maximum.reduce, not np.max): the
@@ -42,9 +42,9 @@ def _softmax_kernel(z: np.ndarray, out: np.ndarray, row: np.ndarray) -> None:
     np.divide(out, row, out=out)
 
 
-def _log_softmax_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray]:
+def _log_softmax_workspace(in_shapes, out_shape, dtype) -> dict[str, Scratch]:
     scratch = _row_workspace(in_shapes, out_shape, dtype)
-    scratch["full"] = np.empty(out_shape, dtype=dtype)
+    scratch["full"] = Scratch(out_shape, dtype)
     return scratch
 
 
@@ -74,12 +74,12 @@ def _unpick_rule(g: Node, index: Node, depth: int) -> tuple[Shape, str]:
     return g.shape + (depth,), g.dtype
 
 
-def _flat_index_workspace(in_shapes, out_shape, dtype, depth: int | None = None) -> dict[str, np.ndarray]:
+def _flat_index_workspace(in_shapes, out_shape, dtype, depth: int | None = None) -> dict[str, np.ndarray | Scratch]:
     # flat position of row r's entry k is r * depth + k; row offsets are fixed
     rows_shape = in_shapes[1]
     classes = depth if depth is not None else in_shapes[0][-1]
     rows = (np.arange(int(np.prod(rows_shape, dtype=np.int64)), dtype=np.intp) * classes).reshape(rows_shape)
-    return {"rows": rows, "flat": np.empty(rows_shape, dtype=np.intp)}
+    return {"rows": rows, "flat": Scratch(rows_shape, np.dtype(np.intp).name)}
 
 
 def _check_labels(index: np.ndarray, classes: int) -> None:
@@ -115,10 +115,10 @@ def _cross_entropy_rule(z: Node, label: Node) -> tuple[Shape, str]:
     return _pick_rule(z, label)
 
 
-def _cross_entropy_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray]:
+def _cross_entropy_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray | Scratch]:
     scratch = _flat_index_workspace(in_shapes, out_shape, dtype)
-    scratch["row"] = np.empty(tuple(out_shape) + (1,), dtype=dtype)
-    scratch["full"] = np.empty(in_shapes[0], dtype=dtype)
+    scratch["row"] = Scratch(tuple(out_shape) + (1,), dtype)
+    scratch["full"] = Scratch(in_shapes[0], dtype)
     return scratch
 
 
@@ -179,9 +179,9 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, ce: np.ndarra
     out.put(flat, picked)
 
 
-def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray]:
+def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray | Scratch]:
     scratch = _flat_index_workspace(in_shapes, out_shape, dtype)
-    scratch["picked"] = np.empty(tuple(out_shape[:-1]), dtype=dtype)
+    scratch["picked"] = Scratch(tuple(out_shape[:-1]), dtype)
     return scratch
 
 

@@ -1,0 +1,221 @@
+"""The tape checker refuses every kind of broken tape: one test per kind.
+
+Each test takes a tape the compiler emitted (which passes), breaks one
+thing with ``attrs.evolve``, and expects ``TapeCheckError`` with a message
+naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import pytest
+
+import tapegraph as tg
+from tapegraph.compile.tape import Destination, Returned, TapeCheckError, Workspace, check_tape
+
+import homework_graphs as hw
+
+
+def _multiclass_tape(donate: bool = False):
+    program = hw.multiclass(num_inputs=2, num_hidden=3, batch=True)
+    return tg.sgd(program, 0.1, donate=donate).tape(sizes={"batch": 4})
+
+
+def _with(tape, position: int, **changes):
+    instructions = list(tape.instructions)
+    instructions[position] = attrs.evolve(instructions[position], **changes)
+    return attrs.evolve(tape, instructions=tuple(instructions))
+
+
+def _position(tape, predicate) -> int:
+    return next(index for index, instruction in enumerate(tape.instructions) if predicate(instruction))
+
+
+def _refused(tape, match: str) -> None:
+    with pytest.raises(TapeCheckError, match=match):
+        check_tape(tape)
+
+
+def test_emitted_tapes_pass():
+    for donate in (False, True):
+        check_tape(_multiclass_tape(donate))
+    check_tape(hw.ridge(num_features=3).tape())
+
+
+# Output slots.
+
+def test_an_elementwise_op_may_write_over_its_own_input():
+    tape = hw.ridge(num_features=3).tape()
+    position = _position(tape, lambda instruction: instruction.output in instruction.inputs)
+    assert tape.instructions[position].op.elementwise
+    check_tape(tape)
+
+
+def test_a_non_elementwise_op_may_not_write_over_its_own_input():
+    x = tg.param("x", shape=(3, 3))
+    program = tg.compile(tg.sum(tg.matmul(tg.tanh(x), tg.exp(x))), wrt=[x])
+    tape = program.tape()
+    position = _position(tape, lambda instruction: instruction.op.name == "matmul")
+    matmul = tape.instructions[position]
+    _refused(_with(tape, position, output=matmul.inputs[0]), r"writes s\d+, one of its own inputs, but matmul is not elementwise")
+
+
+# Workspaces.
+
+def _cross_entropy(tape) -> int:
+    return _position(tape, lambda instruction: instruction.op.name == "cross_entropy")
+
+
+def _replace_workspace(tape, name: str, position: int, **changes):
+    workspaces = tuple(attrs.evolve(workspace, **changes)
+                       if (workspace.instruction, workspace.name) == (position, name) else workspace
+                       for workspace in tape.workspaces)
+    return attrs.evolve(tape, workspaces=workspaces)
+
+
+def test_a_missing_workspace_is_refused():
+    tape = _multiclass_tape()
+    position = _cross_entropy(tape)
+    kept = tuple(workspace for workspace in tape.workspaces
+                 if (workspace.instruction, workspace.name) != (position, "row"))
+    _refused(attrs.evolve(tape, workspaces=kept), r"has workspaces \['flat', 'full', 'rows'\], but cross_entropy needs")
+
+
+def test_a_workspace_of_the_wrong_shape_or_dtype_is_refused():
+    tape = _multiclass_tape()
+    position = _cross_entropy(tape)
+    _refused(_replace_workspace(tape, "full", position, shape=(4, 2)), r"workspace full is float64\[4, 2\], but cross_entropy needs float64\[4, 3\]")
+    _refused(_replace_workspace(tape, "flat", position, dtype="int32"), "workspace flat is int32")
+
+
+def test_fixed_workspace_contents_must_be_present_and_right():
+    tape = _multiclass_tape()
+    position = _cross_entropy(tape)
+    _refused(_replace_workspace(tape, "rows", position, contents=None), "workspace rows holds fixed data .* gives no contents")
+    _refused(_replace_workspace(tape, "rows", position, contents=np.zeros(4, dtype=np.int64)),
+             "workspace rows has contents other than the fixed data")
+
+
+def test_scratch_workspaces_carry_no_contents():
+    tape = _multiclass_tape()
+    _refused(_replace_workspace(tape, "flat", _cross_entropy(tape), contents=np.zeros(4, dtype=np.int64)),
+             "workspace flat is scratch, but the tape gives it contents")
+
+
+def test_a_workspace_of_an_op_that_takes_none_or_of_no_instruction_is_refused():
+    tape = _multiclass_tape()
+    extra = Workspace(0, "spare", (2,), "float64")
+    _refused(attrs.evolve(tape, workspaces=tape.workspaces + (extra,)), r"has workspaces \['spare'\], but matmul takes none")
+    stray = Workspace(len(tape.instructions), "spare", (2,), "float64")
+    _refused(attrs.evolve(tape, workspaces=tape.workspaces + (stray,)), "belongs to instruction 21, but the tape has 21")
+
+
+# Destinations.
+
+def test_only_a_single_float64_of_an_op_with_a_scalar_form_is_held_as_a_number():
+    tape = _multiclass_tape()
+    position = _cross_entropy(tape)
+    _refused(_with(tape, position, destination=Destination("scalar")), r"is held as a number, but it is float64\[4\]")
+
+
+def test_a_number_operand_must_be_a_single_float64():
+    tape = _multiclass_tape()
+    position = _cross_entropy(tape)
+    _refused(_with(tape, position, operand_forms=("array", "number")), r"takes operand 1 \(%10, int64\[4\]\) as a number")
+
+
+def test_a_fresh_array_must_be_a_result_returned_new():
+    tape = _multiclass_tape()
+    _refused(_with(tape, 0, destination=Destination("fresh")), "writes a fresh array, which must be returned new exactly once")
+
+
+def test_a_donated_write_must_be_a_result_donated_into_that_feed():
+    tape = _multiclass_tape(donate=True)
+    position = _position(tape, lambda instruction: instruction.destination.kind == "donated")
+    _refused(_with(tape, position, destination=Destination("donated", "x")),
+             "writes into the caller's array for feed x, but no result computed here is returned donated into it")
+    _refused(_with(tape, position, destination=Destination("donated", "nowhere")), "feed 'nowhere', which the tape does not have")
+
+
+def test_a_donated_write_must_come_after_every_read_of_its_feed():
+    tape = _multiclass_tape(donate=True)
+    # return W1's gradient, written into the caller's W1, which the update reads afterwards
+    gradient = _position(tape, lambda instruction: instruction.label.startswith("matmul at grad")
+                         and instruction.shape == (3, 2))
+    update = _position(tape, lambda instruction: instruction.destination == Destination("donated", "W1"))
+    assert gradient < update
+    broken = _with(_with(tape, update, destination=Destination("slot")), gradient,
+                   destination=Destination("donated", "W1"))
+    results = {**broken.results, "new W1": (tape.instructions[gradient].output, tape.instructions[gradient].value)}
+    _refused(attrs.evolve(broken, results=results),
+             f"instruction {update} .* reads feed W1 after instruction {gradient} wrote a result into the caller's array for it")
+
+
+def test_a_feed_not_read_in_place_cannot_be_donated_into():
+    tape = _multiclass_tape(donate=True)
+    feeds = tuple(attrs.evolve(feed, in_place=False) if feed.name == "b1" else feed for feed in tape.feeds)
+    _refused(attrs.evolve(tape, feeds=feeds), "feed b1, which is not read in place")
+
+
+def test_unknown_destination_kinds_are_refused():
+    tape = _multiclass_tape()
+    _refused(_with(tape, 0, destination=Destination("elsewhere")), "has destination 'elsewhere'")
+    _refused(_with(tape, 0, destination=Destination("slot", "W1")), "a donated destination names its feed, and only a donated one")
+
+
+# Returns.
+
+def test_every_result_has_one_way_back():
+    tape = _multiclass_tape()
+    returns = dict(tape.returns)
+    returns.pop("new W1")
+    _refused(attrs.evolve(tape, returns=returns), "the tape says how to return")
+
+
+def test_a_result_returned_as_a_float_is_a_single_float():
+    tape = hw.multiclass(num_inputs=2, num_hidden=3, batch=True).tape("run", sizes={"batch": 4})
+    _refused(attrs.evolve(tape, returns={**tape.returns, "probabilities": Returned("float")}),
+             r"probabilities is returned as a float, but it is float64\[4, 3\]")
+
+
+def test_a_donated_result_fits_its_feed_and_each_feed_takes_one():
+    tape = _multiclass_tape(donate=True)
+    _refused(attrs.evolve(tape, returns={**tape.returns, "new b1": Returned("donated", "W1")}),
+             "results new W1 and new b1 are both donated into feed W1")
+    _refused(attrs.evolve(tape, returns={**tape.returns, "new b1": Returned("donated", "x")}),
+             r"new b1 \(float64\[3\]\) is donated into feed x, whose array is float64\[4, 2\]")
+    _refused(attrs.evolve(tape, returns={**tape.returns, "new b1": Returned("later")}), "returned as 'later'")
+
+
+def test_a_feed_donated_into_is_not_also_returned_as_it_was():
+    w = tg.param("w", shape=(2,))
+    program = tg.compile(tg.sum(tg.square(w)), wrt=[w], outputs={"w": w})
+    from tapegraph.compile.lower import lower
+    roots = [("objective", program.objective, "forward"), ("w as given", w, "forward"),
+             ("new w", w - program.gradients[0], "update")]
+    with pytest.raises(TapeCheckError, match="result w as given is feed w as the caller gave it, but result new w"):
+        lower(roots, {}, ["float", "raw", ("into", "w")])
+
+
+def test_lowering_refuses_an_unknown_way_to_return_a_result():
+    from tapegraph.compile.lower import lower
+    w = tg.param("w", shape=(2,))
+    roots = [("objective", tg.sum(tg.square(w)), "forward")]
+    with pytest.raises(tg.GraphError, match="unknown way to return result objective: 'copy'"):
+        lower(roots, {}, ["copy"])
+    with pytest.raises(tg.GraphError, match="into the array of feed 'v', but this tape's feeds are \\['w'\\]"):
+        lower(roots, {}, [("into", "v")])
+    with pytest.raises(tg.GraphError, match="1 ways to return results given for 0 results"):
+        lower([(None, roots[0][1], "forward")], {}, ["float"])
+
+
+def test_derived_attributes_must_be_what_the_op_derives_from_the_shapes():
+    x = tg.param("x", shape=(4, 3))
+    tape = tg.compile(tg.mean(tg.tanh(x)), wrt=[x]).tape()
+    position = _position(tape, lambda instruction: instruction.derived)
+    derived = dict(tape.instructions[position].derived)
+    wrong = {key: (value * 2 if isinstance(value, float) else value) for key, value in derived.items()}
+    assert wrong != derived
+    _refused(_with(tape, position, derived=tuple(sorted(wrong.items()))), "gives its kernel .* but mean derives")
+    _refused(_with(tape, 0, derived=(("scale", 1.0),)), "gives its kernel {'scale': 1.0}, but tanh derives {}")

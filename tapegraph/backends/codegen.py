@@ -27,9 +27,11 @@ instruction:
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import keyword
 import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -40,24 +42,49 @@ from tapegraph.backends import Return
 from tapegraph.compile.tape import Instruction, Tape
 
 
-#: Names the generated code uses for itself; feeds never take them.
-_RESERVED = re.compile(r"[rsvw]\d+(_\w+)?|np|math|nan|inf|make|_nonfinite")
+#: Names the generated code defines for itself: buffers ``s3``, scalars
+#: ``v7``, fresh results ``r4``, workspaces ``w5_row``, and what it is
+#: given or calls by name (besides the builtins and the kernel functions).
+_GENERATED = re.compile(r"[rsvw]\d+(_\w+)?|np|math|nan|inf|make|run|_nonfinite")
+
+
+def is_generated_name(text: str) -> bool:
+    """True when the generated code may use the identifier ``text`` itself.
+
+    That is a keyword, a builtin (``float``, ``__debug__``: the generated
+    code calls some, and a shadowed one breaks it), one of its own names,
+    or the name of a kernel function of a registered op. A feed's
+    identifier is never one of these, so a user's name cannot shadow what
+    the generated code calls, whatever ops or templates are added.
+    """
+    if keyword.iskeyword(text) or text in _BUILTINS or _GENERATED.fullmatch(text):
+        return True
+    return any(op.kernel.__name__ == text for op in REGISTRY.values() if not isinstance(op.kernel, np.ufunc))
+
+
+_BUILTINS = frozenset(dir(builtins))
 
 
 def identifiers(names: Sequence[str]) -> list[str]:
     """A distinct Python identifier for each feed name, kept close to it.
 
-    >>> identifiers(["x", "W1", "hidden layer", "s3", "x"])
-    ['x', 'W1', 'hidden_layer', '_s3', 'x_2']
+    Python reads identifiers in NFKC form (``ﬂoat`` is ``float``), so the
+    name is normalised first; other characters become ``_``, and a name
+    the generated code uses itself (``is_generated_name``) gets a leading
+    ``_`` (then a number, until it is free).
+
+    >>> identifiers(["x", "W1", "hidden layer", "s3", "x", "float"])
+    ['x', 'W1', 'hidden_layer', '_s3', 'x_2', '_float']
     """
     taken: set[str] = set()
     result = []
     for name in names:
-        text = re.sub(r"\W", "_", name) or "_"
-        if text[0].isdigit() or keyword.iskeyword(text) or _RESERVED.fullmatch(text):
+        normal = unicodedata.normalize("NFKC", name)
+        text = "".join(char if ("_" + char).isidentifier() else "_" for char in normal) or "_"
+        if not text[0].isidentifier() or is_generated_name(text):
             text = "_" + text
         candidate, count = text, 1
-        while candidate in taken:
+        while candidate in taken or is_generated_name(candidate):
             count += 1
             candidate = f"{text}_{count}"
         taken.add(candidate)

@@ -132,6 +132,12 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
                        "got a read-only array"]),
         ("CallError", ["'w' must be a writable numpy array", "got list"]),
     ],
+    "donate-aliasing": [
+        ("CallError", ["donate=True updates parameters in place, so they must not share memory: 'u' and 'v' are the "
+                       "same array; pass a copy of one of them"]),
+        ("CallError", ["'u' and 'v' share memory (views of one array)"]),
+        ("CallError", ["parameter 'w' and input 'x' are the same array"]),
+    ],
     "not-fitted": [
         ("NotFittedError", ["this RidgeRegression is not fitted yet; call fit(X, y) first"]),
         ("NotFittedError", ["this RidgeRegression is not fitted yet"]),

@@ -122,3 +122,54 @@ def test_an_empty_batch_is_refused_by_name():
     with pytest.raises(tg.CallError, match=r"^input 'x' has batch=0 \(an array of shape \(0, 3\)\): there is nothing "
                                            r"to compute on an empty batch; give at least one row$"):
         program.run({}, {"x": np.ones((0, 3))})
+
+
+# Issue 10: silent traps, each now an error or the right answer.
+
+def _two_param_program():
+    u = tg.param("u", shape=(2,))
+    v = tg.param("v", shape=(2,))
+    x = tg.input("x", shape=(2,))
+    return tg.compile(tg.sum(tg.square(u * x)) + tg.sum(tg.square(v)), wrt=[u, v])
+
+
+def test_donated_arrays_that_alias_are_refused_by_name():
+    """``{"u": a, "v": a}`` donated came back as zeros for both, one object."""
+    program = _two_param_program()
+    step = tg.sgd(program, 0.25, donate=True)
+    a = np.ones(2)
+    with pytest.raises(tg.CallError, match=r"^donate=True updates parameters in place, so they must not share memory: "
+                                           r"'u' and 'v' are the same array"):
+        step({"u": a, "v": a}, {"x": np.ones(2)})
+    np.testing.assert_array_equal(a, np.ones(2))
+    block = np.ones(4)
+    with pytest.raises(tg.CallError, match=r"'u' and 'v' share memory \(views of one array\)"):
+        step({"u": block[:2], "v": block[1:3]}, {"x": np.ones(2)})
+    with pytest.raises(tg.CallError, match=r"parameter 'u' and input 'x' share memory"):
+        step({"u": block[:2], "v": np.ones(2)}, {"x": block[:2]})
+    owner = np.ones(2)
+    with pytest.raises(tg.CallError, match=r"parameter 'u' and input 'x' share memory"):
+        step({"u": owner, "v": np.ones(2)}, {"x": owner[::-1]})
+    with pytest.raises(tg.CallError, match=r"parameter 'v' and input 'x' are the same array"):
+        step({"u": np.ones(2), "v": owner}, {"x": owner})
+    # views that do not overlap are fine
+    new, _ = step({"u": block[:2], "v": block[2:]}, {"x": np.ones(2)})
+    np.testing.assert_allclose(new["u"], [0.5, 0.5])
+    np.testing.assert_allclose(new["v"], [0.5, 0.5])
+
+
+def test_a_step_returns_every_parameter_it_was_given():
+    """With ``b`` not in ``wrt`` the README's loop lost ``b`` after one step."""
+    w = tg.param("w", shape=(2,))
+    b = tg.param("b")
+    program = tg.compile(tg.sum(tg.square(w)) + b, wrt=[w])
+    for donate in (False, True):
+        step = tg.sgd(program, 0.25, donate=donate)
+        bias = np.array(1.5)
+        params = {"w": np.ones(2), "b": bias}
+        for _ in range(3):
+            params, value = step(params, {})
+        assert list(params) == ["w", "b"]
+        assert params["b"] is bias
+        np.testing.assert_allclose(params["w"], 0.5 ** 3 * np.ones(2))
+        assert value == pytest.approx(2 * 0.25 ** 2 + 1.5)

@@ -53,6 +53,12 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("ShapeError", ["param 'k'", "int64 is not floating point"]),
         ("CallError", ["input 'label' expects integer data (i64[])", "got dtype float64"]),
     ],
+    "shape-string": [
+        ("ShapeError", ["input 'rows': shape 'batch' is a string, not a tuple of dimensions",
+                        "write shape=('batch',) (with the comma)"]),
+        ("ShapeError", ["param 'v': shape '3' is a string", "shape=(3,)"]),
+        ("ShapeError", ["param 'v': shape 3.0 is not a tuple of dimensions"]),
+    ],
     "non-scalar-objective": [
         ("GraphError", ["the objective must be a scalar", "has shape f64[3]", "reduce it with tg.sum or tg.mean"]),
     ],
@@ -97,6 +103,12 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("CallError", ["input 'x' got a tapegraph node; pass a numpy array of f64[3]"]),
         ("CallError", ["inputs must be a dict of name -> array, got list"]),
     ],
+    "array-subclass": [
+        ("CallError", ["input 'x' got a masked array (1 of 3 entries masked)", "would use the masked values",
+                       "pass .filled(value)"]),
+        ("CallError", ["input 'x' got a numpy.matrix, an array subclass whose meaning tapegraph would not keep",
+                       "np.asarray"]),
+    ],
     "empty-data": [
         ("CallError", ["input 'x' has batch=0 (an array of shape (0, 3))", "give at least one row"]),
         ("ValueError", ["RidgeRegression: X is empty (shape (0, 3)); it needs at least one row"]),
@@ -112,6 +124,12 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("TapeError", ["label -1 is outside 0..2"]),
         ("ValueError", ["MulticlassClassifier: labels must be in 0 .. 2 (num_class=3), got [3]"]),
         ("ValueError", ["MulticlassClassifier: labels must be integers 0 .. 2, got an array of dtype float64"]),
+    ],
+    "label-type": [
+        ("CallError", ["input 'label' expects integer data (i64[]): 18446744073709551615 does not fit in int64"]),
+        ("CallError", ["input 'small_label' expects integer data (i8[]): 300 does not fit in int8"]),
+        ("ShapeError", ["cross_entropy(no_classes: f64[0], label: i64[]) at errors.md:",
+                        "the last axis holds the classes, and it has none"]),
     ],
     "not-finite": [
         ("NonFiniteError", ["forward instruction 0 (log, from log w) produced float64[3] [0, nan, 0.693147]",

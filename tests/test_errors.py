@@ -173,3 +173,67 @@ def test_a_step_returns_every_parameter_it_was_given():
         assert params["b"] is bias
         np.testing.assert_allclose(params["w"], 0.5 ** 3 * np.ones(2))
         assert value == pytest.approx(2 * 0.25 ** 2 + 1.5)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_masked_arrays_and_other_array_subclasses_are_refused_with_how_to_convert():
+    """A masked array lost its mask, and the masked values were used."""
+    x = tg.input("x", shape=(3,))
+    program = tg.compile(tg.sum(x))
+    masked = np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, True, False])
+    with pytest.raises(tg.CallError, match=r"^input 'x' got a masked array \(1 of 3 entries masked\); tapegraph "
+                                           r"would use the masked values: pass .filled\(value\) with the value masked entries should take"):
+        program.run({}, {"x": masked})
+    with pytest.raises(tg.CallError, match=r"^input 'x' got a numpy.matrix, an array subclass whose meaning "
+                                           r"tapegraph would not keep; pass np.asarray\(...\) of it if plain numbers are meant$"):
+        program.run({}, {"x": np.matrix([1.0, 2.0, 3.0])})
+    # a memory-mapped array is plain data
+    assert program.run({}, {"x": np.asarray([1.0, 2.0, 3.0]).view(np.memmap)})["objective"] == 6.0
+
+
+def test_a_string_given_as_a_shape_is_refused_with_a_hint():
+    """``shape=("batch")`` (no comma) was five symbolic dimensions [b,a,t,c,h]."""
+    with pytest.raises(tg.ShapeError, match=r"^input 'x': shape 'batch' is a string, not a tuple of dimensions; "
+                                            r"for one symbolic dimension write shape=\('batch',\) \(with the comma\)$"):
+        tg.input("x", shape=("batch"))
+    with pytest.raises(tg.ShapeError, match=r"^param 'w': shape '3' is a string"):
+        tg.param("w", shape="3")
+
+
+def test_labels_that_the_declared_integer_dtype_cannot_hold_are_refused_by_value():
+    """2**64 - 1 for an int64 label became -1 (``astype`` wraps), and 300 for
+    an int8 label became 44, a valid label: a silently wrong loss."""
+    scores = tg.input("scores", shape=(3,))
+    for dtype, value in (("int64", np.uint64(2**64 - 1)), ("int64", 2**64 - 1), ("int8", 300), ("uint8", -1)):
+        label = tg.input("label", dtype=dtype)
+        program = tg.compile(tg.cross_entropy(scores, label))
+        with pytest.raises(tg.CallError, match=rf"^input 'label' expects integer data \({tg.shapes.short_dtype(dtype)}\[\]\): "
+                                               rf"{value} does not fit in {dtype}"):
+            program.run({}, {"scores": np.zeros(3), "label": np.array(value) if dtype == "int64" and value != 2**64 - 1
+                             else value})
+
+
+def test_unsigned_labels_work_and_out_of_range_ones_are_reported_as_given():
+    scores = tg.input("scores", shape=("batch", 3))
+    for dtype in ("uint8", "uint32", "uint64"):
+        labels = tg.input("labels", shape=("batch",), dtype=dtype)
+        program = tg.compile(tg.sum(tg.cross_entropy(scores, labels)))
+        value = program.run({}, {"scores": np.zeros((2, 3)), "labels": np.array([1, 2], dtype=dtype)})["objective"]
+        assert value == pytest.approx(2 * np.log(3))
+        top = np.iinfo(dtype).max
+        with pytest.raises(tg.TapeError, match=rf"label {top} at index \(1,\) is outside 0\.\.2"):
+            program.run({}, {"scores": np.zeros((2, 3)), "labels": np.array([1, top], dtype=dtype)})
+
+
+def test_zero_classes_are_refused_at_declaration():
+    """A cross-entropy over zero classes was accepted, then failed "outside 0..-1"."""
+    label = tg.input("label", dtype="int64")
+    with pytest.raises(tg.ShapeError, match=r"^cross_entropy\(scores: f64\[0\], label: i64\[\]\) at test_errors.py:\d+: "
+                                            r"the last axis holds the classes, and it has none"):
+        tg.cross_entropy(tg.input("scores", shape=(0,)), label)
+    labels = tg.input("labels", shape=("batch",), dtype="int64")
+    scores = tg.input("scores", shape=("batch", "classes"))
+    program = tg.compile(tg.sum(tg.cross_entropy(scores, labels)))
+    # a symbolic class count is checked when called, as every symbolic size is
+    with pytest.raises(tg.CallError, match=r"input 'scores' has classes=0 \(an array of shape \(2, 0\)\)"):
+        program.run({}, {"scores": np.zeros((2, 0)), "labels": np.array([0, 0])})

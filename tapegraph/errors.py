@@ -38,3 +38,7 @@ class PersistError(TapegraphError, ValueError):
 
 class MissingFileError(PersistError, FileNotFoundError):
     """A file to load does not exist (so ``except FileNotFoundError`` catches it too)."""
+
+
+class SaveError(PersistError, OSError):
+    """A file cannot be written: its folder, permissions, the disk (so ``except OSError`` catches it too)."""

@@ -177,6 +177,14 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("PersistError", ["parameter file 'pickled.npz': cannot read 'w', which holds pickled objects"]),
         ("PersistError", ["parameter file 'foreign.npz' was not written by tapegraph.save_params",
                           "it holds ['w']"]),
+        ("PersistError", ["parameter file 'zipped.npz': its entry 'readme.txt' is not a .npy array"]),
+    ],
+    "file-unsaveable": [
+        ("PersistError", ["cannot save to 'saved.npz/': the path ends with a '/', which names a folder",
+                          "drop the trailing '/'"]),
+        ("PersistError", ["cannot save to 'notes.txt/saved.npz': 'notes.txt' is a file, not a folder"]),
+        ("PersistError", ["cannot save the metadata for 'saved.npz': it is nested too deeply to write as JSON"]),
+        ("SaveError", ["cannot save to 'saved.npz' (OSError: No space left on device)"]),
     ],
     "file-mismatch": [
         ("PersistError", ["parameter file 'other.npz' does not match the model's parameters", "missing ['b']",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -237,3 +239,77 @@ def test_zero_classes_are_refused_at_declaration():
     # a symbolic class count is checked when called, as every symbolic size is
     with pytest.raises(tg.CallError, match=r"input 'scores' has classes=0 \(an array of shape \(2, 0\)\)"):
         program.run({}, {"scores": np.zeros((2, 0)), "labels": np.array([0, 0])})
+
+
+def _assert_persist_error(action, path, *fragments):
+    with pytest.raises(tg.PersistError) as error:
+        action()
+    text = _one_paragraph(error)
+    assert repr(str(path)) in text, text
+    for fragment in fragments:
+        assert fragment in text, text
+    return text
+
+
+def test_persistence_failures_are_persist_errors_naming_the_path(tmp_path, monkeypatch):
+    """Each of these gave a bare RecursionError, NotADirectoryError or
+    PermissionError naming the temporary file, a wrong reason, or raw bytes."""
+    import zipfile
+    params = {"w": np.zeros(2)}
+    deep = tmp_path / "deep.npz"
+    nested: list = []
+    for _ in range(100_000):
+        nested = [nested]
+    _assert_persist_error(lambda: tg.save_params(deep, params, meta={"nested": nested}), deep,
+                          "cannot save the metadata", "nested too deeply")
+    text = "[" * 100_000 + "]" * 100_000
+    with zipfile.ZipFile(deep, "w") as archive:
+        with archive.open("w.npy", "w") as handle:
+            np.save(handle, np.zeros(2))
+        with archive.open(tg.persist.META_KEY + ".npy", "w") as handle:
+            np.save(handle, np.array('{"format": "tapegraph-params", "version": 1, "meta": ' + text + "}"))
+    _assert_persist_error(lambda: tg.load_params(deep), deep, "is not valid JSON", "nested too deeply")
+
+    slashed = str(tmp_path / "out.npz") + "/"
+    _assert_persist_error(lambda: tg.save_params(slashed, params), slashed, "ends with a '/'", "drop the trailing")
+    assert list(tmp_path.iterdir()) == [deep]  # no temporary file left behind
+    _assert_persist_error(lambda: tg.load_params(slashed), slashed, "ends with a '/'")
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    below = a_file / "out.npz"
+    _assert_persist_error(lambda: tg.save_params(below, params), below, f"{str(a_file)!r} is a file, not a folder")
+
+    real_open = os.open
+
+    def refusing_open(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    target = tmp_path / "locked.npz"
+    monkeypatch.setattr(tg.persist.os, "open", refusing_open)
+    message = _assert_persist_error(lambda: tg.save_params(target, params), target,
+                                    "cannot save to", "PermissionError", "Permission denied")
+    assert ".tmp" not in message
+    monkeypatch.setattr(tg.persist.os, "open", real_open)
+
+    mixed = tmp_path / "mixed.npz"
+    tg.save_params(mixed, params)
+    with zipfile.ZipFile(mixed, "a") as archive:
+        archive.writestr("readme.txt", "hello")
+    _assert_persist_error(lambda: tg.load_params(mixed), mixed, "'readme.txt'", "is not a .npy array")
+
+
+def test_a_model_file_with_hostile_metadata_is_a_persist_error(tmp_path):
+    from models import RidgeRegression, load
+    X, y = np.ones((4, 2)), np.arange(4.0)
+    ridge = RidgeRegression(max_num_epochs=1).fit(X, y)
+    path = tmp_path / "ridge.npz"
+    ridge.save(path)
+    params, meta = tg.load_params(path)
+    for change in ({"class": ["RidgeRegression"]}, {"n_features_in": -3}, {"n_features_in": 2.5},
+                   {"n_iter": "many"}, {"history": 5}, {"hyperparameters": ["l2_reg"]}):
+        edited = tmp_path / "edited.npz"
+        tg.save_params(edited, params, meta={**meta, **change})
+        _assert_persist_error(lambda: load(edited), edited, "model file")

@@ -8,7 +8,8 @@ parameter or input, what it expects and what it got.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,18 @@ def count(mapping: Any) -> int:
     if type(mapping) is dict:  # the usual case, without an ABC check
         return len(mapping)
     return len(mapping) if isinstance(mapping, Mapping) else 0
+
+
+def did_you_mean(names: Iterable[Any], known: Iterable[str]) -> str:
+    """`` (did you mean 'weights'?)`` for names close to a known one, else ``""``."""
+    known = list(known)
+    guesses = []
+    for name in names:
+        if isinstance(name, str):
+            guesses += [match for match in difflib.get_close_matches(name, known, n=1) if match not in guesses]
+    if not guesses:
+        return ""
+    return " (did you mean " + " or ".join(repr(guess) for guess in guesses) + "?)"
 
 
 def describe_feed(kind: str, node: Node) -> str:

@@ -59,6 +59,11 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("ShapeError", ["param 'v': shape '3' is a string", "shape=(3,)"]),
         ("ShapeError", ["param 'v': shape 3.0 is not a tuple of dimensions"]),
     ],
+    "homework-arguments": [
+        ("ShapeError", ["l2_norm_penalty at errors.md:", "l2_reg must be a number >= 0 or a scalar node, got str '1.0'"]),
+        ("ShapeError", ["l2_reg must be a number >= 0 or a scalar node, got -1.0"]),
+        ("ShapeError", ["vector_scalar_affine at errors.md:", "b must be a tapegraph node or a number, got str 'b'"]),
+    ],
     "non-scalar-objective": [
         ("GraphError", ["the objective must be a scalar", "has shape f64[3]", "reduce it with tg.sum or tg.mean"]),
     ],
@@ -85,6 +90,7 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("CallError", ["unknown name 'z' in inputs; this program's inputs are ['x', 'y']"]),
         ("CallError", ["unknown name 'c' in params; this program's params are ['b', 'w']"]),
         ("CallError", ["'w' is declared as a parameter; pass it in params, not inputs"]),
+        ("CallError", ["unknown name 'bais' in params (did you mean 'bias'?); this program's params are ['bias']"]),
     ],
     "wrong-shape": [
         ("CallError", ["input 'x' expects shape [3], got an array of shape (4,) (axis 0 differs)"]),
@@ -116,7 +122,8 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("ValueError", ["MulticlassClassifier: y must be a non-empty 1-D array of labels, got shape (0,)"]),
     ],
     "unknown-output": [
-        ("CallError", ["unknown output(s) ['predictions']; this program has ['objective', 'prediction']"]),
+        ("CallError", ["unknown output(s) ['predictions'] (did you mean 'prediction'?); "
+                       "this program has ['objective', 'prediction']"]),
     ],
     "label-out-of-range": [
         ("TapeError", ["forward instruction 0 failed", "label 3 is outside 0..2", "= cross_entropy s0 s1",
@@ -135,6 +142,10 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("NonFiniteError", ["forward instruction 0 (log, from log w) produced float64[3] [0, nan, 0.693147]",
                             "operand 0 (s0, %0): float64[3] [1, -1, 2]"]),
         ("ValueError", ["RidgeRegression: X contains NaN or infinity (1 entries; first at index (0, 1))"]),
+    ],
+    "numpy-warning": [
+        ("RuntimeWarning", ["invalid value encountered in log: forward instruction 0 (log at errors.md:",
+                            "(issued at errors.md:"]),
     ],
     "no-new-specialization": [
         ("SpecializationError", ["would specialise to batch=5 inside no_new_specializations(); cached: batch=4"]),

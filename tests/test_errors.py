@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -313,3 +314,69 @@ def test_a_model_file_with_hostile_metadata_is_a_persist_error(tmp_path):
         edited = tmp_path / "edited.npz"
         tg.save_params(edited, params, meta={**meta, **change})
         _assert_persist_error(lambda: load(edited), edited, "model file")
+
+
+def test_the_homework_nodes_check_their_arguments_and_name_the_node():
+    """``l2_reg="1.0"`` gave a bare TypeError from deep inside, without a line."""
+    w = tg.param("w", shape=(3,))
+    x = tg.input("x", shape=(3,))
+    with pytest.raises(tg.ShapeError, match=r"^l2_norm_penalty at test_errors.py:\d+: l2_reg must be a number >= 0 "
+                                            r"or a scalar node, got str '1.0'$"):
+        tg.l2_norm_penalty(w, l2_reg="1.0")
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(tg.ShapeError, match=r"l2_reg must be a number >= 0 or a scalar node, got"):
+            tg.l2_norm_penalty(w, l2_reg=bad)
+    with pytest.raises(tg.ShapeError, match=r"l2_reg must be a number >= 0 or a scalar node, got f64\[3\]"):
+        tg.l2_norm_penalty(w, l2_reg=x)
+    with pytest.raises(tg.ShapeError, match=r"^vector_scalar_affine at test_errors.py:\d+: b must be a tapegraph node "
+                                            r"or a number, got str 'bias'$"):
+        tg.vector_scalar_affine(x, w, "bias")
+    with pytest.raises(tg.ShapeError, match=r"^affine at test_errors.py:\d+: W must be a tapegraph node or a number, "
+                                            r"got NoneType None$"):
+        tg.affine(None, x, w)
+    with pytest.raises(tg.ShapeError, match=r"^squared_l2_distance at test_errors.py:\d+: b must be"):
+        tg.squared_l2_distance(x, {"y": 1})
+    # a node or a plain number still works
+    hyper = tg.input("l2", shape=())
+    assert tg.l2_norm_penalty(w, l2_reg=hyper).shape == ()
+    assert tg.l2_norm_penalty(w, l2_reg=np.float32(0.5)).shape == ()
+
+
+def test_a_typo_in_a_name_gets_a_did_you_mean():
+    x = tg.input("features", shape=(3,))
+    w = tg.param("weights", shape=(3,))
+    program = tg.compile(tg.sum(x * w), wrt=[w], outputs={"prediction": x * w})
+    with pytest.raises(tg.CallError, match=r"^unknown name 'weight' in params \(did you mean 'weights'\?\); "
+                                           r"this program's params are \['weights'\]$"):
+        program.run({"weight": np.ones(3)}, {"features": np.ones(3)})
+    with pytest.raises(tg.CallError, match=r"^unknown name 'featuers' in inputs \(did you mean 'features'\?\)"):
+        program.value_and_grad({"weights": np.ones(3)}, {"featuers": np.ones(3)})
+    with pytest.raises(tg.CallError, match=r"^unknown name 'zzz' in inputs; this program"):
+        program.run({"weights": np.ones(3)}, {"features": np.ones(3), "zzz": 1})
+    with pytest.raises(tg.CallError, match=r"unknown output\(s\) \['predictions'\] \(did you mean 'prediction'\?\); "
+                                           r"this program has \['objective', 'prediction'\]"):
+        program.run({"weights": np.ones(3)}, {"features": np.ones(3)}, outputs=["predictions"])
+
+
+def test_numpy_warnings_from_a_tape_name_the_users_line_and_the_instruction():
+    """They pointed at ``<tapegraph tape 44>:4``, a line of generated code."""
+    import warnings
+    w = tg.param("w", shape=(2,))
+    program = tg.compile(tg.sum(tg.log(w)), wrt=[w])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        program.value_and_grad({"w": np.array([-1.0, 1.0])})  # the line the warning must name
+        line = sys._getframe().f_lineno - 1
+    messages = [warning for warning in caught if issubclass(warning.category, RuntimeWarning)]
+    assert messages, "numpy should have warned about log(-1)"
+    for warning in messages:
+        assert warning.filename == __file__ and warning.lineno == line, (warning.filename, warning.lineno)
+    assert "invalid value encountered in log" in str(messages[0].message)
+    assert "forward instruction 0 (log at test_errors.py:" in str(messages[0].message)
+    # the user's own settings still decide: ignored, or raised as a TapeError naming the instruction
+    with warnings.catch_warnings(record=True) as caught, np.errstate(invalid="ignore"):
+        warnings.simplefilter("always")
+        program.value_and_grad({"w": np.array([-1.0, 1.0])})
+    assert not [warning for warning in caught if issubclass(warning.category, RuntimeWarning)]
+    with np.errstate(invalid="raise"), pytest.raises(tg.TapeError, match=r"forward instruction 0 failed \(FloatingPointError"):
+        program.value_and_grad({"w": np.array([-1.0, 1.0])})

@@ -114,6 +114,8 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
                        "pass .filled(value)"]),
         ("CallError", ["input 'x' got a numpy.matrix, an array subclass whose meaning tapegraph would not keep",
                        "np.asarray"]),
+        ("ValueError", ["RidgeRegression: X is a masked array (1 of 4 entries masked); the masked values would be used",
+                        "pass X.filled(value)"]),
     ],
     "empty-data": [
         ("CallError", ["input 'x' has batch=0 (an array of shape (0, 3))", "give at least one row"]),

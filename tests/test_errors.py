@@ -380,3 +380,11 @@ def test_numpy_warnings_from_a_tape_name_the_users_line_and_the_instruction():
     assert not [warning for warning in caught if issubclass(warning.category, RuntimeWarning)]
     with np.errstate(invalid="raise"), pytest.raises(tg.TapeError, match=r"forward instruction 0 failed \(FloatingPointError"):
         program.value_and_grad({"w": np.array([-1.0, 1.0])})
+
+
+def test_an_estimator_refuses_a_masked_array_too():
+    from models import RidgeRegression
+    X = np.ma.masked_array(np.ones((3, 2)), mask=[[0, 1], [0, 0], [0, 0]])
+    with pytest.raises(ValueError, match=r"^RidgeRegression: X is a masked array \(1 of 6 entries masked\); "
+                                         r"the masked values would be used: pass X.filled\(value\)"):
+        RidgeRegression().fit(X, np.ones(3))

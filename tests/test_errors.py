@@ -380,6 +380,9 @@ def test_numpy_warnings_from_a_tape_name_the_users_line_and_the_instruction():
     assert not [warning for warning in caught if issubclass(warning.category, RuntimeWarning)]
     with np.errstate(invalid="raise"), pytest.raises(tg.TapeError, match=r"forward instruction 0 failed \(FloatingPointError"):
         program.value_and_grad({"w": np.array([-1.0, 1.0])})
+    with warnings.catch_warnings(), pytest.raises(tg.TapeError, match=r"failed \(RuntimeWarning: invalid value"):
+        warnings.simplefilter("error")
+        program.value_and_grad({"w": np.array([-1.0, 1.0])})
 
 
 def test_an_estimator_refuses_a_masked_array_too():

@@ -71,9 +71,9 @@ class _Report:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             return
         registry = user.f_globals.setdefault("__warningregistry__", {})
+        # no module_globals: asking a loader for the source fails for some (python -c)
         warnings.warn_explicit(message, RuntimeWarning, user.f_code.co_filename, user.f_lineno,
-                               module=user.f_globals.get("__name__"), registry=registry,
-                               module_globals=user.f_globals)
+                               module=user.f_globals.get("__name__"), registry=registry)
 
 
 def _locate(executable: Any, frame: Any) -> tuple[Any, str]:

@@ -259,6 +259,9 @@ class Regressor(Estimator):
 def _finite_floats(values: Any, name: str, ndim: int = 1, owner: str = "") -> np.ndarray:
     """``values`` as a float64 array of ``ndim`` dimensions, all finite, at least one row."""
     prefix = f"{owner}: " if owner else ""
+    if isinstance(values, np.ma.MaskedArray):  # np.asarray would drop the mask and use the masked values
+        raise ValueError(f"{prefix}{name} is a masked array ({int(np.ma.count_masked(values))} of {values.size} entries "
+                         f"masked); the masked values would be used: pass {name}.filled(value), or leave those rows out")
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as error:

@@ -47,6 +47,14 @@ def _jsonable(name: str, value: Any) -> Any:
                           "are saved")
 
 
+def _entry(meta: dict, key: str, default: Any, kind: type, described: str, where: str) -> Any:
+    """``meta[key]``, checked to be a ``kind`` (a hand-edited file may hold anything)."""
+    value = meta.get(key, default)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise tg.PersistError(f"{where}: its {key!r} must be {described}, got {value!r}"[:300])
+    return value
+
+
 def save(estimator: Estimator, path: str | os.PathLike) -> None:
     """Write a fitted ``estimator`` to ``path`` (an ``.npz`` file, replaced atomically)."""
     estimator._check_fitted()
@@ -74,16 +82,22 @@ def load(path: str | os.PathLike, model: type[Estimator] | None = None) -> Estim
     where = f"model file {os.fspath(path)!r}"
     classes = _estimator_classes()
     name = meta.get("class")
-    if name not in classes:
+    if not isinstance(name, str) or name not in classes:
         raise tg.PersistError(f"{where} holds no estimator this package knows (class {name!r}); "
                               f"it knows {sorted(classes)}")
     if model is not None and classes[name] is not model:
         raise tg.PersistError(f"{where} holds a model of class {name}, not {model.__name__}")
+    hyperparameters = _entry(meta, "hyperparameters", {}, dict, "a dict", where)
+    num_features = _entry(meta, "n_features_in", None, int, "a number of features >= 1", where)
+    n_iter = _entry(meta, "n_iter", 0, int, "a number of epochs >= 0", where)
+    history = _entry(meta, "history", [], list, "a list of dicts", where)
+    if num_features < 1 or n_iter < 0 or not all(isinstance(entry, dict) for entry in history):
+        raise tg.PersistError(f"{where}: its record does not describe a fitted model (n_features_in={num_features!r}, "
+                              f"n_iter={n_iter!r}, history of {len(history)} entries)")
     try:
-        estimator = classes[name](**meta.get("hyperparameters", {}))
+        estimator = classes[name](**hyperparameters)
         estimator._check_hyperparameters()
-        num_features = int(meta["n_features_in"])
-    except (TypeError, ValueError, KeyError) as error:
+    except (TypeError, ValueError) as error:
         raise tg.PersistError(f"{where}: its hyper-parameters do not rebuild the model ({error})") from None
     objective, wrt, outputs = estimator._declare(num_features)
     program = tg.compile(objective, wrt=wrt, outputs=outputs)
@@ -91,8 +105,8 @@ def load(path: str | os.PathLike, model: type[Estimator] | None = None) -> Estim
     estimator.program_ = program
     estimator.n_features_in_ = num_features
     estimator.params_ = params
-    estimator.n_iter_ = int(meta.get("n_iter", 0))
-    estimator.history_ = list(meta.get("history", []))
+    estimator.n_iter_ = n_iter
+    estimator.history_ = list(history)
     if name == "MulticlassClassifier":
         estimator.classes_ = np.arange(int(estimator.num_class))
     return estimator

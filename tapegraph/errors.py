@@ -42,3 +42,7 @@ class MissingFileError(PersistError, FileNotFoundError):
 
 class OpError(TapegraphError, ValueError):
     """An op is declared wrongly, its name is taken, or it is not registered where it must be (pickling)."""
+
+
+class SaveError(PersistError, OSError):
+    """A file cannot be written: its folder, permissions, the disk (so ``except OSError`` catches it too)."""

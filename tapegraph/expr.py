@@ -300,7 +300,7 @@ def input(name: str, shape: Sequence[Dim] | int = (), dtype: Any = "float64") ->
     try:
         shape = as_shape(shape)
     except ValueError as error:
-        raise ValueError(f"input {name!r}: {error}") from None
+        raise ShapeError(f"input {name!r}: {error}") from None
     return Node(INPUT, (), (), shape, _check_dtype(dtype, f"input {name!r}"), name=name, origin=caller_origin())
 
 
@@ -315,7 +315,7 @@ def param(name: str, shape: Sequence[int] | int = (), dtype: Any = "float64") ->
     try:
         shape = as_shape(shape)
     except ValueError as error:
-        raise ValueError(f"param {name!r}: {error}") from None
+        raise ShapeError(f"param {name!r}: {error}") from None
     if not is_concrete(shape):
         raise ValueError(f"param {name!r}: shape {shape!r} has a symbolic dimension; parameters need fixed sizes")
     dtype = _check_dtype(dtype, f"param {name!r}")

@@ -63,8 +63,12 @@ class SGDStep:
         feed_positions = {name: index for index, (name, _, _) in enumerate(self._plan.feed_names)}
         #: (position among the plan's feeds, name) of each donated parameter.
         self._donated = tuple((feed_positions[name], name) for name in self._names if name in feed_positions)
+        #: Positions of the other feeds, which a donated array must not overlap.
+        self._undonated = tuple(sorted(set(feed_positions.values()) - {index for index, _ in self._donated}))
 
     def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], float]:
+        """One step: the updated ``wrt`` parameters, then every other parameter
+        given (unchanged, the caller's own objects), and the objective."""
         program = self.program
         executable, arrays = program._prepare(self._plan, params, inputs if inputs is not None else {})
         if self.donate:
@@ -73,8 +77,51 @@ class SGDStep:
                 # ndarray of the declared dtype and shape
                 if arrays[index] is not params[name] or not arrays[index].flags.writeable:
                     self._refuse(name, params[name])
+            self._check_no_overlap(arrays)
         value, *new_params = program._run(executable, self._plan, arrays)
-        return dict(zip(self._names, new_params)), value
+        updated = dict(zip(self._names, new_params))
+        if len(params) > len(updated):
+            # parameters outside wrt come back as given, so that
+            # ``params, value = step(params, inputs)`` can go on looping
+            for name, given in params.items():
+                updated.setdefault(name, given)
+        return updated, value
+
+    def _check_no_overlap(self, arrays: list) -> None:
+        """Refuse donated arrays that share memory with another feed.
+
+        Updating one in place would change the other mid-step (two
+        parameters given one array both came back as zeros). The usual
+        case is decided by identities alone: donated arrays that own
+        their memory, none of them passed twice or viewed by another feed.
+        """
+        owners = {id(arrays[index]) for index, _ in self._donated if arrays[index].base is None}
+        if len(owners) == len(self._donated):
+            for position in self._undonated:
+                array = arrays[position]
+                if id(array) in owners or id(array.base) in owners:
+                    break
+            else:
+                return
+        feeds = self._plan.feed_names
+        donated = {index for index, _ in self._donated}
+        for index, _ in self._donated:
+            for other in range(len(feeds)):
+                if other == index or (other in donated and other < index):
+                    continue
+                if np.may_share_memory(arrays[index], arrays[other]) and np.shares_memory(arrays[index], arrays[other]):
+                    self._refuse_overlap(arrays, *sorted((index, other)))
+
+    def _refuse_overlap(self, arrays: list, first: int, second: int) -> None:
+        feeds = self._plan.feed_names
+        how = "are the same array" if arrays[first] is arrays[second] else "share memory (views of one array)"
+        if feeds[first][1] == feeds[second][1] == "param":
+            names = f"{feeds[first][0]!r} and {feeds[second][0]!r}"
+        else:
+            names = " and ".join(f"{'parameter' if feeds[position][1] == 'param' else 'input'} {feeds[position][0]!r}"
+                                 for position in (first, second))
+        raise CallError(f"donate=True updates parameters in place, so they must not share memory: "
+                        f"{names} {how}; pass a copy of one of them")
 
     def _refuse(self, name: str, array: Any) -> None:
         param = self.program.params[name]

@@ -28,10 +28,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from tapegraph.errors import MissingFileError, PersistError
+from tapegraph.errors import MissingFileError, PersistError, SaveError
 
 __all__ = ["save_params", "load_params", "read_npz", "check_params", "write_atomically", "PersistError",
-           "MissingFileError", "META_KEY"]
+           "MissingFileError", "SaveError", "META_KEY"]
 
 #: The archive entry holding the metadata (never a parameter name).
 META_KEY = "__tapegraph__"
@@ -70,12 +70,9 @@ def save_params(path: str | os.PathLike, params: Mapping[str, Any], meta: Mappin
         text = json.dumps({"format": FORMAT, "version": VERSION, "meta": dict(meta or {})}, allow_nan=True)
     except (TypeError, ValueError) as error:
         raise PersistError(f"cannot save the metadata for {path!r}: it must be JSON-able ({error})") from None
+    except RecursionError:
+        raise PersistError(f"cannot save the metadata for {path!r}: it is nested too deeply to write as JSON") from None
     arrays[META_KEY] = np.array(text)  # a 0-d unicode array: stored as plain .npy text, no pickle
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise PersistError(f"cannot save to {path!r}: the folder {folder!r} does not exist")
-    if os.path.isdir(path):
-        raise PersistError(f"cannot save to {path!r}: it is a folder")
     write_atomically(path, lambda handle: np.savez(handle, **arrays))
 
 
@@ -99,10 +96,16 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None])
 
     The file is flushed to disk before the rename, so ``path`` holds either
     its old content or all of the new, whatever happens during ``write``.
+    Whatever keeps ``path`` from being written (its folder missing or a
+    file, no permission, a full disk) is a ``PersistError`` naming
+    ``path`` and the cause, never the temporary file.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary, descriptor = _create_temporary(path, folder)
+    folder = _check_target(path)
+    try:
+        temporary, descriptor = _create_temporary(path, folder)
+    except OSError as error:
+        raise _cannot_save(path, error) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             if os.path.exists(path):
@@ -112,12 +115,43 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None])
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         # also on KeyboardInterrupt: the old file stays, the partial one goes
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise _cannot_save(path, error) from None
         raise
     _sync_folder(folder)
+
+
+def _check_target(path: str) -> str:
+    """The folder a file can be saved to at ``path``, or a ``PersistError`` saying why not."""
+    if _ends_with_separator(path):
+        raise PersistError(f"cannot save to {path!r}: the path ends with a {path[-1]!r}, which names a folder; "
+                           f"drop the trailing {path[-1]!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        # the nearest part of the path that exists says what is wrong (named as the caller wrote it)
+        existing = os.path.dirname(path)
+        while existing and not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if existing and os.path.exists(existing) and not os.path.isdir(existing):
+            raise PersistError(f"cannot save to {path!r}: {existing!r} is a file, not a folder")
+        raise PersistError(f"cannot save to {path!r}: the folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise PersistError(f"cannot save to {path!r}: it is a folder")
+    return folder
+
+
+def _ends_with_separator(path: str) -> bool:
+    return path.endswith(os.sep) or bool(os.altsep) and path.endswith(os.altsep)
+
+
+def _cannot_save(path: str, error: OSError) -> SaveError:
+    reason = error.strerror or str(error)
+    hint = "; the folder must be writable" if isinstance(error, PermissionError) else ""
+    return SaveError(f"cannot save to {path!r} ({type(error).__name__}: {reason}){hint}")
 
 
 def _create_temporary(path: str, folder: str) -> tuple[str, int]:
@@ -171,6 +205,9 @@ def load_params(path: str | os.PathLike, expected: Expected | Any | None = None,
         header = json.loads(str(text))
     except ValueError as error:
         raise PersistError(f"{what} {path!r}: its {META_KEY!r} entry is not valid JSON ({error})") from None
+    except RecursionError:
+        raise PersistError(f"{what} {path!r}: its {META_KEY!r} entry is not valid JSON for tapegraph "
+                           "(it is nested too deeply to read)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise PersistError(f"{what} {path!r}: its {META_KEY!r} entry does not describe a {FORMAT} file")
     if header.get("version") != VERSION:
@@ -204,6 +241,9 @@ def read_npz(path: str | os.PathLike, what: str = "file") -> dict[str, np.ndarra
     tapegraph.errors.PersistError: data file '...notes.npz' is not a readable .npz archive (it does not start as a zip archive does)
     """
     path = os.fspath(path)
+    if _ends_with_separator(path) and not os.path.isdir(path):
+        raise PersistError(f"{what} {path!r}: the path ends with a {path[-1]!r}, which names a folder; "
+                           f"drop the trailing {path[-1]!r}")
     if not os.path.exists(path):
         raise MissingFileError(f"{what} {path!r} does not exist")
     if os.path.isdir(path):
@@ -243,6 +283,9 @@ def _read_members(path: str, what: str, start: bytes, handle: BinaryIO) -> dict[
             except Exception as error:  # zipfile, zlib and the OS raise their own kinds for damaged entries
                 raise PersistError(f"{what} {path!r}: cannot read {name!r}, which is damaged "
                                    f"({type(error).__name__}: {error})") from None
+            if not isinstance(arrays[name], np.ndarray):  # numpy returns the raw bytes of other entries
+                raise PersistError(f"{what} {path!r}: its entry {name!r} is not a .npy array "
+                                   "(an .npz archive written by numpy holds only arrays)")
     return arrays
 
 

@@ -19,8 +19,9 @@ from tapegraph.errors import CallError, GraphError, NonFiniteError
 from tapegraph.expr import INPUT, PARAM, Node
 from tapegraph.shapes import symbols
 from tapegraph.inspect.dump import format_tape
-from tapegraph.calls import check_shape, convert, count
+from tapegraph.calls import check_shape, convert, count, did_you_mean
 from tapegraph.backends import Executable, Return, checking, get_backend
+from tapegraph.backends.fpwarnings import attributed_warnings
 from tapegraph.compile.graph import build_graph, check_names, leaves
 from tapegraph.compile.grad import check_objective, check_wrt, grad
 from tapegraph.compile.lower import Root, lower
@@ -148,7 +149,8 @@ class Program:
             available = {"objective": self.objective, **self.outputs}
             unknown = [name for name in names if name not in available]
             if unknown:
-                raise CallError(f"unknown output(s) {unknown}; this program has {sorted(available)}")
+                raise CallError(f"unknown output(s) {unknown}{did_you_mean(unknown, available)}; "
+                                f"this program has {sorted(available)}")
             roots = [(name, available[name], "forward") for name in names]
             returns = ["float" if name == "objective" else "new" for name in names]
             plan = self._plans[("run", names)] = _Plan("run " + ",".join(names), roots, returns)
@@ -228,7 +230,8 @@ class Program:
         if checking():
             return self._call_checked(executable, plan, arrays)
         try:
-            return executable.step(*arrays)
+            with attributed_warnings(executable):  # numpy's warnings name the user's line, not generated code
+                return executable.step(*arrays)
         except Exception as error:
             raise executable.failure(error) from error
 
@@ -266,7 +269,8 @@ class Program:
                     continue
                 if name in other:
                     raise CallError(f"{name!r} is declared as {'an input' if label == 'params' else 'a parameter'}; pass it in {other_label}, not {label}")
-                raise CallError(f"unknown name {name!r} in {label}; this program's {label} are {sorted(declared)}")
+                raise CallError(f"unknown name {name!r} in {label}{did_you_mean([name], declared)}; "
+                                f"this program's {label} are {sorted(declared)}")
 
     def value_and_grad(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> tuple[float, dict[str, np.ndarray]]:
         """The objective (a float) and its gradient for each ``wrt`` parameter.

@@ -32,8 +32,16 @@ def as_shape(shape: Sequence[Dim] | int) -> Shape:
     >>> as_shape(("batch", 400))
     ('batch', 400)
     """
+    if isinstance(shape, str):
+        # shape=("batch") is the string "batch": iterating it would give
+        # five symbolic dimensions b, a, t, c, h
+        hint = (f"for one symbolic dimension write shape=({shape!r},) (with the comma)" if shape.isidentifier()
+                else "write a tuple such as shape=(3,) or shape=('batch', 3)")
+        raise ValueError(f"shape {shape!r} is a string, not a tuple of dimensions; {hint}")
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
+    if not isinstance(shape, (tuple, list)):
+        raise ValueError(f"shape {shape!r} is not a tuple of dimensions; write one such as shape=(3,) or shape=('batch', 3)")
     dims = []
     for dim in shape:
         if isinstance(dim, str):

@@ -7,7 +7,10 @@ graph has
 
 - leaves of random shapes: parameters, inputs (with a symbolic ``"batch"``
   leading dimension in about half of the graphs), constants and Python
-  numbers, and integer labels for the ops that pick by label;
+  numbers, and integer labels for the ops that pick by label; about a
+  third of the leaves are named from ``TRICKY_NAMES`` (every builtin, the
+  generated code's own names and its kernel functions' names), which
+  must change nothing;
 - shared subexpressions and fan-out: operands are taken from the values
   built so far more often than made fresh, and equal subtrees merge;
 - unused branches: values left out of the objective, some of them named
@@ -27,6 +30,7 @@ seeded by the drawn graph, so a failing example replays exactly.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import dataclasses
 import itertools
@@ -219,6 +223,14 @@ class _Builder:
 
     # Leaves.
 
+    def name(self, prefix: str) -> str:
+        """A new leaf name: ``p3``, or one the generated code could trip on (``float``, ``s2``, a kernel's)."""
+        index = next(self._names)
+        if self.flip(30):
+            name = self.choice(TRICKY_NAMES)
+            return name if name not in self.leaves else f"{name}_{index}"
+        return f"{prefix}{index}"
+
     def leaf(self, shape: tuple, positive: bool = False, allow_const: bool = True) -> Value:
         """A new parameter, input or constant of ``shape``."""
         low, high = (0.5, 2.0) if positive else (-1.0, 1.0)
@@ -229,7 +241,7 @@ class _Builder:
         if kind == "const":
             node = tg.const(self.rng.uniform(low, high, size=shape))
         else:
-            name = f"{'p' if kind == 'param' else 'x'}{next(self._names)}"
+            name = self.name("p" if kind == "param" else "x")
             node = tg.param(name, shape=shape) if kind == "param" else tg.input(name, shape=shape)
             self.leaves[name] = LeafSpec(kind, shape, "float64", low, high)
             if kind == "param":
@@ -243,7 +255,7 @@ class _Builder:
             return self.choice(fits).node
         classes = self.draw(st.integers(1, limit)) if self.flip(30) else limit
         if _symbolic(shape) or self.flip(60):
-            name = f"label{next(self._names)}"
+            name = self.name("label")
             node = tg.input(name, shape=shape, dtype="int64")
             self.leaves[name] = LeafSpec("input", shape, "int64", 0, classes)
         else:
@@ -598,6 +610,13 @@ def _broadcast_rank(a: tuple, b: tuple) -> int:
     except ValueError:
         return 1_000
 
+
+#: Leaf names that a code generator could confuse with its own: every
+#: builtin, the generated code's names, and the kernel functions it calls.
+TRICKY_NAMES: tuple[str, ...] = tuple(sorted(
+    set(dir(builtins))
+    | {"np", "math", "nan", "inf", "make", "run", "_nonfinite", "s0", "s1", "s12", "v0", "v3", "r2", "w1_row", "x", "w"}
+    | {op.kernel.__name__ for op in REGISTRY.values() if not isinstance(op.kernel, np.ufunc)}))
 
 #: The ops the strategy can draw: every registered primitive and composite.
 FOCUS_OPS: tuple[str, ...] = tuple(sorted(set(REGISTRY) | set(COMPOSITES)))

@@ -53,6 +53,17 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("ShapeError", ["param 'k'", "int64 is not floating point"]),
         ("CallError", ["input 'label' expects integer data (i64[])", "got dtype float64"]),
     ],
+    "shape-string": [
+        ("ShapeError", ["input 'rows': shape 'batch' is a string, not a tuple of dimensions",
+                        "write shape=('batch',) (with the comma)"]),
+        ("ShapeError", ["param 'v': shape '3' is a string", "shape=(3,)"]),
+        ("ShapeError", ["param 'v': shape 3.0 is not a tuple of dimensions"]),
+    ],
+    "homework-arguments": [
+        ("ShapeError", ["l2_norm_penalty at errors.md:", "l2_reg must be a number >= 0 or a scalar node, got str '1.0'"]),
+        ("ShapeError", ["l2_reg must be a number >= 0 or a scalar node, got -1.0"]),
+        ("ShapeError", ["vector_scalar_affine at errors.md:", "b must be a tapegraph node or a number, got str 'b'"]),
+    ],
     "non-scalar-objective": [
         ("GraphError", ["the objective must be a scalar", "has shape f64[3]", "reduce it with tg.sum or tg.mean"]),
     ],
@@ -79,6 +90,7 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("CallError", ["unknown name 'z' in inputs; this program's inputs are ['x', 'y']"]),
         ("CallError", ["unknown name 'c' in params; this program's params are ['b', 'w']"]),
         ("CallError", ["'w' is declared as a parameter; pass it in params, not inputs"]),
+        ("CallError", ["unknown name 'bais' in params (did you mean 'bias'?); this program's params are ['bias']"]),
     ],
     "wrong-shape": [
         ("CallError", ["input 'x' expects shape [3], got an array of shape (4,) (axis 0 differs)"]),
@@ -97,6 +109,14 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("CallError", ["input 'x' got a tapegraph node; pass a numpy array of f64[3]"]),
         ("CallError", ["inputs must be a dict of name -> array, got list"]),
     ],
+    "array-subclass": [
+        ("CallError", ["input 'x' got a masked array (1 of 3 entries masked)", "would use the masked values",
+                       "pass .filled(value)"]),
+        ("CallError", ["input 'x' got a numpy.matrix, an array subclass whose meaning tapegraph would not keep",
+                       "np.asarray"]),
+        ("ValueError", ["RidgeRegression: X is a masked array (1 of 4 entries masked); the masked values would be used",
+                        "pass X.filled(value)"]),
+    ],
     "empty-data": [
         ("CallError", ["input 'x' has batch=0 (an array of shape (0, 3))", "give at least one row"]),
         ("ValueError", ["RidgeRegression: X is empty (shape (0, 3)); it needs at least one row"]),
@@ -104,7 +124,8 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("ValueError", ["MulticlassClassifier: y must be a non-empty 1-D array of labels, got shape (0,)"]),
     ],
     "unknown-output": [
-        ("CallError", ["unknown output(s) ['predictions']; this program has ['objective', 'prediction']"]),
+        ("CallError", ["unknown output(s) ['predictions'] (did you mean 'prediction'?); "
+                       "this program has ['objective', 'prediction']"]),
     ],
     "label-out-of-range": [
         ("TapeError", ["forward instruction 0 failed", "label 3 is outside 0..2", "= cross_entropy s0 s1",
@@ -113,10 +134,20 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("ValueError", ["MulticlassClassifier: labels must be in 0 .. 2 (num_class=3), got [3]"]),
         ("ValueError", ["MulticlassClassifier: labels must be integers 0 .. 2, got an array of dtype float64"]),
     ],
+    "label-type": [
+        ("CallError", ["input 'label' expects integer data (i64[]): 18446744073709551615 does not fit in int64"]),
+        ("CallError", ["input 'small_label' expects integer data (i8[]): 300 does not fit in int8"]),
+        ("ShapeError", ["cross_entropy(no_classes: f64[0], label: i64[]) at errors.md:",
+                        "the last axis holds the classes, and it has none"]),
+    ],
     "not-finite": [
         ("NonFiniteError", ["forward instruction 0 (log, from log w) produced float64[3] [0, nan, 0.693147]",
                             "operand 0 (s0, %0): float64[3] [1, -1, 2]"]),
         ("ValueError", ["RidgeRegression: X contains NaN or infinity (1 entries; first at index (0, 1))"]),
+    ],
+    "numpy-warning": [
+        ("RuntimeWarning", ["invalid value encountered in log: forward instruction 0 (log at errors.md:",
+                            "(issued at errors.md:"]),
     ],
     "no-new-specialization": [
         ("SpecializationError", ["would specialise to batch=5 inside no_new_specializations(); cached: batch=4"]),
@@ -131,6 +162,12 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("CallError", ["donate=True updates parameters in place, so 'w' must be a writable numpy array of shape (3,)",
                        "got a read-only array"]),
         ("CallError", ["'w' must be a writable numpy array", "got list"]),
+    ],
+    "donate-aliasing": [
+        ("CallError", ["donate=True updates parameters in place, so they must not share memory: 'u' and 'v' are the "
+                       "same array; pass a copy of one of them"]),
+        ("CallError", ["'u' and 'v' share memory (views of one array)"]),
+        ("CallError", ["parameter 'w' and input 'x' are the same array"]),
     ],
     "not-fitted": [
         ("NotFittedError", ["this RidgeRegression is not fitted yet; call fit(X, y) first"]),
@@ -153,6 +190,14 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("PersistError", ["parameter file 'pickled.npz': cannot read 'w', which holds pickled objects"]),
         ("PersistError", ["parameter file 'foreign.npz' was not written by tapegraph.save_params",
                           "it holds ['w']"]),
+        ("PersistError", ["parameter file 'zipped.npz': its entry 'readme.txt' is not a .npy array"]),
+    ],
+    "file-unsaveable": [
+        ("PersistError", ["cannot save to 'saved.npz/': the path ends with a '/', which names a folder",
+                          "drop the trailing '/'"]),
+        ("PersistError", ["cannot save to 'notes.txt/saved.npz': 'notes.txt' is a file, not a folder"]),
+        ("PersistError", ["cannot save the metadata for 'saved.npz': it is nested too deeply to write as JSON"]),
+        ("SaveError", ["cannot save to 'saved.npz' (OSError: No space left on device)"]),
     ],
     "file-mismatch": [
         ("PersistError", ["parameter file 'other.npz' does not match the model's parameters", "missing ['b']",

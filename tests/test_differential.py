@@ -9,6 +9,12 @@ op or composite of the registry, the compiled program must agree with
 - ``prog.value_and_grad`` gives the same objective, gradients equal to the
   reference's values of the gradient expressions (to within rounding), and
   equal to central differences of the reference objective (``GRAD_RTOL``);
+- leaves are sometimes named like a builtin (``float``), or like the
+  generated code's own names (``s0``, ``np``, a kernel function's), which
+  must change nothing;
+- a donated SGD step given one array for two parameters, or a
+  parameter's array (a view of it) as an input, is refused, changing
+  nothing;
 - calling again, after calls at another batch size, gives bit-identical
   results, and earlier results and the caller's arrays are left as they
   were: buffer reuse leaks no state between calls or sizes.
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import itertools
 import os
 import sys
 
@@ -47,7 +54,7 @@ from tapegraph.ops import COMPOSITES, REGISTRY
 from tapegraph.testing import numeric_gradient, relative_errors
 
 import homework_graphs as hw
-from strategies import FOCUS_OPS, DrawnGraph, graphs, reachable, size_unknown
+from strategies import FOCUS_OPS, TRICKY_NAMES, DrawnGraph, graphs, reachable, size_unknown
 
 CI_EXAMPLES = 8
 THOROUGH_EXAMPLES = 100
@@ -86,6 +93,9 @@ def _print_stats():
         f"\ndifferential tests (profile {PROFILE}): {graph_counts['graphs']} graphs "
         f"({graph_counts['batched']} batched, run at two batch sizes), {graph_counts['nodes']} nodes, "
         f"{graph_counts['outputs']} named outputs, {graph_counts['unused params']} parameters unused by the objective",
+        f"leaves named like a builtin or the generated code's own names: {graph_counts['builtin or generated-code names']}; "
+        f"donated steps refused for aliasing: {graph_counts['aliased parameters refused']} (two parameters), "
+        f"{graph_counts['aliased inputs refused']} (a parameter and an input)",
         f"registered ops in drawn graphs: {len(primitives_seen)}/{len(REGISTRY)}; "
         f"in compiled tapes: {len(set(tape) & set(REGISTRY))}/{len(REGISTRY)}; "
         f"composites drawn: {len(set(graph_counts) & set(COMPOSITES))}/{len(COMPOSITES)}",
@@ -190,6 +200,7 @@ def _check_against_reference(program: tg.Program, graph: DrawnGraph, batch_size:
             updated = params[name] - STEP_SIZE * gradient
             _assert_close(new_params[name], updated, f"sgd: new {name} ({where})")
             _assert_close(donated_params[name], updated, f"sgd, donated: new {name} ({where})")
+        _check_aliasing_is_refused(program, params, inputs, where)
     # one output alone: its own tape, fed only what it needs (which must give its sizes)
     for name, node in program.outputs.items():
         if size_unknown([node]):
@@ -207,13 +218,42 @@ def _check_against_reference(program: tg.Program, graph: DrawnGraph, batch_size:
     return {"run": outs, "run then": outs_then, "value": value, "grads": grads, "grads then": grads_then}
 
 
+def _check_aliasing_is_refused(program: tg.Program, params, inputs, where: str) -> None:
+    """A donated step given one array for two parameters, or a parameter's
+    array also as an input (or a view of it), refuses; nothing is changed."""
+    step = tg.sgd(program, step_size=STEP_SIZE, donate=True)
+    names = [param.name for param in program.wrt]
+    for first, second in itertools.combinations(names, 2):
+        if params[first].shape == params[second].shape:
+            donated = copy.deepcopy(params)
+            donated[second] = donated[first]
+            before = donated[first].copy()
+            pair = rf"({first!r} and {second!r}|{second!r} and {first!r})"  # named in the tape's feed order
+            with pytest.raises(tg.CallError, match=rf"must not share memory: {pair} are the same array"):
+                step(donated, inputs)
+            _assert_identical(donated[first], before, f"a refused aliased step changed {first!r} ({where})")
+            STATS["graphs"]["aliased parameters refused"] += 1
+            break
+    read_by_the_step = reachable([program.objective])
+    for name in names:
+        for input_name, array in inputs.items():
+            if program.inputs[input_name] in read_by_the_step and array.shape == params[name].shape and array.dtype == params[name].dtype and array.ndim:
+                donated = copy.deepcopy(params)
+                with pytest.raises(tg.CallError, match=rf"parameter {name!r} and input {input_name!r} share memory"):
+                    step(donated, {**inputs, input_name: donated[name][::-1]})
+                STATS["graphs"]["aliased inputs refused"] += 1
+                return
+
+
 def _run_source(program: tg.Program, params, inputs) -> dict:
     """Run ``program.source()`` (the value_and_grad tape as a standalone module)."""
     tape = program.tape()
     namespace: dict = {}
     exec(program.source(name="step"), namespace)
     feeds = {**params, **inputs}
-    return namespace["step"](**{feed.name: feeds[feed.name] for feed in tape.feeds})
+    # positionally, in the tape's feed order: a name the generated code uses
+    # itself (say, float) is a different identifier in the source
+    return namespace["step"](*[feeds[feed.name] for feed in tape.feeds])
 
 
 def _record(program: tg.Program, graph: DrawnGraph) -> None:
@@ -224,6 +264,8 @@ def _record(program: tg.Program, graph: DrawnGraph) -> None:
     counts["outputs"] += len(graph.outputs)
     counts["nodes"] += len(reachable([program.objective, *program.outputs.values()]))
     used = reachable([program.objective])
+    counts["builtin or generated-code names"] += sum(1 for name in graph.leaves if name in TRICKY_NAMES
+                                                     or name.rsplit("_", 1)[0] in TRICKY_NAMES)
     counts["unused params"] += sum(1 for param in graph.wrt if param not in used)
     STATS["forward ops"].update(set(graph.forward_ops()))
     tape_ops = {instruction.op.name for instruction in program.tape().instructions}

@@ -42,3 +42,89 @@ def test_standalone_source_defines_a_gradient_that_is_a_constant():
     result = namespace["step"](p=np.array(2.0))
     assert result["objective"] == 7.0
     np.testing.assert_array_equal(result["grad p"], np.array(3.0))
+
+
+# Issue 10, item 3: a user's name must never shadow what the generated code calls.
+
+def _generated_names() -> list[str]:
+    """Every name the generated code uses for itself, besides the builtins."""
+    from tapegraph.backends.codegen import kernel_functions
+    from tapegraph.ops import REGISTRY
+    kernels = [op.kernel.__name__ for op in REGISTRY.values() if not isinstance(op.kernel, np.ufunc)]
+    assert kernel_functions(" ".join(f"{name}(" for name in kernels), REGISTRY.values()), "kernel names should be found"
+    return ["np", "math", "nan", "inf", "make", "run", "_nonfinite", "s0", "s1", "v2", "r3", "w4_row", *kernels]
+
+
+def _names_to_try() -> list[str]:
+    import builtins
+    return sorted(set(dir(builtins)) | set(_generated_names()))
+
+
+def _every_way_to_run(name: str) -> None:
+    """compile, value_and_grad, run, sgd (pure, donated), check mode and source with a feed named ``name``."""
+    import tapegraph.backends
+    w = tg.param(name, shape=(2,))
+    x = tg.input("x" if name != "x" else "x_input", shape=(2,))
+    label = tg.input("label" if name != "label" else "label_input", dtype="int64")
+    objective = tg.sum(tg.square(w * x)) + tg.cross_entropy(tg.relu(w), label) + tg.mean(tg.softmax(w))
+    program = tg.compile(objective, wrt=[w], outputs={"scaled": tg.tanh(w) * 2.0})
+    params = {name: np.array([0.5, -1.5])}
+    inputs = {x.name: np.array([2.0, 3.0]), label.name: np.array(1)}
+    expected_value = float(np.sum((params[name] * inputs[x.name]) ** 2)
+                           + np.log(np.sum(np.exp(np.maximum(params[name], 0)))) - max(params[name][1], 0)
+                           + np.mean(np.exp(params[name]) / np.sum(np.exp(params[name]))))
+    value, grads = program.value_and_grad(params, inputs)
+    assert value == pytest.approx(expected_value)
+    outputs = program.run(params, inputs)
+    np.testing.assert_allclose(outputs["scaled"], np.tanh(params[name]) * 2.0)
+    with tapegraph.backends.check_finite():
+        checked_value, checked_grads = program.value_and_grad(params, inputs)
+    assert checked_value == value
+    np.testing.assert_array_equal(checked_grads[name], grads[name])
+    new_params, step_value = tg.sgd(program, 0.25)(params, inputs)
+    np.testing.assert_allclose(new_params[name], params[name] - 0.25 * grads[name])
+    donated = {name: params[name].copy()}
+    donated_params, _ = tg.sgd(program, 0.25, donate=True)(donated, inputs)
+    np.testing.assert_allclose(donated_params[name], new_params[name])
+    namespace: dict = {}
+    exec(program.source(name="step"), namespace)
+    arguments = [params[name] if feed == name else inputs[feed] for feed in (name, x.name, label.name)]
+    result = namespace["step"](*sorted_feeds(program, arguments, name, x.name, label.name))
+    assert result["objective"] == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(result[f"grad {name}"], grads[name], rtol=1e-12)
+
+
+def sorted_feeds(program, arguments, *names):
+    """The arguments in the order the source's function takes them (the tape's feed order)."""
+    order = [feed.name for feed in program.tape().feeds]
+    by_name = dict(zip(names, arguments))
+    return [by_name[feed] for feed in order]
+
+
+@pytest.mark.parametrize("name", _names_to_try())
+def test_any_name_works_as_a_parameter_name(name):
+    """A parameter named ``float`` made the tape call an array: ``TypeError:
+    'numpy.ndarray' object is not callable``. Every builtin and every name
+    the generated code uses must work everywhere a program runs."""
+    _every_way_to_run(name)
+
+
+def test_generated_code_names_nothing_a_feed_could_take():
+    """The mechanism behind the test above: a feed's identifier never
+    equals any other name the generated function reads or defines."""
+    import builtins
+    from tapegraph.backends.codegen import identifiers
+    names = sorted(set(_names_to_try()) | {"x", "label", "a b", "1st", "é", "ﬂoat", "𝐟𝐥𝐨𝐚𝐭", "_s3", "s3_", "_float"})
+    w = [tg.param(name, shape=(2,)) for name in names]
+    program = tg.compile(sum((tg.sum(tg.softmax(p)) for p in w), tg.const(0.0)), wrt=w)
+    executable_text = program.source()
+    code = compile(executable_text, "<test>", "exec")
+    function = next(const for const in code.co_consts if getattr(const, "co_name", None) == "value_and_grad")
+    arguments = set(function.co_varnames[:function.co_argcount])
+    assert len(arguments) == len(names)
+    used = set(function.co_names) | set(function.co_varnames[function.co_argcount:]) | set(function.co_freevars)
+    assert not arguments & used
+    assert not arguments & set(dir(builtins))
+    import unicodedata
+    for identifier in identifiers(names):
+        assert identifier.isidentifier() and unicodedata.normalize("NFKC", identifier) == identifier

@@ -30,37 +30,71 @@ of the tape (``compile/emit.py`` chooses them, for speed):
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import keyword
 import re
+import textwrap
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from tapegraph.errors import OpError
-from tapegraph.ops import Op
+from tapegraph.ops import REGISTRY, Op
 from tapegraph.compile.tape import Destination, Instruction, Returned, Tape
 
 
-#: Names the generated code uses for itself; feeds never take them.
-_RESERVED = re.compile(r"[rsvw]\d+(_\w+)?|np|math|nan|inf|make|_nonfinite")
+#: Names the generated code defines for itself: buffers ``s3``, scalars
+#: ``v7``, fresh results ``r4``, workspaces ``w5_row``, and what it is
+#: given or calls by name (besides the builtins and the kernel functions).
+_GENERATED = re.compile(r"[rsvw]\d+(_\w+)?|np|math|nan|inf|make|run|_nonfinite")
 
 
-def identifiers(names: Sequence[str]) -> list[str]:
+def is_generated_name(text: str, kernels: frozenset[str] = frozenset()) -> bool:
+    """True when the generated code may use the identifier ``text`` itself.
+
+    That is a keyword, a builtin (``float``, ``__debug__``: the generated
+    code calls some, and a shadowed one breaks it), one of its own names,
+    or the name of a kernel function of a built-in op or of ``kernels``
+    (the tape's own user-declared ops' kernel names). A feed's
+    identifier is never one of these, so a user's name cannot shadow what
+    the generated code calls, whatever ops or templates are added.
+    """
+    if keyword.iskeyword(text) or text in _BUILTINS or text in kernels or _GENERATED.fullmatch(text):
+        return True
+    return any(op.kernel.__name__ == text for op in REGISTRY.values() if not isinstance(op.kernel, np.ufunc))
+
+
+_BUILTINS = frozenset(dir(builtins))
+
+
+def identifiers(names: Sequence[str], ops: Iterable[Op] = ()) -> list[str]:
     """A distinct Python identifier for each feed name, kept close to it.
 
-    >>> identifiers(["x", "W1", "hidden layer", "s3", "x"])
-    ['x', 'W1', 'hidden_layer', '_s3', 'x_2']
+    ``ops`` are the tape's ops: their kernels' names are taken too (the
+    built-in ops' always are), so a user's op kernel named like a feed
+    does not shadow it.
+
+    Python reads identifiers in NFKC form (``ﬂoat`` is ``float``), so the
+    name is normalised first; other characters become ``_``, and a name
+    the generated code uses itself (``is_generated_name``) gets a leading
+    ``_`` (then a number, until it is free).
+
+    >>> identifiers(["x", "W1", "hidden layer", "s3", "x", "float"])
+    ['x', 'W1', 'hidden_layer', '_s3', 'x_2', '_float']
     """
+    kernels = frozenset(op.kernel.__name__ for op in ops if not isinstance(op.kernel, np.ufunc))
     taken: set[str] = set()
     result = []
     for name in names:
-        text = re.sub(r"\W", "_", name) or "_"
-        if text[0].isdigit() or keyword.iskeyword(text) or _RESERVED.fullmatch(text):
+        normal = unicodedata.normalize("NFKC", name)
+        text = "".join(char if ("_" + char).isidentifier() else "_" for char in normal) or "_"
+        if not text[0].isidentifier() or is_generated_name(text, kernels):
             text = "_" + text
         candidate, count = text, 1
-        while candidate in taken:
+        while candidate in taken or is_generated_name(candidate, kernels):
             count += 1
             candidate = f"{text}_{count}"
         taken.add(candidate)
@@ -266,7 +300,7 @@ def kernel_functions(text: str, ops: Iterable[Op], arguments: Iterable[str] = ()
         if not isinstance(kernel, np.ufunc) and re.search(rf"\b{re.escape(kernel.__name__)}\(", text):
             if found.get(kernel.__name__, kernel) is not kernel:
                 raise OpError(f"two kernels are named {kernel.__name__!r}; generated code needs distinct names")
-            if kernel.__name__ in taken or _RESERVED.fullmatch(kernel.__name__):
+            if kernel.__name__ in taken or _GENERATED.fullmatch(kernel.__name__) or kernel.__name__ in _BUILTINS:
                 raise OpError(f"the kernel of op {op.name!r} is named {kernel.__name__!r}, a name the generated code "
                               "already uses (a feed or its own); rename the kernel")
             found[kernel.__name__] = kernel
@@ -289,7 +323,8 @@ def helper_sources(functions: Mapping[str, Callable]) -> list[str]:
     sources = []
     for name, function in sorted(seen.items()):
         try:
-            sources.append(inspect.getsource(function))
+            # a kernel defined inside a function is indented: generated source defines it at top level
+            sources.append(textwrap.dedent(inspect.getsource(function)))
         except (OSError, TypeError) as error:
             raise OpError(f"cannot copy the source of kernel {name!r} ({error}): generated source includes each "
                           "kernel's definition, so define it in a file or a notebook cell") from None

@@ -48,7 +48,7 @@ class Executable:
             self.arrays[workspace_name(workspace.instruction, workspace.name)] = array
         self.feed_order = tuple(feed.name for feed in tape.feeds) if feed_order is None else tuple(feed_order)
         #: The generated functions' argument names, one per feed.
-        self.arguments = dict(zip(self.feed_order, identifiers(self.feed_order)))
+        self.arguments = dict(zip(self.feed_order, identifiers(self.feed_order, tape_ops(tape))))
         self._functions: dict[bool, Callable] = {}
         self._texts: dict[Callable, str] = {}
         #: Per generated file name: (first line, last line, instruction) spans.

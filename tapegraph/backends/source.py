@@ -26,7 +26,7 @@ def standalone_source(tape: Tape, function_name: str, title: str = "") -> str:
     is written out as literals.
     """
     function_name = identifiers([function_name])[0]
-    arguments = identifiers([feed.name for feed in tape.feeds])
+    arguments = identifiers([feed.name for feed in tape.feeds], tape_ops(tape))
     feed_names = {feed.name: argument for feed, argument in zip(tape.feeds, arguments)}
     lines, results, _ = body(tape, feed_names)
     statements = "\n".join(lines)

@@ -8,10 +8,12 @@ and its function is exported as it is (``tg.affine``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import attrs
+import numpy as np
 
 from tapegraph.errors import ShapeError
 from tapegraph.expr import Node, caller_origin
@@ -40,13 +42,26 @@ def _require(condition: bool, op: str, nodes: tuple[Node, ...], message: str) ->
         raise ShapeError(f"{op}({operands}) at {caller_origin()}: {message}")
 
 
+def _operands(op: str, **operands: Any) -> tuple[Node, ...]:
+    """Each operand as a node, or a ``ShapeError`` naming the op, the argument and the user's line."""
+    nodes = []
+    for argument, value in operands.items():
+        try:
+            nodes.append(as_node(value))
+        except TypeError:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise ShapeError(f"{op} at {caller_origin()}: {argument} must be a tapegraph node or a number, "
+                             f"got {type(value).__name__} {shown}") from None
+    return tuple(nodes)
+
+
 def vector_scalar_affine(x: Any, w: Any, b: Any, name: str | None = None) -> Node:
     """``x @ w + b`` for a weight vector ``w`` and a scalar bias ``b``.
 
     ``x`` is one example (``(d,)``) or a batch (``(batch, d)``); the
     homework's ``VectorScalarAffineNode``.
     """
-    x, w, b = as_node(x), as_node(w), as_node(b)
+    x, w, b = _operands("vector_scalar_affine", x=x, w=w, b=b)
     _require(w.ndim == 1 and b.ndim == 0 and x.ndim in (1, 2), "vector_scalar_affine", (x, w, b),
              "needs x of shape [d] or [batch,d], w of shape [d] and a scalar b")
     return _named(ADD(MATMUL(x, w), b), name)
@@ -58,7 +73,7 @@ def affine(W: Any, x: Any, b: Any, name: str | None = None) -> Node:
     ``x`` may be one example ``(d,)`` or a batch ``(batch, d)``, giving
     ``(m,)`` or ``(batch, m)``: computed as ``x @ W.T + b``.
     """
-    W, x, b = as_node(W), as_node(x), as_node(b)
+    W, x, b = _operands("affine", W=W, x=x, b=b)
     _require(W.ndim == 2 and b.ndim == 1 and x.ndim in (1, 2), "affine", (W, x, b),
              "needs W of shape [m,d], x of shape [d] or [batch,d], and b of shape [m]")
     return _named(ADD(MATMUL(x, W, transpose_b=True), b), name)
@@ -66,11 +81,26 @@ def affine(W: Any, x: Any, b: Any, name: str | None = None) -> Node:
 
 def squared_l2_distance(a: Any, b: Any, name: str | None = None) -> Node:
     """``||a - b||^2``, summed over every entry; the homework's node."""
+    a, b = _operands("squared_l2_distance", a=a, b=b)
     return _named(SUM_SQUARES(SUB(a, b)), name)
 
 
 def l2_norm_penalty(w: Any, l2_reg: float, name: str | None = None) -> Node:
-    """``l2_reg * ||w||^2``; the homework's ``L2NormPenaltyNode``."""
+    """``l2_reg * ||w||^2``; the homework's ``L2NormPenaltyNode``.
+
+    ``l2_reg`` is a number >= 0, or a scalar node (a hyperparameter input).
+    """
+    (w,) = _operands("l2_norm_penalty", w=w)
+    if isinstance(l2_reg, Node):
+        valid = l2_reg.ndim == 0
+        shown = l2_reg.type_str
+    else:
+        is_number = isinstance(l2_reg, (int, float, np.integer, np.floating)) and not isinstance(l2_reg, bool)
+        valid = is_number and math.isfinite(l2_reg) and l2_reg >= 0
+        shown = f"{type(l2_reg).__name__} {l2_reg!r}" if not is_number else repr(l2_reg)
+    if not valid:
+        raise ShapeError(f"l2_norm_penalty at {caller_origin()}: l2_reg must be a number >= 0 or a scalar node, "
+                         f"got {shown}")
     return _named(MUL(SUM_SQUARES(w), l2_reg), name)
 
 

@@ -64,6 +64,8 @@ def _pick_rule(x: Node, index: Node) -> tuple[Shape, str]:
     if x.ndim == 0 or index.shape != x.shape[:-1]:
         raise ValueError(f"labels of shape {format_shape(index.shape)} do not fit scores of shape {format_shape(x.shape)}; "
                          f"need one label per row ({format_shape(x.shape[:-1])})")
+    if x.shape[-1] == 0:
+        raise ValueError("the last axis holds the classes, and it has none: there is no label to pick")
     return index.shape, x.dtype
 
 
@@ -83,6 +85,12 @@ def _flat_index_workspace(in_shapes, out_shape, dtype, depth: int | None = None)
 
 
 def _check_labels(index: np.ndarray, classes: int) -> None:
+    """Raise unless every label is in 0..classes-1.
+
+    The kernels then add labels to intp row offsets with
+    ``casting="unsafe"``: checked labels fit any integer type, and numpy
+    would otherwise promote uint64 + intp to float64 and refuse the sum.
+    """
     # one comparison catches negatives too: they wrap to huge unsigned values
     if index.ndim == 0:
         label = int(index)
@@ -100,13 +108,13 @@ def _check_labels(index: np.ndarray, classes: int) -> None:
 
 def _pick_kernel(x: np.ndarray, index: np.ndarray, out: np.ndarray, rows: np.ndarray, flat: np.ndarray) -> None:
     _check_labels(index, x.shape[-1])
-    np.add(index, rows, out=flat)
+    np.add(index, rows, out=flat, casting="unsafe")
     x.take(flat, None, out)
 
 
 def _unpick_kernel(g: np.ndarray, index: np.ndarray, out: np.ndarray, depth: int, rows: np.ndarray, flat: np.ndarray) -> None:
     _check_labels(index, depth)
-    np.add(index, rows, out=flat)
+    np.add(index, rows, out=flat, casting="unsafe")
     out.fill(0.0)
     out.put(flat, g)
 
@@ -135,7 +143,7 @@ def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray,
         return
     np.maximum.reduce(z, axis=-1, keepdims=True, out=row)
     np.subtract(z, row, out=full)
-    np.add(label, rows, out=flat)
+    np.add(label, rows, out=flat, casting="unsafe")
     full.take(flat, None, out)
     np.exp(full, out=full)
     np.add.reduce(full, axis=-1, keepdims=True, out=row)
@@ -168,7 +176,7 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, ce: np.ndarra
         np.exp(out, out=out)
         out[label] -= 1.0
         return
-    np.add(label, rows, out=flat)
+    np.add(label, rows, out=flat, casting="unsafe")
     z.take(flat, None, picked)
     np.add(picked, ce, out=picked)
     np.subtract(z, picked[..., np.newaxis], out=out)

@@ -8,7 +8,7 @@ parameter or input, what it expects and what it got.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,3 +70,104 @@ def check_shape(kind: str, node: Node, array: np.ndarray, sizes: dict[str, int],
             bound_by.setdefault(dim, describe_feed(kind, node))
         elif dim != actual:
             raise CallError(f"{describe_feed(kind, node)} expects shape {format_shape(declared)}, got an array of shape {array.shape} (axis {axis} differs)")
+
+
+#: Names the generated entry uses for itself; its feed variables are ``a0``, ``a1``, ...
+_ENTRY_GLOBALS = ("step", "failure", "fallback", "checking", "ndarray", "asarray")
+
+
+def entry_source(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], donated: Collection[str] = ()) -> str:
+    """Python source of ``make(...)``, which returns the entry of one specialisation.
+
+    ``feeds`` holds (name, is it a parameter, dtype, concrete shape) per
+    feed, in the order the step takes them. The entry
+    ``enter(params, inputs)`` takes each feed from its dict and, when every
+    one is what this specialisation runs on (an ndarray of exactly that
+    dtype and shape, or for a 0-d feed a Python number or numpy scalar of
+    its kind, turned into a 0-d array), calls ``step`` on them; a failure
+    inside the step comes out as ``failure(error)``. Anything else (a
+    missing or unknown name, another dtype or shape, check mode) goes to
+    ``fallback(params, inputs)``, the general path that converts what it
+    can and explains the rest, so the error texts are the general path's.
+    A ``donated`` parameter must also be writable, and is never converted:
+    the step writes into the array the caller gave.
+    """
+    dtypes = [f"dtype{index}" for index in range(len(feeds))]
+    lines = [
+        f"def make({', '.join([*_ENTRY_GLOBALS, *dtypes])}):",
+        "    def enter(params, inputs):",
+        "        if checking():",
+        "            return fallback(params, inputs)",
+    ]
+    if feeds:
+        lines.append("        try:")
+        for index, (name, is_param, _, _) in enumerate(feeds):
+            lines.append(f"            a{index} = {'params' if is_param else 'inputs'}[{name!r}]")
+        lines += ["        except Exception:  # not a dict, a name missing: the general path says which",
+                  "            return fallback(params, inputs)"]
+    lines += [
+        "        try:",
+        f"            if len(params) + len(inputs) != {len(feeds)}:  # a name this call does not take",
+        "                return fallback(params, inputs)",
+        "        except TypeError:  # not a dict",
+        "            return fallback(params, inputs)",
+    ]
+    for index, (name, is_param, dtype, shape) in enumerate(feeds):
+        variable = f"a{index}"
+        exact = f"type({variable}) is not ndarray or {variable}.dtype is not dtype{index} or {variable}.shape != {shape!r}"
+        if is_param and name in donated:
+            lines += [f"        if {exact} or not {variable}.flags.writeable:",
+                      "            return fallback(params, inputs)"]
+            continue
+        numbers = _number_types(dtype) if shape == () else ()
+        lines.append(f"        if {exact}:")
+        if numbers:
+            test = " or ".join(f"type({variable}) is {number}" for number in numbers)
+            lines += [f"            if not ({test}):",
+                      "                return fallback(params, inputs)",
+                      "            try:",
+                      f"                {variable} = asarray({variable}, dtype{index})",
+                      "            except (OverflowError, ValueError):  # an int too large for the dtype",
+                      "                return fallback(params, inputs)"]
+        else:
+            lines.append("            return fallback(params, inputs)")
+    arguments = ", ".join(f"a{index}" for index in range(len(feeds)))
+    lines += [
+        "        try:",
+        f"            return step({arguments})",
+        "        except Exception as error:",
+        "            raise failure(error) from error",
+        "    return enter",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _number_types(dtype: np.dtype) -> tuple[str, ...]:
+    """The scalar types a 0-d feed of ``dtype`` takes without the general path.
+
+    Its own numpy scalar type (``X[i]`` of a float64 array gives an
+    ``np.float64``), and the Python type numpy turns into that kind:
+    ``float`` for floating-point feeds and ``int`` for integer ones. (An
+    ``int`` for a float feed, or a ``bool``, takes the general path.)
+    """
+    names = []
+    if dtype == np.float64:
+        names.append("np_float64")
+    elif dtype == np.int64:
+        names.append("np_int64")
+    if dtype.kind == "f":
+        names.append("float")
+    elif dtype.kind in "iu":
+        names.append("int")
+    return tuple(names)
+
+
+def make_entry(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], step: Callable, failure: Callable,
+               fallback: Callable, checking: Callable[[], bool], donated: Collection[str] = ()) -> Callable:
+    """Compile ``entry_source(feeds, donated)``: the entry of one specialisation."""
+    text = entry_source(feeds, donated)
+    namespace: dict[str, Any] = {"np_float64": np.float64, "np_int64": np.int64}
+    exec(compile(text, "<tapegraph call check>", "exec"), namespace)
+    dtypes = [np.dtype(dtype) for _, _, dtype, _ in feeds]
+    return namespace["make"](step, failure, fallback, checking, np.ndarray, np.asarray, *dtypes)

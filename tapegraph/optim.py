@@ -59,21 +59,19 @@ class SGDStep:
         else:
             returns = ["float"] + ["new"] * len(self._names)
         kind = f"sgd step_size={self.step_size}" + (" donated" if self.donate else "")
-        self._plan = program._custom_plan(("sgd", self.step_size, self.donate), kind, roots, returns)
-        feed_positions = {name: index for index, (name, _, _) in enumerate(self._plan.feed_names)}
-        #: (position among the plan's feeds, name) of each donated parameter.
-        self._donated = tuple((feed_positions[name], name) for name in self._names if name in feed_positions)
+        donated = self._names if self.donate else ()
+        self._plan = program._custom_plan(("sgd", self.step_size, self.donate), kind, roots, returns,
+                                          donated, self._refuse)
 
     def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], float]:
-        program = self.program
-        executable, arrays = program._prepare(self._plan, params, inputs if inputs is not None else {})
-        if self.donate:
-            for index, name in self._donated:
-                # _prepare passes a given array through only when it is an
-                # ndarray of the declared dtype and shape
-                if arrays[index] is not params[name] or not arrays[index].flags.writeable:
-                    self._refuse(name, params[name])
-        value, *new_params = program._run(executable, self._plan, arrays)
+        """One step from ``params`` on ``inputs``: (new parameters, objective at ``params``).
+
+        Safe to call from several threads at once: each call runs on
+        buffers of its own. A donated step writes into the arrays it is
+        given, so two threads donating the same arrays race on them, as any
+        two threads writing one array would: give each thread its own.
+        """
+        value, *new_params = self._plan.enter(params, {} if inputs is None else inputs)
         return dict(zip(self._names, new_params)), value
 
     def _refuse(self, name: str, array: Any) -> None:

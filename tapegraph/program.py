@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -19,7 +21,7 @@ from tapegraph.errors import CallError, GraphError, NonFiniteError
 from tapegraph.expr import Node
 from tapegraph.shapes import symbols
 from tapegraph.inspect.dump import format_tape
-from tapegraph.calls import check_shape, convert, count
+from tapegraph.calls import check_shape, convert, count, make_entry
 from tapegraph.backends import Executable, Return, checking, get_backend
 from tapegraph.compile.graph import build_graph, check_names, leaves
 from tapegraph.compile.grad import check_objective, check_wrt, grad
@@ -78,9 +80,18 @@ def no_new_specializations() -> Iterator[None]:
 
 
 class _Plan:
-    """One set of roots (say, objective and gradients) and its specialisations."""
+    """One set of roots (say, objective and gradients) and its specialisations.
 
-    def __init__(self, kind: str, roots: Sequence[Root], returns: Sequence[Return]) -> None:
+    A call goes through ``enter(params, inputs)``: the generated entry of
+    the specialisation used last (see ``calls.entry_source``), which runs
+    the step at once when the arguments are what that specialisation
+    takes, and otherwise hands them to ``fallback``, the general path
+    (``Program._call_general``: convert or explain, find or make the
+    specialisation, run).
+    """
+
+    def __init__(self, kind: str, roots: Sequence[Root], returns: Sequence[Return], fallback: Callable,
+                 donated: Sequence[str] = (), refuse: Callable[[str, Any], None] | None = None) -> None:
         self.kind = kind
         self.roots = tuple(roots)
         #: How the compiled step returns each named root (``codegen.Return``).
@@ -97,6 +108,20 @@ class _Plan:
         self.symbolic = tuple(index for index, node in enumerate(self.feeds) if symbols(node.shape))
         self.cache: dict[tuple, Executable] = {}
         self.last: Executable | None = None
+        #: Parameters the step updates in place (``tg.sgd(..., donate=True)``),
+        #: and what raises the error for a given value that cannot be.
+        self.donated = tuple(donated)
+        self.refuse = refuse
+        #: (position among the feeds, name) of each donated parameter.
+        self.donated_feeds = tuple((index, node.name) for index, node in enumerate(self.feeds)
+                                   if node.op == "param" and node.name in self.donated)
+        #: The general path, ``fallback(params, inputs)``; ``enter`` until a
+        #: specialisation exists.
+        self.fallback = functools.partial(fallback, self)
+        self.enter: Callable = self.fallback
+        #: Held while specialising: two threads needing the same new
+        #: specialisation lower it once.
+        self.lock = threading.Lock()
 
 
 class Program:
@@ -119,6 +144,7 @@ class Program:
         self.params = {node.name: node for node in leaves(graph, "param")}
         self.inputs = {node.name: node for node in leaves(graph, "input")}
         self._plans: dict[Any, _Plan] = {}
+        self._plans_lock = threading.Lock()
         self._wrt_names = tuple(param.name for param in self.wrt)
 
     def _check_outputs(self, outputs: Mapping[str, Node]) -> dict[str, Node]:
@@ -139,7 +165,7 @@ class Program:
             roots = [("objective", self.objective, "forward")]
             roots += [(f"grad {param.name}", gradient, "reverse") for param, gradient in zip(self.wrt, self.gradients)]
             returns = ["float"] + ["new"] * len(self.gradients)
-            plan = self._plans["value_and_grad"] = _Plan("value_and_grad", roots, returns)
+            plan = self._custom_plan("value_and_grad", "value_and_grad", roots, returns)
         return plan
 
     def _run_plan(self, names: tuple[str, ...]) -> _Plan:
@@ -151,14 +177,22 @@ class Program:
                 raise CallError(f"unknown output(s) {unknown}; this program has {sorted(available)}")
             roots = [(name, available[name], "forward") for name in names]
             returns = ["float" if name == "objective" else "new" for name in names]
-            plan = self._plans[("run", names)] = _Plan("run " + ",".join(names), roots, returns)
+            plan = self._custom_plan(("run", names), "run " + ",".join(names), roots, returns)
         return plan
 
-    def _custom_plan(self, key: Any, kind: str, roots: Sequence[Root], returns: Sequence[Return]) -> _Plan:
-        """A plan over any roots built from this program's expressions (used by ``tg.sgd``)."""
+    def _custom_plan(self, key: Any, kind: str, roots: Sequence[Root], returns: Sequence[Return],
+                     donated: Sequence[str] = (), refuse: Callable[[str, Any], None] | None = None) -> _Plan:
+        """A plan over any roots built from this program's expressions (used by ``tg.sgd``).
+
+        ``donated`` names parameters the step updates in place; ``refuse(name,
+        value)`` raises the error for a value given for one that cannot be.
+        """
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = _Plan(kind, roots, returns)
+            with self._plans_lock:  # two threads asking at once get one plan
+                plan = self._plans.get(key)
+                if plan is None:
+                    plan = self._plans[key] = _Plan(kind, roots, returns, self._call_general, donated, refuse)
         return plan
 
     # Calling.
@@ -191,9 +225,18 @@ class Program:
         else:
             executable = plan.last or self._specialize(plan, arrays, ())
         plan.last = executable
+        plan.enter = executable.enter
         return executable, arrays
 
     def _specialize(self, plan: _Plan, arrays: list, key: tuple) -> Executable:
+        with plan.lock:
+            # another thread may have made it while this one waited
+            executable = plan.cache.get(key)
+            if executable is None:
+                executable = self._specialize_locked(plan, arrays, key)
+        return executable
+
+    def _specialize_locked(self, plan: _Plan, arrays: list, key: tuple) -> Executable:
         sizes: dict[str, int] = {}
         bound_by: dict[str, str] = {}
         for (name, kind, node), array in zip(plan.feed_names, arrays):
@@ -206,6 +249,12 @@ class Program:
         executable = self.backend.bind(tape, [name for name, _, _ in plan.feed_names])
         #: The compiled step, as this plan returns its results.
         executable.step = executable.function(plan.returns)
+        feeds = [(name, kind == "param", np.dtype(node.dtype), tuple(sizes.get(dim, dim) for dim in node.shape))
+                 for name, kind, node in plan.feed_names]
+        #: The entry that checks a call's arguments for this specialisation
+        #: and runs its step (``calls.entry_source``).
+        executable.enter = make_entry(feeds, executable.step, executable.failure, plan.fallback, checking,
+                                      plan.donated)
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
                  _format_sizes(sizes), len(tape.instructions), tape.total_bytes)
@@ -220,7 +269,16 @@ class Program:
 
     def _call(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> tuple:
         """Validate, specialise if needed, run; the results as the plan returns them."""
-        executable, arrays = self._prepare(plan, params, inputs if inputs is not None else {})
+        return plan.enter(params, {} if inputs is None else inputs)
+
+    def _call_general(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> tuple:
+        """The general path of a call: anything the generated entry does not take at once."""
+        executable, arrays = self._prepare(plan, params, inputs)
+        for index, name in plan.donated_feeds:
+            # _prepare passes a given array through only when it is an
+            # ndarray of the declared dtype and shape
+            if arrays[index] is not params[name] or not arrays[index].flags.writeable:
+                plan.refuse(name, params[name])
         return self._run(executable, plan, arrays)
 
     def _run(self, executable: Executable, plan: _Plan, arrays: list) -> tuple:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import itertools
 import linecache
 import math
+import re
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -25,6 +27,15 @@ from tapegraph.compile.tape import Tape
 
 _serial = itertools.count()
 
+#: The generated factory's line where the tape's code starts: ``def make``,
+#: ``def run`` and the four lines taking a buffer set come first.
+_FIRST_BODY_LINE = 7
+
+
+def _arrays_named(text: str) -> tuple[str, ...]:
+    """The buffers (``s3``) and workspaces (``w5_rows``) that generated code names, in order of first use."""
+    return tuple(dict.fromkeys(re.findall(r"\b([sw]\d+(?:_\w+)?)\b", text)))
+
 
 class Executable:
     """A ``Tape`` bound to arrays.
@@ -32,23 +43,22 @@ class Executable:
     ``function(returns)`` gives the compiled step: call it with one array
     per feed, in ``feed_order``; it returns the tape's results converted
     as ``returns`` says (see ``codegen.Return``).
+
+    Safe from threads: a step runs on a set of buffers of its own. Each
+    compiled step keeps a free list of buffer sets; a call takes one
+    (``list.pop``, atomic under the GIL), or allocates a fresh set (the
+    constants written in) when every set is in use by another call, and
+    puts it back once its results are computed. One thread calling
+    repeatedly reuses the same set, so nothing is allocated per call, and
+    the list never holds more sets than there were concurrent calls. A
+    call that raises drops its set (the next call allocates another).
     """
 
     def __init__(self, tape: Tape, feed_order: Sequence[str] | None = None) -> None:
-        """Allocate and fill the buffers; ``feed_order`` names the feeds in
-        the order the compiled functions take them (default: the tape's)."""
+        """Prepare the code generation; ``feed_order`` names the feeds in
+        the order the compiled functions take them (default: the tape's).
+        Buffers are allocated when a compiled step first runs."""
         self.tape = tape
-        self.buffers = [np.empty(buffer.shape, dtype=buffer.dtype) for buffer in tape.buffers]
-        for constant in tape.constants:
-            np.copyto(self.buffers[constant.slot], constant.array)
-        #: Arrays the generated code names: buffers ``s<slot>``, workspaces.
-        self.arrays: dict[str, np.ndarray] = {f"s{buffer.slot}": self.buffers[buffer.slot] for buffer in tape.buffers}
-        for position, instruction in enumerate(tape.instructions):
-            op = REGISTRY[instruction.op]
-            if op.workspace is not None:
-                in_shapes = [self.buffers[slot].shape for slot in instruction.inputs]
-                scratch = op.workspace(in_shapes, instruction.shape, instruction.dtype, **dict(instruction.static))
-                self.arrays.update({workspace_name(position, key): array for key, array in scratch.items()})
         self.feed_order = tuple(feed.name for feed in tape.feeds) if feed_order is None else tuple(feed_order)
         #: The generated functions' argument names, one per feed.
         self.arguments = dict(zip(self.feed_order, identifiers(self.feed_order)))
@@ -56,6 +66,28 @@ class Executable:
         self._texts: dict[Callable, str] = {}
         #: Per generated file name: (first line, last line, instruction) spans.
         self._spans: dict[str, list[tuple[int, int, int]]] = {}
+        #: Per compiled step: the free list of its buffer sets (see the class docstring).
+        self._free: dict[Callable, list[tuple]] = {}
+        #: Per compiled step: the names of the arrays in each of its buffer sets.
+        self._names_used: dict[Callable, tuple[str, ...]] = {}
+        # compiling a step is the slow path: one thread compiles, others wait
+        self._compiling = threading.Lock()
+
+    def allocate(self) -> dict[str, np.ndarray]:
+        """A fresh set of the arrays the generated code names: buffers
+        ``s<slot>`` (constants written in) and workspaces."""
+        tape = self.tape
+        buffers = [np.empty(buffer.shape, dtype=buffer.dtype) for buffer in tape.buffers]
+        for constant in tape.constants:
+            np.copyto(buffers[constant.slot], constant.array)
+        arrays = {f"s{buffer.slot}": buffers[buffer.slot] for buffer in tape.buffers}
+        for position, instruction in enumerate(tape.instructions):
+            op = REGISTRY[instruction.op]
+            if op.workspace is not None:
+                in_shapes = [buffers[slot].shape for slot in instruction.inputs]
+                scratch = op.workspace(in_shapes, instruction.shape, instruction.dtype, **dict(instruction.static))
+                arrays.update({workspace_name(position, key): array for key, array in scratch.items()})
+        return arrays
 
     def function(self, returns: Sequence[Return], check: bool = False) -> Callable:
         """The compiled step returning the results as ``returns`` says.
@@ -67,23 +99,55 @@ class Executable:
         key = (tuple(returns), check)
         function = self._functions.get(key)
         if function is None:
-            function = self._functions[key] = self._compile(tuple(returns), check)
+            with self._compiling:
+                function = self._functions.get(key)
+                if function is None:
+                    function = self._functions[key] = self._compile(tuple(returns), check)
         return function
 
     def source(self, returns: Sequence[Return], check: bool = False) -> str:
         """The text of the generated factory behind ``function(returns)``."""
         return self._texts[self.function(returns, check)]
 
+    def buffer_sets(self, returns: Sequence[Return], check: bool = False) -> list[dict[str, np.ndarray]]:
+        """The buffer sets free for ``function(returns, check)``, by name (for inspection)."""
+        function = self.function(returns, check)
+        names = self._names_used[function]
+        return [dict(zip(names, arrays)) for arrays in self._free[function]]
+
     def _compile(self, returns: tuple[Return, ...], check: bool) -> Callable:
         arguments = [self.arguments[name] for name in self.feed_order]
         feed_names = {feed.name: self.arguments[feed.name] for feed in self.tape.feeds}
-        lines, results, spans = body(self.tape, feed_names, returns, check=check, indent=" " * 8, first_line=3)
-        closed_over = ", ".join(["np", "math", *self.arrays])
+        # The buffers are locals unpacked from a set taken off the free
+        # list. The names of the list, the allocator and the results match
+        # codegen's reserved pattern (r<digits>_...) and no name codegen
+        # makes, so they cannot clash with a feed or a value.
+        lines, results, spans = body(self.tape, feed_names, returns, check=check, indent=" " * 8,
+                                     first_line=_FIRST_BODY_LINE)
+        # The first buffer set is allocated now, as binding used to do; the
+        # step names only some of its arrays (a comment may name others).
+        first = self.allocate()
+        used = tuple(name for name in _arrays_named("\n".join(lines + results)) if name in first)
+        unpack = "".join(name + ", " for name in used)
+        take, give = [], []
+        if used:
+            take = [
+                "        try:",
+                f"            {unpack}= r0_free.pop()",
+                "        except IndexError:  # every set is in use by another call: a fresh one",
+                f"            {unpack}= r0_allocate()",
+            ]
+            give = [f"        r0_free.append(({unpack}))"]
+        else:
+            take = [""] * 4  # keep the line numbers the spans were counted with
         text = "\n".join([
-            f"def make({closed_over}):",
+            "def make(np, math, r0_free, r0_allocate):",
             f"    def run({', '.join(arguments)}):",
+            *take,
             *lines,
-            f"        return ({''.join(result + ', ' for result in results)})",
+            f"        r0_results = ({''.join(result + ', ' for result in results)})",
+            *give,
+            "        return r0_results",
             "    return run",
             "",
         ])
@@ -93,9 +157,17 @@ class Executable:
         namespace = {"nan": math.nan, "inf": math.inf, "_nonfinite": self._nonfinite,
                      **kernel_functions(text)}
         exec(compile(text, filename, "exec"), namespace)
-        function = namespace["make"](np, math, **self.arrays)
+        free = [tuple(first[name] for name in used)] if used else []
+
+        def allocate() -> tuple:
+            arrays = self.allocate()
+            return tuple(arrays[name] for name in used)
+
+        function = namespace["make"](np, math, free, allocate)
         self._texts[function] = text
         self._spans[filename] = spans
+        self._free[function] = free
+        self._names_used[function] = used
         return function
 
     def failure(self, error: Exception) -> TapeError:

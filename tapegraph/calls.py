@@ -8,6 +8,8 @@ parameter or input, what it expects and what it got.
 
 from __future__ import annotations
 
+import itertools
+import linecache
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -72,11 +74,14 @@ def check_shape(kind: str, node: Node, array: np.ndarray, sizes: dict[str, int],
             raise CallError(f"{describe_feed(kind, node)} expects shape {format_shape(declared)}, got an array of shape {array.shape} (axis {axis} differs)")
 
 
+_serial = itertools.count()
+
 #: Names the generated entry uses for itself; its feed variables are ``a0``, ``a1``, ...
 _ENTRY_GLOBALS = ("step", "failure", "fallback", "checking", "ndarray", "asarray")
 
 
-def entry_source(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], donated: Collection[str] = ()) -> str:
+def entry_source(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], packing: str = "r",
+                 donated: Collection[str] = ()) -> str:
     """Python source of ``make(...)``, which returns the entry of one specialisation.
 
     ``feeds`` holds (name, is it a parameter, dtype, concrete shape) per
@@ -85,7 +90,8 @@ def entry_source(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], d
     one is what this specialisation runs on (an ndarray of exactly that
     dtype and shape, or for a 0-d feed a Python number or numpy scalar of
     its kind, turned into a 0-d array), calls ``step`` on them; a failure
-    inside the step comes out as ``failure(error)``. Anything else (a
+    inside the step comes out as ``failure(error)``; what it returns is
+    ``packing``, an expression over the step's results ``r``. Anything else (a
     missing or unknown name, another dtype or shape, check mode) goes to
     ``fallback(params, inputs)``, the general path that converts what it
     can and explains the rest, so the error texts are the general path's.
@@ -96,6 +102,8 @@ def entry_source(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], d
     lines = [
         f"def make({', '.join([*_ENTRY_GLOBALS, *dtypes])}):",
         "    def enter(params, inputs):",
+        "        if inputs is None:",
+        "            inputs = {}",
         "        if checking():",
         "            return fallback(params, inputs)",
     ]
@@ -134,9 +142,10 @@ def entry_source(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], d
     arguments = ", ".join(f"a{index}" for index in range(len(feeds)))
     lines += [
         "        try:",
-        f"            return step({arguments})",
+        f"            r = step({arguments})",
         "        except Exception as error:",
         "            raise failure(error) from error",
+        f"        return {packing}",
         "    return enter",
         "",
     ]
@@ -164,10 +173,14 @@ def _number_types(dtype: np.dtype) -> tuple[str, ...]:
 
 
 def make_entry(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], step: Callable, failure: Callable,
-               fallback: Callable, checking: Callable[[], bool], donated: Collection[str] = ()) -> Callable:
-    """Compile ``entry_source(feeds, donated)``: the entry of one specialisation."""
-    text = entry_source(feeds, donated)
+               fallback: Callable, checking: Callable[[], bool], packing: str = "r",
+               donated: Collection[str] = ()) -> Callable:
+    """Compile ``entry_source(feeds, packing, donated)``: the entry of one specialisation."""
+    text = entry_source(feeds, packing, donated)
     namespace: dict[str, Any] = {"np_float64": np.float64, "np_int64": np.int64}
-    exec(compile(text, "<tapegraph call check>", "exec"), namespace)
+    filename = f"<tapegraph call check {next(_serial)}>"
+    # registered so that tracebacks through the entry show its lines
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    exec(compile(text, filename, "exec"), namespace)
     dtypes = [np.dtype(dtype) for _, _, dtype, _ in feeds]
     return namespace["make"](step, failure, fallback, checking, np.ndarray, np.asarray, *dtypes)

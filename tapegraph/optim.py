@@ -60,8 +60,9 @@ class SGDStep:
             returns = ["float"] + ["new"] * len(self._names)
         kind = f"sgd step_size={self.step_size}" + (" donated" if self.donate else "")
         donated = self._names if self.donate else ()
+        new_params = ", ".join(f"{name!r}: r[{index}]" for index, name in enumerate(self._names, start=1))
         self._plan = program._custom_plan(("sgd", self.step_size, self.donate), kind, roots, returns,
-                                          donated, self._refuse)
+                                          f"{{{new_params}}}, r[0]", donated, self._refuse)
 
     def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], float]:
         """One step from ``params`` on ``inputs``: (new parameters, objective at ``params``).
@@ -71,8 +72,7 @@ class SGDStep:
         given, so two threads donating the same arrays race on them, as any
         two threads writing one array would: give each thread its own.
         """
-        value, *new_params = self._plan.enter(params, {} if inputs is None else inputs)
-        return dict(zip(self._names, new_params)), value
+        return self._plan.enter(params, inputs)
 
     def _refuse(self, name: str, array: Any) -> None:
         param = self.program.params[name]

@@ -91,8 +91,13 @@ class _Plan:
     """
 
     def __init__(self, kind: str, roots: Sequence[Root], returns: Sequence[Return], fallback: Callable,
-                 donated: Sequence[str] = (), refuse: Callable[[str, Any], None] | None = None) -> None:
+                 packing: str = "r", donated: Sequence[str] = (),
+                 refuse: Callable[[str, Any], None] | None = None) -> None:
         self.kind = kind
+        #: What a call returns, as a Python expression over ``r``, the step's
+        #: tuple of results (``"r[0], {'w': r[1]}"``); ``pack`` evaluates it.
+        self.packing = packing
+        self.pack: Callable[[tuple], Any] = eval(f"lambda r: ({packing})")  # noqa: S307 (our own text)
         self.roots = tuple(roots)
         #: How the compiled step returns each named root (``codegen.Return``).
         self.returns = tuple(returns)
@@ -165,7 +170,8 @@ class Program:
             roots = [("objective", self.objective, "forward")]
             roots += [(f"grad {param.name}", gradient, "reverse") for param, gradient in zip(self.wrt, self.gradients)]
             returns = ["float"] + ["new"] * len(self.gradients)
-            plan = self._custom_plan("value_and_grad", "value_and_grad", roots, returns)
+            gradients = ", ".join(f"{name!r}: r[{index}]" for index, name in enumerate(self._wrt_names, start=1))
+            plan = self._custom_plan("value_and_grad", "value_and_grad", roots, returns, f"r[0], {{{gradients}}}")
         return plan
 
     def _run_plan(self, names: tuple[str, ...]) -> _Plan:
@@ -177,22 +183,26 @@ class Program:
                 raise CallError(f"unknown output(s) {unknown}; this program has {sorted(available)}")
             roots = [(name, available[name], "forward") for name in names]
             returns = ["float" if name == "objective" else "new" for name in names]
-            plan = self._custom_plan(("run", names), "run " + ",".join(names), roots, returns)
+            results = ", ".join(f"{name!r}: r[{index}]" for index, name in enumerate(names))
+            plan = self._custom_plan(("run", names), "run " + ",".join(names), roots, returns, f"{{{results}}}")
         return plan
 
-    def _custom_plan(self, key: Any, kind: str, roots: Sequence[Root], returns: Sequence[Return],
+    def _custom_plan(self, key: Any, kind: str, roots: Sequence[Root], returns: Sequence[Return], packing: str = "r",
                      donated: Sequence[str] = (), refuse: Callable[[str, Any], None] | None = None) -> _Plan:
         """A plan over any roots built from this program's expressions (used by ``tg.sgd``).
 
-        ``donated`` names parameters the step updates in place; ``refuse(name,
-        value)`` raises the error for a value given for one that cannot be.
+        ``packing`` is what a call returns, an expression over the results
+        ``r``; ``donated`` names parameters the step updates in place;
+        ``refuse(name, value)`` raises the error for a value given for one
+        that cannot be.
         """
         plan = self._plans.get(key)
         if plan is None:
             with self._plans_lock:  # two threads asking at once get one plan
                 plan = self._plans.get(key)
                 if plan is None:
-                    plan = self._plans[key] = _Plan(kind, roots, returns, self._call_general, donated, refuse)
+                    plan = _Plan(kind, roots, returns, self._call_general, packing, donated, refuse)
+                    self._plans[key] = plan
         return plan
 
     # Calling.
@@ -254,7 +264,7 @@ class Program:
         #: The entry that checks a call's arguments for this specialisation
         #: and runs its step (``calls.entry_source``).
         executable.enter = make_entry(feeds, executable.step, executable.failure, plan.fallback, checking,
-                                      plan.donated)
+                                      plan.packing, plan.donated)
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
                  _format_sizes(sizes), len(tape.instructions), tape.total_bytes)
@@ -267,19 +277,21 @@ class Program:
                      _format_sizes(dropped.tape.sizes), MAX_SPECIALIZATIONS)
         return executable
 
-    def _call(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> tuple:
-        """Validate, specialise if needed, run; the results as the plan returns them."""
-        return plan.enter(params, {} if inputs is None else inputs)
+    def _call(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> Any:
+        """Validate, specialise if needed, run; the results as the plan packs them."""
+        return plan.enter(params, inputs)
 
-    def _call_general(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> tuple:
+    def _call_general(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> Any:
         """The general path of a call: anything the generated entry does not take at once."""
+        if inputs is None:
+            inputs = {}
         executable, arrays = self._prepare(plan, params, inputs)
         for index, name in plan.donated_feeds:
             # _prepare passes a given array through only when it is an
             # ndarray of the declared dtype and shape
             if arrays[index] is not params[name] or not arrays[index].flags.writeable:
                 plan.refuse(name, params[name])
-        return self._run(executable, plan, arrays)
+        return plan.pack(self._run(executable, plan, arrays))
 
     def _run(self, executable: Executable, plan: _Plan, arrays: list) -> tuple:
         """Run a prepared call (see ``_prepare``)."""
@@ -339,8 +351,7 @@ class Program:
         >>> value, grads["w"]
         (5.0, array([2., 4.]))
         """
-        value, *gradients = self._call(self._value_and_grad_plan(), params, inputs)
-        return value, dict(zip(self._wrt_names, gradients))
+        return self._value_and_grad_plan().enter(params, inputs)
 
     def run(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
             outputs: Iterable[str] | None = None) -> dict[str, Any]:
@@ -352,7 +363,7 @@ class Program:
         names = ("objective", *self.outputs) if outputs is None else tuple(outputs)
         if isinstance(outputs, str):
             names = (outputs,)
-        return dict(zip(names, self._call(self._run_plan(names), params, inputs)))
+        return self._run_plan(names).enter(params, inputs)
 
     # Inspecting.
 

@@ -30,6 +30,11 @@ class SGDStep:
     step allocates no arrays at all. They must then be numpy arrays of the
     declared shape and dtype. It saves the allocation of one new array per
     parameter per step (see docs/performance.md).
+
+    Threads: steps may run from several threads at once, each call on
+    buffers of its own. A donated step writes into the caller's arrays,
+    so two threads donating the same arrays race on them; that race is
+    the caller's (the step does not lock them): give each thread its own.
     """
 
     def __init__(self, program: Program, step_size: float, donate: bool = False) -> None:

@@ -132,7 +132,10 @@ class _Plan:
 class Program:
     """A compiled objective with its gradients and named outputs.
 
-    Made by ``tg.compile``; see there for an example.
+    Made by ``tg.compile``; see there for an example. Calls may come from
+    several threads at once: each runs on buffers of its own, and a new
+    specialisation is made once however many threads need it (see
+    docs/tape.md, "Calls from several threads").
     """
 
     def __init__(self, objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None,

@@ -81,7 +81,7 @@ _ENTRY_GLOBALS = ("step", "failure", "fallback", "checking", "ndarray", "asarray
 
 
 def entry_source(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], packing: str = "r",
-                 donated: Collection[str] = ()) -> str:
+                 donated: Collection[str] = (), numbers: Collection[str] = ()) -> str:
     """Python source of ``make(...)``, which returns the entry of one specialisation.
 
     ``feeds`` holds (name, is it a parameter, dtype, concrete shape) per
@@ -96,11 +96,14 @@ def entry_source(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], p
     ``fallback(params, inputs)``, the general path that converts what it
     can and explains the rest, so the error texts are the general path's.
     A ``donated`` parameter must also be writable, and is never converted:
-    the step writes into the array the caller gave.
+    the step writes into the array the caller gave. A float64 feed in
+    ``numbers`` (one the step reads only as ``float(feed)``) takes a Python
+    float or ``np.float64`` as it is, with no conversion at all.
     """
     dtypes = [f"dtype{index}" for index in range(len(feeds))]
+    scalars = [f"scalar{index}" for index in range(len(feeds))]
     lines = [
-        f"def make({', '.join([*_ENTRY_GLOBALS, *dtypes])}):",
+        f"def make({', '.join([*_ENTRY_GLOBALS, *dtypes, *scalars])}):",
         "    def enter(params, inputs):",
         "        if inputs is None:",
         "            inputs = {}",
@@ -127,18 +130,25 @@ def entry_source(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], p
             lines += [f"        if {exact} or not {variable}.flags.writeable:",
                       "            return fallback(params, inputs)"]
             continue
-        numbers = _number_types(dtype) if shape == () else ()
         lines.append(f"        if {exact}:")
-        if numbers:
-            test = " or ".join(f"type({variable}) is {number}" for number in numbers)
-            lines += [f"            if not ({test}):",
-                      "                return fallback(params, inputs)",
-                      "            try:",
-                      f"                {variable} = asarray({variable}, dtype{index})",
-                      "            except (OverflowError, ValueError):  # an int too large for the dtype",
+        python_type = {"f": "float", "i": "int", "u": "int"}.get(dtype.kind) if shape == () else None
+        if python_type is None:
+            lines.append("            return fallback(params, inputs)")
+        elif name in numbers and dtype == np.float64:
+            # read only as float(feed): a float is as good as a 0-d array
+            lines += [f"            if type({variable}) is not scalar{index} and type({variable}) is not float:",
                       "                return fallback(params, inputs)"]
         else:
-            lines.append("            return fallback(params, inputs)")
+            # X[i] of a 1-D array gives its numpy scalar: exactly the dtype
+            lines += [f"            if type({variable}) is scalar{index}:",
+                      f"                {variable} = asarray({variable})",
+                      f"            elif type({variable}) is {python_type}:",
+                      "                try:",
+                      f"                    {variable} = asarray({variable}, dtype{index})",
+                      "                except (OverflowError, ValueError):  # an int too large for the dtype",
+                      "                    return fallback(params, inputs)",
+                      "            else:",
+                      "                return fallback(params, inputs)"]
     arguments = ", ".join(f"a{index}" for index in range(len(feeds)))
     lines += [
         "        try:",
@@ -152,35 +162,16 @@ def entry_source(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], p
     return "\n".join(lines)
 
 
-def _number_types(dtype: np.dtype) -> tuple[str, ...]:
-    """The scalar types a 0-d feed of ``dtype`` takes without the general path.
-
-    Its own numpy scalar type (``X[i]`` of a float64 array gives an
-    ``np.float64``), and the Python type numpy turns into that kind:
-    ``float`` for floating-point feeds and ``int`` for integer ones. (An
-    ``int`` for a float feed, or a ``bool``, takes the general path.)
-    """
-    names = []
-    if dtype == np.float64:
-        names.append("np_float64")
-    elif dtype == np.int64:
-        names.append("np_int64")
-    if dtype.kind == "f":
-        names.append("float")
-    elif dtype.kind in "iu":
-        names.append("int")
-    return tuple(names)
-
-
 def make_entry(feeds: Sequence[tuple[str, bool, np.dtype, tuple[int, ...]]], step: Callable, failure: Callable,
                fallback: Callable, checking: Callable[[], bool], packing: str = "r",
-               donated: Collection[str] = ()) -> Callable:
-    """Compile ``entry_source(feeds, packing, donated)``: the entry of one specialisation."""
-    text = entry_source(feeds, packing, donated)
-    namespace: dict[str, Any] = {"np_float64": np.float64, "np_int64": np.int64}
+               donated: Collection[str] = (), numbers: Collection[str] = ()) -> Callable:
+    """Compile ``entry_source(feeds, packing, donated, numbers)``: the entry of one specialisation."""
+    text = entry_source(feeds, packing, donated, numbers)
+    namespace: dict[str, Any] = {}
     filename = f"<tapegraph call check {next(_serial)}>"
     # registered so that tracebacks through the entry show its lines
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     exec(compile(text, filename, "exec"), namespace)
     dtypes = [np.dtype(dtype) for _, _, dtype, _ in feeds]
-    return namespace["make"](step, failure, fallback, checking, np.ndarray, np.asarray, *dtypes)
+    scalars = [dtype.type for dtype in dtypes]
+    return namespace["make"](step, failure, fallback, checking, np.ndarray, np.asarray, *dtypes, *scalars)

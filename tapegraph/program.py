@@ -266,8 +266,12 @@ class Program:
                  for name, kind, node in plan.feed_names]
         #: The entry that checks a call's arguments for this specialisation
         #: and runs its step (``calls.entry_source``).
+        # a backend may say which feeds its step reads only as numbers
+        # (the numpy backend does); the entry then takes floats as they are
+        number_feeds = getattr(executable, "number_feeds", None)
+        numbers = number_feeds(plan.returns) if number_feeds is not None else ()
         executable.enter = make_entry(feeds, executable.step, executable.failure, plan.fallback, checking,
-                                      plan.packing, plan.donated)
+                                      plan.packing, plan.donated, numbers)
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
                  _format_sizes(sizes), len(tape.instructions), tape.total_bytes)

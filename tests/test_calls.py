@@ -125,5 +125,26 @@ def test_the_entry_checks_the_concrete_shapes_of_its_specialisation():
     text = entry_source(feeds, "r[0]", donated=["w"])
     assert "a1.shape != (8, 3)" in text
     assert "not a0.flags.writeable" in text
-    assert "type(a2) is np_int64 or type(a2) is int" in text
+    assert "if type(a2) is scalar2:" in text and "elif type(a2) is int:" in text
     compile(text, "<entry>", "exec")
+
+
+def test_a_float_the_step_reads_only_as_a_number_is_not_converted():
+    feeds = [("b", True, np.dtype("float64"), ()), ("y", False, np.dtype("float64"), ())]
+    text = entry_source(feeds, "r[0]", numbers=["y"])
+    assert "a1 = asarray" not in text and "a0 = asarray" in text
+    program = hw.ridge(num_features=3)
+    program.value_and_grad({"w": np.zeros(3), "b": 0.0}, {"x": np.ones(3), "y": 1.0})
+    executable = program._value_and_grad_plan().last
+    assert executable.number_feeds(program._value_and_grad_plan().returns) == {"b", "y"}
+
+
+def test_a_feed_returned_as_an_output_comes_back_as_an_array():
+    # the step returns y itself, so a number given for it must become an array
+    x = tg.input("x", shape=(2,))
+    y = tg.input("y")
+    program = tg.compile(tg.sum(x) * y, outputs={"echo": y})
+    program.run({}, {"x": np.ones(2), "y": np.array(1.0)})
+    for given in (np.float64(2.5), 2.5):
+        echo = program.run({}, {"x": np.ones(2), "y": given})["echo"]
+        assert type(echo) is np.ndarray and echo.shape == () and echo == 2.5

@@ -32,6 +32,13 @@ _serial = itertools.count()
 _FIRST_BODY_LINE = 7
 
 
+def _read_only_as_number(argument: str, lines: Sequence[str]) -> bool:
+    """Whether every use of ``argument`` in the generated lines is ``float(argument)``."""
+    code = "\n".join(line.split("  # %")[0] for line in lines if not line.lstrip().startswith("#"))
+    uses = len(re.findall(rf"\b{re.escape(argument)}\b", code))
+    return uses > 0 and uses == code.count(f"float({argument})")
+
+
 def _arrays_named(text: str) -> tuple[str, ...]:
     """The buffers (``s3``) and workspaces (``w5_rows``) that generated code names, in order of first use."""
     return tuple(dict.fromkeys(re.findall(r"\b([sw]\d+(?:_\w+)?)\b", text)))
@@ -70,6 +77,8 @@ class Executable:
         self._free: dict[Callable, list[tuple]] = {}
         #: Per compiled step: the names of the arrays in each of its buffer sets.
         self._names_used: dict[Callable, tuple[str, ...]] = {}
+        #: Per compiled step: the feeds it reads only as ``float(feed)``.
+        self._numbers: dict[Callable, frozenset[str]] = {}
         # compiling a step is the slow path: one thread compiles, others wait
         self._compiling = threading.Lock()
 
@@ -108,6 +117,14 @@ class Executable:
     def source(self, returns: Sequence[Return], check: bool = False) -> str:
         """The text of the generated factory behind ``function(returns)``."""
         return self._texts[self.function(returns, check)]
+
+    def number_feeds(self, returns: Sequence[Return], check: bool = False) -> frozenset[str]:
+        """The feeds ``function(returns, check)`` reads only as ``float(feed)``.
+
+        A Python float or ``np.float64`` serves such a feed as well as a
+        0-d array does, so a caller need not convert one.
+        """
+        return self._numbers[self.function(returns, check)]
 
     def buffer_sets(self, returns: Sequence[Return], check: bool = False) -> list[dict[str, np.ndarray]]:
         """The buffer sets free for ``function(returns, check)``, by name (for inspection)."""
@@ -168,6 +185,8 @@ class Executable:
         self._spans[filename] = spans
         self._free[function] = free
         self._names_used[function] = used
+        self._numbers[function] = frozenset(name for name, argument in self.arguments.items()
+                                            if _read_only_as_number(argument, lines + results))
         return function
 
     def failure(self, error: Exception) -> TapeError:

@@ -392,7 +392,7 @@ class Program:
             return plan.last.tape
         if sizes is None and needed:
             # fall back to the sizes of any call made so far (say, by tg.sgd)
-            for other in self._plans.values():
+            for other in list(self._plans.values()):  # another thread may add one
                 if other.last is not None and all(name in other.last.tape.sizes for name in needed):
                     sizes = other.last.tape.sizes
         sizes = dict(sizes or {})
@@ -426,9 +426,10 @@ class Program:
         [Specialization(kind='run objective', sizes={'batch': 4}, shapes={'x': (4, 2)}, instructions=2, bytes=72)]
         """
         found = []
-        for plan in self._plans.values():
+        # copies: another thread may add a plan or a specialisation meanwhile
+        for plan in list(self._plans.values()):
             symbolic_names = [plan.feeds[index].name for index in plan.symbolic]
-            for key, executable in plan.cache.items():
+            for key, executable in list(plan.cache.items()):
                 tape = executable.tape
                 found.append(Specialization(plan.kind, dict(tape.sizes), dict(zip(symbolic_names, key)),
                                             len(tape.instructions), tape.total_bytes))

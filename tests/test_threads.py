@@ -197,3 +197,19 @@ def test_a_step_in_use_by_another_call_runs_on_fresh_buffers():
     _assert_same([result[1]], [expected[1]])
     free = executable.buffer_sets(plan.returns)
     assert len(free) == 1 and all(array is not mine for array, mine in zip(free[0].values(), taken))
+
+
+def test_a_fresh_buffer_set_holds_the_constants():
+    # an array constant lives in a buffer: each fresh set must have it written in
+    w = tg.param("w", shape=(3,))
+    scale = tg.const(np.array([1.0, 2.0, 3.0]))
+    program = tg.compile(tg.sum(tg.square(w * scale)), wrt=[w])
+    params = {"w": np.array([1.0, -1.0, 0.5])}
+    expected_value, expected = program.value_and_grad(params)
+    plan = program._value_and_grad_plan()
+    free = plan.last._free[plan.last.step]
+    taken = [free.pop() for _ in range(len(free))]  # every set in use elsewhere
+    value, grads = program.value_and_grad(params)
+    assert value == expected_value and np.array_equal(grads["w"], expected["w"])
+    assert len(free) == 1 and not any(array is mine for array in free[0] for mine in taken[0])
+    assert value == 1.0 + 4.0 + 2.25

@@ -146,7 +146,6 @@ class Executable:
         first = self.allocate()
         used = tuple(name for name in _arrays_named("\n".join(lines + results)) if name in first)
         unpack = "".join(name + ", " for name in used)
-        take, give = [], []
         if used:
             take = [
                 "        try:",
@@ -157,6 +156,7 @@ class Executable:
             give = [f"        r0_free.append(({unpack}))"]
         else:
             take = [""] * 4  # keep the line numbers the spans were counted with
+            give = []
         text = "\n".join([
             "def make(np, math, r0_free, r0_allocate):",
             f"    def run({', '.join(arguments)}):",

@@ -97,7 +97,7 @@ class _Plan:
         #: What a call returns, as a Python expression over ``r``, the step's
         #: tuple of results (``"r[0], {'w': r[1]}"``); ``pack`` evaluates it.
         self.packing = packing
-        self.pack: Callable[[tuple], Any] = eval(f"lambda r: ({packing})")  # noqa: S307 (our own text)
+        self.pack: Callable[[tuple], Any] = eval(f"lambda r: ({packing})")  # our own text: names are repr()'d
         self.roots = tuple(roots)
         #: How the compiled step returns each named root (``codegen.Return``).
         self.returns = tuple(returns)
@@ -264,12 +264,12 @@ class Program:
         executable.step = executable.function(plan.returns)
         feeds = [(name, kind == "param", np.dtype(node.dtype), tuple(sizes.get(dim, dim) for dim in node.shape))
                  for name, kind, node in plan.feed_names]
-        #: The entry that checks a call's arguments for this specialisation
-        #: and runs its step (``calls.entry_source``).
         # a backend may say which feeds its step reads only as numbers
         # (the numpy backend does); the entry then takes floats as they are
         number_feeds = getattr(executable, "number_feeds", None)
         numbers = number_feeds(plan.returns) if number_feeds is not None else ()
+        #: The entry that checks a call's arguments for this specialisation
+        #: and runs its step (``calls.entry_source``).
         executable.enter = make_entry(feeds, executable.step, executable.failure, plan.fallback, checking,
                                       plan.packing, plan.donated, numbers)
         plan.cache[key] = executable
@@ -284,9 +284,14 @@ class Program:
                      _format_sizes(dropped.tape.sizes), MAX_SPECIALIZATIONS)
         return executable
 
-    def _call(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> Any:
-        """Validate, specialise if needed, run; the results as the plan packs them."""
-        return plan.enter(params, inputs)
+    def _call(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> tuple:
+        """Validate, specialise if needed, run; the step's results as a plain tuple.
+
+        The general path, for code that wants the results unpacked; calls
+        from users go through ``plan.enter``, which packs them.
+        """
+        executable, arrays = self._prepare(plan, params, inputs if inputs is not None else {})
+        return self._run(executable, plan, arrays)
 
     def _call_general(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> Any:
         """The general path of a call: anything the generated entry does not take at once."""

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 import tapegraph as tg
 
@@ -80,33 +81,21 @@ def _flatten(result) -> dict:
     return result
 
 
-def test_value_and_grad_from_two_threads_matches_sequential_calls():
+@pytest.mark.parametrize("kind", ["value_and_grad", "run"])
+def test_calls_from_two_threads_match_sequential_calls(kind):
     program = hw.mlp_regression(num_inputs=20)
     params = hw.random_params(program, np.random.default_rng(0))
     data = [_examples(index, CALLS, 20) for index in range(THREADS)]
+    call = getattr(program, kind)
 
     def work(index: int) -> list:
         X, Y = data[index]
-        return [_flatten(program.value_and_grad(params, {"x": X[i], "y": Y[i]})) for i in range(CALLS)]
+        return [_flatten(call(params, {"x": X[i], "y": Y[i]})) for i in range(CALLS)]
 
     sequential = [work(index) for index in range(THREADS)]
     for threaded, expected in zip(_in_threads(work), sequential):
         _assert_same(threaded, expected)
     assert len(program.specializations()) == 1  # both threads ran one specialisation
-
-
-def test_run_from_two_threads_matches_sequential_calls():
-    program = hw.mlp_regression(num_inputs=5)
-    params = hw.random_params(program, np.random.default_rng(0))
-    data = [_examples(index, CALLS, 5) for index in range(THREADS)]
-
-    def work(index: int) -> list:
-        X, Y = data[index]
-        return [program.run(params, {"x": X[i], "y": Y[i]}) for i in range(CALLS)]
-
-    sequential = [work(index) for index in range(THREADS)]
-    for threaded, expected in zip(_in_threads(work), sequential):
-        _assert_same(threaded, expected)
 
 
 def test_pure_sgd_from_two_threads_matches_sequential_training():

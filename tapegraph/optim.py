@@ -65,9 +65,8 @@ class SGDStep:
             returns = ["float"] + ["new"] * len(self._names)
         kind = f"sgd step_size={self.step_size}" + (" donated" if self.donate else "")
         donated = self._names if self.donate else ()
-        new_params = ", ".join(f"{name!r}: r[{index}]" for index, name in enumerate(self._names, start=1))
         self._plan = program._custom_plan(("sgd", self.step_size, self.donate), kind, roots, returns,
-                                          f"{{{new_params}}}, r[0]", donated, self._refuse)
+                                          ("dict, value", self._names), donated, self._refuse)
 
     def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], float]:
         """One step from ``params`` on ``inputs``: (new parameters, objective at ``params``).

@@ -21,7 +21,7 @@ from tapegraph.errors import CallError, GraphError, NonFiniteError
 from tapegraph.expr import Node
 from tapegraph.shapes import symbols
 from tapegraph.inspect.dump import format_tape
-from tapegraph.calls import check_shape, convert, count, make_entry
+from tapegraph.calls import Packing, check_lines, check_namespace, check_shape, convert, count, make_entry, pack_expression
 from tapegraph.backends import Executable, Return, checking, get_backend
 from tapegraph.compile.graph import build_graph, check_names, leaves
 from tapegraph.compile.grad import check_objective, check_wrt, grad
@@ -91,13 +91,13 @@ class _Plan:
     """
 
     def __init__(self, kind: str, roots: Sequence[Root], returns: Sequence[Return], fallback: Callable,
-                 packing: str = "r", donated: Sequence[str] = (),
+                 packing: Packing = ("tuple", ()), donated: Sequence[str] = (),
                  refuse: Callable[[str, Any], None] | None = None) -> None:
         self.kind = kind
-        #: What a call returns, as a Python expression over ``r``, the step's
-        #: tuple of results (``"r[0], {'w': r[1]}"``); ``pack`` evaluates it.
+        #: How a call returns the step's tuple of results (``calls.Packing``);
+        #: ``pack`` does it on the general path.
         self.packing = packing
-        self.pack: Callable[[tuple], Any] = eval(f"lambda r: ({packing})")  # our own text: names are repr()'d
+        self.pack: Callable[[tuple], Any] = eval(f"lambda r: {pack_expression(packing, 'r')}")  # names are repr()'d
         self.roots = tuple(roots)
         #: How the compiled step returns each named root (``codegen.Return``).
         self.returns = tuple(returns)
@@ -173,8 +173,8 @@ class Program:
             roots = [("objective", self.objective, "forward")]
             roots += [(f"grad {param.name}", gradient, "reverse") for param, gradient in zip(self.wrt, self.gradients)]
             returns = ["float"] + ["new"] * len(self.gradients)
-            gradients = ", ".join(f"{name!r}: r[{index}]" for index, name in enumerate(self._wrt_names, start=1))
-            plan = self._custom_plan("value_and_grad", "value_and_grad", roots, returns, f"r[0], {{{gradients}}}")
+            plan = self._custom_plan("value_and_grad", "value_and_grad", roots, returns,
+                                     ("value, dict", self._wrt_names))
         return plan
 
     def _run_plan(self, names: tuple[str, ...]) -> _Plan:
@@ -186,16 +186,16 @@ class Program:
                 raise CallError(f"unknown output(s) {unknown}; this program has {sorted(available)}")
             roots = [(name, available[name], "forward") for name in names]
             returns = ["float" if name == "objective" else "new" for name in names]
-            results = ", ".join(f"{name!r}: r[{index}]" for index, name in enumerate(names))
-            plan = self._custom_plan(("run", names), "run " + ",".join(names), roots, returns, f"{{{results}}}")
+            plan = self._custom_plan(("run", names), "run " + ",".join(names), roots, returns, ("dict", names))
         return plan
 
-    def _custom_plan(self, key: Any, kind: str, roots: Sequence[Root], returns: Sequence[Return], packing: str = "r",
-                     donated: Sequence[str] = (), refuse: Callable[[str, Any], None] | None = None) -> _Plan:
+    def _custom_plan(self, key: Any, kind: str, roots: Sequence[Root], returns: Sequence[Return],
+                     packing: Packing = ("tuple", ()), donated: Sequence[str] = (),
+                     refuse: Callable[[str, Any], None] | None = None) -> _Plan:
         """A plan over any roots built from this program's expressions (used by ``tg.sgd``).
 
-        ``packing`` is what a call returns, an expression over the results
-        ``r``; ``donated`` names parameters the step updates in place;
+        ``packing`` says how a call returns the results (``calls.Packing``);
+        ``donated`` names parameters the step updates in place;
         ``refuse(name, value)`` raises the error for a value given for one
         that cannot be.
         """
@@ -269,9 +269,17 @@ class Program:
         number_feeds = getattr(executable, "number_feeds", None)
         numbers = number_feeds(plan.returns) if number_feeds is not None else ()
         #: The entry that checks a call's arguments for this specialisation
-        #: and runs its step (``calls.entry_source``).
-        executable.enter = make_entry(feeds, executable.step, executable.failure, plan.fallback, checking,
-                                      plan.packing, plan.donated, numbers)
+        #: and runs its step: the backend's own, with the checks at the top of
+        #: its generated step, or else one calling the step (``calls``).
+        executable.enter = None
+        if hasattr(executable, "entry"):
+            executable.enter = executable.entry(
+                plan.returns, lambda arguments: check_lines(feeds, arguments, plan.donated, numbers),
+                check_namespace(feeds, plan.fallback, checking),
+                lambda results: pack_expression(plan.packing, results))
+        if executable.enter is None:
+            executable.enter = make_entry(feeds, executable.step, executable.failure, plan.fallback, checking,
+                                          plan.packing, plan.donated, numbers)
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
                  _format_sizes(sizes), len(tape.instructions), tape.total_bytes)

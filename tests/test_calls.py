@@ -122,17 +122,18 @@ def test_each_batch_size_has_its_own_entry_and_both_keep_working():
 def test_the_entry_checks_the_concrete_shapes_of_its_specialisation():
     feeds = [("w", True, np.dtype("float64"), (3,)), ("x", False, np.dtype("float64"), (8, 3)),
              ("y", False, np.dtype("int64"), ())]
-    text = entry_source(feeds, "r[0]", donated=["w"])
+    text = entry_source(feeds, ("dict, value", ("w",)), donated=["w"])
     assert "a1.shape != (8, 3)" in text
     assert "not a0.flags.writeable" in text
-    assert "if type(a2) is scalar2:" in text and "elif type(a2) is int:" in text
+    assert "if type(a2) is r0_scalar2:" in text and "elif type(a2) is int:" in text
+    assert "return ({'w': r0_results[1]}, r0_results[0])" in text
     compile(text, "<entry>", "exec")
 
 
 def test_a_float_the_step_reads_only_as_a_number_is_not_converted():
     feeds = [("b", True, np.dtype("float64"), ()), ("y", False, np.dtype("float64"), ())]
-    text = entry_source(feeds, "r[0]", numbers=["y"])
-    assert "a1 = asarray" not in text and "a0 = asarray" in text
+    text = entry_source(feeds, numbers=["y"])
+    assert "a1 = r0_asarray" not in text and "a0 = r0_asarray" in text
     program = hw.ridge(num_features=3)
     program.value_and_grad({"w": np.zeros(3), "b": 0.0}, {"x": np.ones(3), "y": 1.0})
     executable = program._value_and_grad_plan().last
@@ -148,3 +149,23 @@ def test_a_feed_returned_as_an_output_comes_back_as_an_array():
     for given in (np.float64(2.5), 2.5):
         echo = program.run({}, {"x": np.ones(2), "y": given})["echo"]
         assert type(echo) is np.ndarray and echo.shape == () and echo == 2.5
+
+
+def test_the_numpy_step_holds_its_checks_and_a_feed_named_like_a_builtin_gets_a_separate_entry():
+    program = hw.ridge(num_features=3)
+    program.value_and_grad({"w": np.zeros(3), "b": 0.0}, {"x": np.ones(3), "y": 1.0})
+    enter = program._value_and_grad_plan().last.enter
+    assert enter.__code__.co_varnames[:2] == ("r0_params", "r0_inputs")
+    assert "np" in enter.__code__.co_freevars  # the step's own code, not a call of it
+    # a feed called len would shadow the checks' len(): the entry calls the step instead
+    length = tg.input("len", shape=(2,))
+    weight = tg.param("weight", shape=(2,))
+    program = tg.compile(tg.sum(tg.square(length * weight)), wrt=[weight])
+    params, inputs = {"weight": np.array([1.0, 2.0])}, {"len": np.array([3.0, -1.0])}
+    first = program.value_and_grad(params, inputs)
+    second = program.value_and_grad(params, inputs)
+    assert first[0] == second[0] == 9.0 + 4.0
+    assert np.array_equal(first[1]["weight"], second[1]["weight"])
+    assert "r0_step" in program._value_and_grad_plan().last.enter.__code__.co_freevars
+    with pytest.raises(tg.CallError, match="input 'len' expects shape"):
+        program.value_and_grad(params, {"len": np.ones(3)})

@@ -15,7 +15,8 @@ import math
 import re
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,11 +28,6 @@ from tapegraph.compile.tape import Tape
 
 _serial = itertools.count()
 
-#: The generated factory's line where the tape's code starts: ``def make``,
-#: ``def run`` and the four lines taking a buffer set come first.
-_FIRST_BODY_LINE = 7
-
-
 def _read_only_as_number(argument: str, lines: Sequence[str]) -> bool:
     """Whether every use of ``argument`` in the generated lines is ``float(argument)``."""
     code = "\n".join(line.split("  # %")[0] for line in lines if not line.lstrip().startswith("#"))
@@ -42,6 +38,25 @@ def _read_only_as_number(argument: str, lines: Sequence[str]) -> bool:
 def _arrays_named(text: str) -> tuple[str, ...]:
     """The buffers (``s3``) and workspaces (``w5_rows``) that generated code names, in order of first use."""
     return tuple(dict.fromkeys(re.findall(r"\b([sw]\d+(?:_\w+)?)\b", text)))
+
+
+class _Pool:
+    """The free list of buffer sets of one compiled step (see ``Executable``)."""
+
+    def __init__(self, executable: Executable, names: tuple[str, ...], first: dict[str, np.ndarray],
+                 numbers: frozenset[str]) -> None:
+        self.executable = executable
+        #: The arrays a set holds, by the names the generated code uses.
+        self.names = names
+        #: The sets not in use; a call pops one and appends it back.
+        self.free: list[tuple] = [tuple(first[name] for name in names)] if names else []
+        #: The feeds the step reads only as ``float(feed)``.
+        self.numbers = numbers
+
+    def allocate(self) -> tuple:
+        """A fresh set, for a call that finds every set in use."""
+        arrays = self.executable.allocate()
+        return tuple(arrays[name] for name in self.names)
 
 
 class Executable:
@@ -73,12 +88,8 @@ class Executable:
         self._texts: dict[Callable, str] = {}
         #: Per generated file name: (first line, last line, instruction) spans.
         self._spans: dict[str, list[tuple[int, int, int]]] = {}
-        #: Per compiled step: the free list of its buffer sets (see the class docstring).
-        self._free: dict[Callable, list[tuple]] = {}
-        #: Per compiled step: the names of the arrays in each of its buffer sets.
-        self._names_used: dict[Callable, tuple[str, ...]] = {}
-        #: Per compiled step: the feeds it reads only as ``float(feed)``.
-        self._numbers: dict[Callable, frozenset[str]] = {}
+        #: Per (returns, check): the buffer sets its step and entry share.
+        self._pools: dict[tuple, _Pool] = {}
         # compiling a step is the slow path: one thread compiles, others wait
         self._compiling = threading.Lock()
 
@@ -114,6 +125,25 @@ class Executable:
                     function = self._functions[key] = self._compile(tuple(returns), check)
         return function
 
+    def entry(self, returns: Sequence[Return], checks: Callable[[Sequence[str]], list[str]],
+              namespace: Mapping[str, Any], packing: Callable[[str], str]) -> Callable | None:
+        """The unchecked step as a function of ``(r0_params, r0_inputs)``, checks first.
+
+        ``checks(arguments)`` gives the statements that bind each feed's
+        argument name (in ``feed_order``) from the two dicts, or return
+        early (``calls.check_lines``); ``namespace`` holds the other names
+        they use. The step's code follows in the same function, which saves
+        the call of a separate step, and a failure in it comes out as
+        ``failure(error)``. ``packing(name)`` is what to return, given the
+        name of the tuple of results. None when a feed's argument name
+        would shadow a name the checks use (say, a feed called ``len``).
+        """
+        from tapegraph.calls import CHECK_BUILTINS
+        if CHECK_BUILTINS & set(self.arguments.values()):
+            return None
+        with self._compiling:
+            return self._compile(tuple(returns), False, (checks, dict(namespace), packing))
+
     def source(self, returns: Sequence[Return], check: bool = False) -> str:
         """The text of the generated factory behind ``function(returns)``."""
         return self._texts[self.function(returns, check)]
@@ -124,69 +154,83 @@ class Executable:
         A Python float or ``np.float64`` serves such a feed as well as a
         0-d array does, so a caller need not convert one.
         """
-        return self._numbers[self.function(returns, check)]
+        self.function(returns, check)
+        return self._pools[(tuple(returns), check)].numbers
 
     def buffer_sets(self, returns: Sequence[Return], check: bool = False) -> list[dict[str, np.ndarray]]:
-        """The buffer sets free for ``function(returns, check)``, by name (for inspection)."""
-        function = self.function(returns, check)
-        names = self._names_used[function]
-        return [dict(zip(names, arrays)) for arrays in self._free[function]]
+        """The buffer sets free for ``function(returns, check)`` (and its entry), by name."""
+        self.function(returns, check)
+        pool = self._pools[(tuple(returns), check)]
+        return [dict(zip(pool.names, arrays)) for arrays in pool.free]
 
-    def _compile(self, returns: tuple[Return, ...], check: bool) -> Callable:
+    def _pool(self, returns: tuple[Return, ...], check: bool, lines: list[str]) -> _Pool:
+        """The buffer sets shared by the step and the entry of ``(returns, check)``."""
+        pool = self._pools.get((returns, check))
+        if pool is None:
+            # The first buffer set is allocated now, as binding used to do;
+            # the step names only some of its arrays (a comment may name others).
+            first = self.allocate()
+            used = tuple(name for name in _arrays_named("\n".join(lines)) if name in first)
+            numbers = frozenset(name for name, argument in self.arguments.items()
+                                if _read_only_as_number(argument, lines))
+            pool = self._pools[(returns, check)] = _Pool(self, used, first, numbers)
+        return pool
+
+    def _compile(self, returns: tuple[Return, ...], check: bool, entry: tuple | None = None) -> Callable:
+        """Generate and compile a step; with ``entry`` (checks, namespace,
+        packing), the entry form of ``entry()``."""
         arguments = [self.arguments[name] for name in self.feed_order]
         feed_names = {feed.name: self.arguments[feed.name] for feed in self.tape.feeds}
+        checks, namespace, packing = entry if entry is not None else (None, {}, None)
+        head = checks(arguments) if checks is not None else []
+        indent = " " * (12 if entry is not None else 8)
+        # line 1 ``def make``, line 2 ``def run``, then the checks, the
+        # ``try:`` of an entry, and the four lines taking a buffer set
+        first_line = 3 + len(head) + (entry is not None) + 4
+        lines, results, spans = body(self.tape, feed_names, returns, check=check, indent=indent,
+                                     first_line=first_line)
+        pool = self._pool(returns, check, lines + results)
         # The buffers are locals unpacked from a set taken off the free
         # list. The names of the list, the allocator and the results match
         # codegen's reserved pattern (r<digits>_...) and no name codegen
         # makes, so they cannot clash with a feed or a value.
-        lines, results, spans = body(self.tape, feed_names, returns, check=check, indent=" " * 8,
-                                     first_line=_FIRST_BODY_LINE)
-        # The first buffer set is allocated now, as binding used to do; the
-        # step names only some of its arrays (a comment may name others).
-        first = self.allocate()
-        used = tuple(name for name in _arrays_named("\n".join(lines + results)) if name in first)
-        unpack = "".join(name + ", " for name in used)
-        if used:
-            take = [
-                "        try:",
-                f"            {unpack}= r0_free.pop()",
-                "        except IndexError:  # every set is in use by another call: a fresh one",
-                f"            {unpack}= r0_allocate()",
-            ]
+        unpack = "".join(name + ", " for name in pool.names)
+        if pool.names:
+            take = [f"{indent}try:",
+                    f"{indent}    {unpack}= r0_free.pop()",
+                    f"{indent}except IndexError:  # every set is in use by another call: a fresh one",
+                    f"{indent}    {unpack}= r0_allocate()"]
             give = [f"        r0_free.append(({unpack}))"]
         else:
             take = [""] * 4  # keep the line numbers the spans were counted with
             give = []
+        compute = [*take, *lines, f"{indent}r0_results = ({''.join(result + ', ' for result in results)})"]
+        if entry is None:
+            signature, returned = ", ".join(arguments), "r0_results"
+        else:
+            signature, returned = "r0_params, r0_inputs", packing("r0_results")
+            compute = ["        try:", *compute,
+                       "        except Exception as r0_error:",
+                       "            raise r0_failure(r0_error) from r0_error"]
+        closed_over = ", ".join(["np", "math", "r0_free", "r0_allocate", "r0_failure", *namespace])
         text = "\n".join([
-            "def make(np, math, r0_free, r0_allocate):",
-            f"    def run({', '.join(arguments)}):",
-            *take,
-            *lines,
-            f"        r0_results = ({''.join(result + ', ' for result in results)})",
+            f"def make({closed_over}):",
+            f"    def run({signature}):",
+            *head,
+            *compute,
             *give,
-            "        return r0_results",
+            f"        return {returned}",
             "    return run",
             "",
         ])
         filename = f"<tapegraph tape {next(_serial)}>"
         # registered so that tracebacks through generated code show its lines
         linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
-        namespace = {"nan": math.nan, "inf": math.inf, "_nonfinite": self._nonfinite,
-                     **kernel_functions(text)}
-        exec(compile(text, filename, "exec"), namespace)
-        free = [tuple(first[name] for name in used)] if used else []
-
-        def allocate() -> tuple:
-            arrays = self.allocate()
-            return tuple(arrays[name] for name in used)
-
-        function = namespace["make"](np, math, free, allocate)
+        scope = {"nan": math.nan, "inf": math.inf, "_nonfinite": self._nonfinite, **kernel_functions(text)}
+        exec(compile(text, filename, "exec"), scope)
+        function = scope["make"](np, math, pool.free, pool.allocate, self.failure, *namespace.values())
         self._texts[function] = text
         self._spans[filename] = spans
-        self._free[function] = free
-        self._names_used[function] = used
-        self._numbers[function] = frozenset(name for name, argument in self.arguments.items()
-                                            if _read_only_as_number(argument, lines + results))
         return function
 
     def failure(self, error: Exception) -> TapeError:

@@ -317,8 +317,8 @@ def profile_step(case, number):
     pieces = [
         ("whole pure step: step(params, inputs)", lambda: step(params, inputs)),
         ("whole donated step", lambda: case.donated_step(params, inputs)),
-        ("generated entry: check arguments, run step", lambda: enter(params, inputs)),
-        ("generated step alone", lambda: compiled(*arrays)),
+        ("generated entry: argument checks, then step", lambda: enter(params, inputs)),
+        ("generated step alone, arrays given", lambda: compiled(*arrays)),
         ("general path: Program._prepare alone", lambda: program._prepare(plan, params, inputs)),
         ("empty Python call, for scale", lambda: None),
     ]

@@ -1,10 +1,12 @@
 """The numpy backend: a tape bound to preallocated arrays as generated code.
 
-Binding happens once per specialisation: the buffers are allocated, the
-constants written, and the tape translated (``codegen``) into one
-straight-line function closed over those arrays. Running a step is one
-call of that function on the caller's arrays: nothing is allocated (but
-what it returns) and no graph is walked.
+Binding happens once per specialisation: the tape is translated
+(``codegen``) into one straight-line function, and a first set of buffers
+is allocated with the constants written in. Running a step is one call of
+that function on the caller's arrays: nothing is allocated (but what it
+returns) and no graph is walked. Each call runs on a buffer set of its
+own, taken off a free list, so calls from several threads do not share
+buffers.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tapegraph.backends.codegen import body, identifiers, kernel_functions, work
 from tapegraph.compile.tape import Tape
 
 _serial = itertools.count()
+
 
 def _read_only_as_number(argument: str, lines: Sequence[str]) -> bool:
     """Whether every use of ``argument`` in the generated lines is ``float(argument)``."""
@@ -64,7 +67,9 @@ class Executable:
 
     ``function(returns)`` gives the compiled step: call it with one array
     per feed, in ``feed_order``; it returns the tape's results converted
-    as ``returns`` says (see ``codegen.Return``).
+    as ``returns`` says (see ``codegen.Return``). ``entry(...)`` gives the
+    same step as a function of the call's two dicts, with the argument
+    checks of the specialisation at its top (what a program call runs).
 
     Safe from threads: a step runs on a set of buffers of its own. Each
     compiled step keeps a free list of buffer sets; a call takes one
@@ -73,7 +78,9 @@ class Executable:
     puts it back once its results are computed. One thread calling
     repeatedly reuses the same set, so nothing is allocated per call, and
     the list never holds more sets than there were concurrent calls. A
-    call that raises drops its set (the next call allocates another).
+    call that raises drops its set (the next call allocates another). A
+    ``"raw"`` result that is a buffer is valid only until that set is
+    reused, by any thread: the program's calls never return one.
     """
 
     def __init__(self, tape: Tape, feed_order: Sequence[str] | None = None) -> None:

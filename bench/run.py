@@ -312,7 +312,7 @@ def profile_step(case, number):
     step(params, inputs)
     plan = step._plan
     executable, arrays = program._prepare(plan, params, inputs)
-    compiled = executable.step
+    compiled = executable.function(plan.returns)
     enter = executable.enter
     pieces = [
         ("whole pure step: step(params, inputs)", lambda: step(params, inputs)),

@@ -113,7 +113,10 @@ def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collec
                 numbers: Collection[str] = (), indent: str = "        ") -> list[str]:
     """The statements that check one specialisation's arguments, generated with it.
 
-    They run first in a function of ``r0_params, r0_inputs``: they take
+    They run first in a function of ``r0_params, r0_inputs, r0_arrays``.
+    The general path, which has checked and converted the arguments
+    itself, passes them as the tuple ``r0_arrays``: they are unpacked into
+    the variables unchecked. Otherwise (``r0_arrays`` is None) they take
     each feed (name, is it a parameter, dtype, concrete shape) from its
     dict into its variable in ``variables``, and return
     ``r0_fallback(r0_params, r0_inputs)`` unless every one is what this
@@ -174,7 +177,11 @@ def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collec
                       f"            {fallback}",
                       "    else:",
                       f"        {fallback}"]
-    return [indent + line for line in lines]
+    unpack = "".join(variable + ", " for variable in variables) or "_"
+    bypass = ["if r0_arrays is not None:  # the general path: checked and converted already",
+              f"    {unpack} = r0_arrays",
+              "else:"]
+    return [indent + line for line in bypass + ["    " + line for line in lines]]
 
 
 def check_namespace(feeds: Sequence[Feed], fallback: Callable, checking: Callable[[], bool]) -> dict[str, Any]:
@@ -191,7 +198,7 @@ def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donate
                  numbers: Collection[str] = (), names: Sequence[str] = ()) -> str:
     """Python source of ``make(r0_step, r0_failure, <names>)``, which returns an entry.
 
-    The entry ``enter(r0_params, r0_inputs)`` runs ``check_lines`` and then
+    The entry ``enter(r0_params, r0_inputs, r0_arrays=None)`` runs ``check_lines`` and then
     ``r0_step`` on the feeds, in order; a failure inside the step comes out
     as ``r0_failure(error)``, and what it returns is packed as ``packing``
     says. This is the entry for a backend whose step takes the feeds as
@@ -201,7 +208,7 @@ def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donate
     variables = [f"a{index}" for index in range(len(feeds))]
     lines = [
         f"def make({', '.join(['r0_step', 'r0_failure', *names])}):",
-        "    def enter(r0_params, r0_inputs):",
+        "    def enter(r0_params, r0_inputs, r0_arrays=None):",
         *check_lines(feeds, variables, donated, numbers),
         "        try:",
         f"            r0_results = r0_step({', '.join(variables)})",

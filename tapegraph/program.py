@@ -260,8 +260,6 @@ class Program:
                                       f"no_new_specializations(); cached: {cached}")
         tape = lower(plan.roots, sizes)
         executable = self.backend.bind(tape, [name for name, _, _ in plan.feed_names])
-        #: The compiled step, as this plan returns its results.
-        executable.step = executable.function(plan.returns)
         feeds = [(name, kind == "param", np.dtype(node.dtype), tuple(sizes.get(dim, dim) for dim in node.shape))
                  for name, kind, node in plan.feed_names]
         # a backend may say which feeds its step reads only as numbers
@@ -278,8 +276,8 @@ class Program:
                 check_namespace(feeds, plan.fallback, checking),
                 lambda results: pack_expression(plan.packing, results))
         if executable.enter is None:
-            executable.enter = make_entry(feeds, executable.step, executable.failure, plan.fallback, checking,
-                                          plan.packing, plan.donated, numbers)
+            executable.enter = make_entry(feeds, executable.function(plan.returns), executable.failure,
+                                          plan.fallback, checking, plan.packing, plan.donated, numbers)
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
                  _format_sizes(sizes), len(tape.instructions), tape.total_bytes)
@@ -311,14 +309,18 @@ class Program:
             # ndarray of the declared dtype and shape
             if arrays[index] is not params[name] or not arrays[index].flags.writeable:
                 plan.refuse(name, params[name])
-        return plan.pack(self._run(executable, plan, arrays))
+        if checking():
+            return plan.pack(self._call_checked(executable, plan, arrays))
+        # the entry without its checks: these arguments are checked
+        return executable.enter(None, None, arrays)
 
     def _run(self, executable: Executable, plan: _Plan, arrays: list) -> tuple:
         """Run a prepared call (see ``_prepare``)."""
         if checking():
             return self._call_checked(executable, plan, arrays)
         try:
-            return executable.step(*arrays)
+            # compiled on first use: calls from users go through the entry
+            return executable.function(plan.returns)(*arrays)
         except Exception as error:
             raise executable.failure(error) from error
 

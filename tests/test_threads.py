@@ -180,7 +180,7 @@ def test_a_step_in_use_by_another_call_runs_on_fresh_buffers():
     executable = plan.last
     free = executable.buffer_sets(plan.returns)
     assert len(free) == 1
-    taken = executable._pools[(plan.returns, False)].free.pop()  # as a call in another thread would
+    taken = executable._pool(plan.returns, False).free.pop()  # as a call in another thread would
     result = program.value_and_grad(params, inputs)
     assert result[0] == expected[0]
     _assert_same([result[1]], [expected[1]])
@@ -196,7 +196,7 @@ def test_a_fresh_buffer_set_holds_the_constants():
     params = {"w": np.array([1.0, -1.0, 0.5])}
     expected_value, expected = program.value_and_grad(params)
     plan = program._value_and_grad_plan()
-    free = plan.last._pools[(plan.returns, False)].free
+    free = plan.last._pool(plan.returns, False).free
     taken = [free.pop() for _ in range(len(free))]  # every set in use elsewhere
     value, grads = program.value_and_grad(params)
     assert value == expected_value and np.array_equal(grads["w"], expected["w"])

@@ -97,6 +97,8 @@ class Executable:
         self._spans: dict[str, list[tuple[int, int, int]]] = {}
         #: Per (returns, check): the buffer sets its step and entry share.
         self._pools: dict[tuple, _Pool] = {}
+        #: Per (returns, check): the generated lines, made once for both.
+        self._bodies: dict[tuple, tuple[list[str], list[str], list]] = {}
         # compiling a step is the slow path: one thread compiles, others wait
         self._compiling = threading.Lock()
 
@@ -137,9 +139,10 @@ class Executable:
         """The unchecked step as a function of ``(r0_params, r0_inputs)``, checks first.
 
         ``checks(arguments)`` gives the statements that bind each feed's
-        argument name (in ``feed_order``) from the two dicts, or return
-        early (``calls.check_lines``); ``namespace`` holds the other names
-        they use. The step's code follows in the same function, which saves
+        argument name (in ``feed_order``) from the two dicts, or from the
+        tuple ``r0_arrays`` when it is given, or return early
+        (``calls.check_lines``); ``namespace`` holds the other names they
+        use. The step's code follows in the same function, which saves
         the call of a separate step, and a failure in it comes out as
         ``failure(error)``. ``packing(name)`` is what to return, given the
         name of the tuple of results. None when a feed's argument name
@@ -161,19 +164,28 @@ class Executable:
         A Python float or ``np.float64`` serves such a feed as well as a
         0-d array does, so a caller need not convert one.
         """
-        self.function(returns, check)
-        return self._pools[(tuple(returns), check)].numbers
+        return self._pool(tuple(returns), check).numbers
 
     def buffer_sets(self, returns: Sequence[Return], check: bool = False) -> list[dict[str, np.ndarray]]:
         """The buffer sets free for ``function(returns, check)`` (and its entry), by name."""
-        self.function(returns, check)
-        pool = self._pools[(tuple(returns), check)]
+        pool = self._pool(tuple(returns), check)
         return [dict(zip(pool.names, arrays)) for arrays in pool.free]
 
-    def _pool(self, returns: tuple[Return, ...], check: bool, lines: list[str]) -> _Pool:
+    def _body(self, returns: tuple[Return, ...], check: bool) -> tuple[list[str], list[str], list]:
+        """The generated lines of the step (``codegen.body``), unindented, from line 0; made once."""
+        key = (returns, check)
+        made = self._bodies.get(key)
+        if made is None:
+            feed_names = {feed.name: self.arguments[feed.name] for feed in self.tape.feeds}
+            made = self._bodies[key] = body(self.tape, feed_names, returns, check=check, indent="", first_line=0)
+        return made
+
+    def _pool(self, returns: tuple[Return, ...], check: bool) -> _Pool:
         """The buffer sets shared by the step and the entry of ``(returns, check)``."""
         pool = self._pools.get((returns, check))
         if pool is None:
+            lines, results, _ = self._body(returns, check)
+            lines = lines + results
             # The first buffer set is allocated now, as binding used to do;
             # the step names only some of its arrays (a comment may name others).
             first = self.allocate()
@@ -187,16 +199,16 @@ class Executable:
         """Generate and compile a step; with ``entry`` (checks, namespace,
         packing), the entry form of ``entry()``."""
         arguments = [self.arguments[name] for name in self.feed_order]
-        feed_names = {feed.name: self.arguments[feed.name] for feed in self.tape.feeds}
         checks, namespace, packing = entry if entry is not None else (None, {}, None)
         head = checks(arguments) if checks is not None else []
         indent = " " * (12 if entry is not None else 8)
         # line 1 ``def make``, line 2 ``def run``, then the checks, the
         # ``try:`` of an entry, and the four lines taking a buffer set
         first_line = 3 + len(head) + (entry is not None) + 4
-        lines, results, spans = body(self.tape, feed_names, returns, check=check, indent=indent,
-                                     first_line=first_line)
-        pool = self._pool(returns, check, lines + results)
+        lines, results, spans = self._body(returns, check)
+        lines = [indent + line for line in lines]
+        spans = [(first + first_line, last + first_line, index) for first, last, index in spans]
+        pool = self._pool(returns, check)
         # The buffers are locals unpacked from a set taken off the free
         # list. The names of the list, the allocator and the results match
         # codegen's reserved pattern (r<digits>_...) and no name codegen
@@ -215,7 +227,7 @@ class Executable:
         if entry is None:
             signature, returned = ", ".join(arguments), "r0_results"
         else:
-            signature, returned = "r0_params, r0_inputs", packing("r0_results")
+            signature, returned = "r0_params, r0_inputs, r0_arrays=None", packing("r0_results")
             compute = ["        try:", *compute,
                        "        except Exception as r0_error:",
                        "            raise r0_failure(r0_error) from r0_error"]

@@ -1,9 +1,14 @@
 """Checking the arrays a call is given against what a program declares.
 
-Every call of a compiled program validates its feeds; the common case (an
-array of the declared dtype and shape) is a few comparisons, and anything
-else comes here to be converted or explained: the error names the
-parameter or input, what it expects and what it got.
+Every call of a compiled program validates its feeds. The common case is
+checked by code generated with each specialisation (``check_lines``):
+a few comparisons per feed against its concrete dtype and shape, with
+numpy scalars and Python numbers taken for 0-d feeds. The numpy backend
+puts those lines at the top of its generated step; ``make_entry`` wraps
+them around any other backend's step. Anything else goes to the general
+path, which uses ``convert`` and ``check_shape`` here to convert a value
+or explain what is wrong: the error names the parameter or input, what it
+expects and what it got.
 """
 
 from __future__ import annotations
@@ -81,10 +86,6 @@ _serial = itertools.count()
 #: names)`` (``r[0], {name: r[1], ...}``: value_and_grad) or ``("dict,
 #: value", names)`` (``{name: r[1], ...}, r[0]``: an SGD step).
 Packing = tuple[str, tuple[str, ...]]
-
-#: The names check code uses besides the feed variables: all match the
-#: generated code's reserved pattern (``r<digits>_...``), so no feed takes them.
-CHECK_NAMES = ("r0_params", "r0_inputs", "r0_fallback", "r0_checking", "r0_ndarray", "r0_asarray")
 
 #: The builtins check code calls: a function holding the checks must not
 #: have a local (say, a feed's argument) of one of these names.

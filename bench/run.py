@@ -29,8 +29,13 @@ batch dimension:
 
 Every contender cycles through the same small random data set (100
 examples), one example per step, starting from its own copy of the same
-initial parameters; each call receives the example's ``x`` (a contiguous
-float64 array) and ``y`` (a 0-d float64 array, or 0-d int64 label).
+initial parameters. The inputs are fed as a user's training loop feeds
+them: the data set is a 2-D float64 array ``X`` and a 1-D ``Y``, and each
+step takes ``x = X[i]`` (a row view) and ``y = Y[i]`` (a numpy scalar:
+``np.float64``, or ``np.int64`` for a class label).
+
+The ``tapegraph`` imported is the one in this checkout (the script puts
+the repository root first on ``sys.path``), not an installed copy.
 
 Exits with status 1 if a check fails.
 """
@@ -40,15 +45,19 @@ import itertools
 import platform
 import statistics
 import sys
+from pathlib import Path
 
 import numpy as np
 
-import tapegraph as tg
-from tapegraph.backends.codegen import kernel_functions, tape_ops
+# this checkout's tapegraph, whatever copy is installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import handfused
-import homework_engine
-from timing import median_us
+import tapegraph as tg  # noqa: E402
+from tapegraph.backends.codegen import kernel_functions, tape_ops  # noqa: E402
+
+import handfused  # noqa: E402
+import homework_engine  # noqa: E402
+from timing import median_us  # noqa: E402
 
 L2_REG = 1.0
 STEP_SIZE = 0.01
@@ -56,7 +65,7 @@ NUM_EXAMPLES = 100
 HIDDEN = 10
 CHECK_ATOL = 1e-12  # one step: largest |difference| allowed in any new parameter
 RUN_ATOL = 1e-10    # a run of NUM_EXAMPLES steps: rounding may accumulate a little
-TARGET_RATIO = 1.5  # tapegraph step within 1.5x of the hand-fused step
+TARGET_RATIO = 1.3  # tapegraph step within 1.3x of the hand-fused step
 
 CONTENDERS = ("homework", "handfused", "tg_pure", "tg_donated")
 
@@ -114,7 +123,11 @@ class Case:
         for param_name, shape in shapes.items():
             scale = 1 / np.sqrt(shape[-1]) if shape else 1.0
             self.params[param_name] = np.array(rng.normal(size=shape) * scale)
-        self.examples = [(np.ascontiguousarray(x), np.array(y)) for x, y in zip(xs, ys)]
+        #: The data set as a user holds it, and its examples as a loop
+        #: indexing it gets them: (row view, numpy scalar).
+        self.X = np.ascontiguousarray(xs)
+        self.Y = np.asarray(ys)
+        self.examples = [(self.X[i], self.Y[i]) for i in range(len(self.Y))]
 
     def fresh_params(self):
         return {key: value.copy() for key, value in self.params.items()}
@@ -184,34 +197,38 @@ def check_case(case):
 
 
 def contender(case, which):
-    """A no-argument function doing one SGD step on the next example, and its parameters."""
-    examples = itertools.cycle(case.examples)
+    """A no-argument function doing one SGD step on the next example, and its parameters.
+
+    Each step indexes the data set as a training loop does: ``X[i]``, ``Y[i]``.
+    """
+    rows = itertools.cycle(range(len(case.Y)))
+    X, Y = case.X, case.Y
     params = case.fresh_params()
     if which == "homework":
         model = case.homework
 
         def run():
-            x, y = next(examples)
-            model.step(params, x, y, STEP_SIZE)
+            i = next(rows)
+            model.step(params, X[i], Y[i], STEP_SIZE)
     elif which == "handfused":
         model = case.fused
 
         def run():
-            x, y = next(examples)
-            model.step(params, x, y, STEP_SIZE)
+            i = next(rows)
+            model.step(params, X[i], Y[i], STEP_SIZE)
     elif which == "tg_pure":
         step = case.step
 
         def run():
             nonlocal params
-            x, y = next(examples)
-            params, _ = step(params, {"x": x, "y": y})
+            i = next(rows)
+            params, _ = step(params, {"x": X[i], "y": Y[i]})
     elif which == "tg_donated":
         step = case.donated_step
 
         def run():
-            x, y = next(examples)
-            step(params, {"x": x, "y": y})
+            i = next(rows)
+            step(params, {"x": X[i], "y": Y[i]})
     else:
         raise ValueError(which)
     return run, lambda: params
@@ -282,10 +299,10 @@ def print_table(header, rows, markdown):
 def profile_step(case, number):
     """Time the pieces of one tapegraph step (pure) on this case, and each generated line.
 
-    Uses tapegraph internals (Program._prepare, the executable's generated
-    code): this is a measurement, not an API. Each line of the generated
-    step is timed on its own, in a namespace holding the step's buffers and
-    the values the lines before it computed.
+    Uses tapegraph internals (the plan's generated entry, Program._prepare,
+    the executable's generated step): this is a measurement, not an API.
+    Each line of the generated step is timed on its own, in a namespace
+    holding the step's buffers and the values the lines before it computed.
     """
     step = case.step
     program = case.program
@@ -295,26 +312,31 @@ def profile_step(case, number):
     step(params, inputs)
     plan = step._plan
     executable, arrays = program._prepare(plan, params, inputs)
-    compiled = executable.step
+    compiled = executable.function()
+    enter = executable.enter
     pieces = [
         ("whole pure step: step(params, inputs)", lambda: step(params, inputs)),
         ("whole donated step", lambda: case.donated_step(params, inputs)),
-        ("Program._prepare (validate, find the tape)", lambda: program._prepare(plan, params, inputs)),
-        ("generated step alone", lambda: compiled(*arrays)),
+        ("generated entry: argument checks, then step", lambda: enter(params, inputs)),
+        ("generated step alone, arrays given", lambda: compiled(*arrays)),
+        ("general path: Program._prepare alone", lambda: program._prepare(plan, params, inputs)),
         ("empty Python call, for scale", lambda: None),
     ]
     print(f"\nprofile: tapegraph pure step on {case.name}, median µs per call "
-          f"({len(executable.tape.instructions)} instructions, {len(arrays)} feeds)")
+          f"({len(executable.tape.instructions)} instructions, {len(arrays)} feeds; "
+          f"x {type(x).__name__}{list(x.shape)}, y {type(y).__name__})")
     for label, fn in pieces:
         print(f"  {label:46s} {median_us(fn, repeats=7, number=number):7.2f}")
     empty = compile("pass", "<line>", "exec")
     overhead = median_us(lambda: exec(empty, {}), repeats=7, number=number)
     print(f"  per generated line (µs, less {overhead:.2f} for exec itself):")
     text = executable.source()
-    namespace = {"np": np, **kernel_functions(text, tape_ops(executable.tape)), **executable.arrays,
+    namespace = {"np": np, **kernel_functions(text, tape_ops(executable.tape)), **executable.buffer_sets()[0],
                  **dict(zip(executable.arguments.values(), arrays))}
     lines = text.splitlines()
-    body = [line.strip() for line in lines[2:] if line.startswith(" " * 8) and not line.strip().startswith(("#", "return"))]
+    first = lines.index(next(line for line in lines if line.strip().startswith("# forward")))
+    body = [line.strip() for line in lines[first:] if line.startswith(" " * 8)
+            and not line.strip().startswith(("#", "return", "r0_"))]
     for line in body:
         code = compile(line, "<line>", "exec")
         exec(code, namespace)

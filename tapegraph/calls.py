@@ -1,15 +1,22 @@
 """Checking the arrays a call is given against what a program declares.
 
-Every call of a compiled program validates its feeds; the common case (an
-array of the declared dtype and shape) is a few comparisons, and anything
-else comes here to be converted or explained: the error names the
-parameter or input, what it expects and what it got.
+Every call of a compiled program validates its feeds. The common case is
+checked by code generated with each specialisation (``check_lines``):
+a few comparisons per feed against its concrete dtype and shape, with
+numpy scalars and Python numbers taken for 0-d feeds. The numpy backend
+puts those lines at the top of its generated step; ``make_entry`` wraps
+them around any other backend's step. Anything else goes to the general
+path, which uses ``convert`` and ``check_shape`` here to convert a value
+or explain what is wrong: the error names the parameter or input, what it
+expects and what it got.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+import itertools
+import linecache
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -114,3 +121,158 @@ def _check_integers_fit(kind: str, node: Node, array: np.ndarray, declared: np.d
         where = "" if array.ndim == 0 else f" (at index {tuple(int(i) for i in np.unravel_index(position, array.shape))})"
         raise CallError(f"{describe_feed(kind, node)} expects integer data ({node.type_str}): "
                         f"{array.flat[position]}{where} does not fit in {declared}")
+_serial = itertools.count()
+
+#: How a call hands back the step's results ``r``: ``("tuple", ())`` (``r``
+#: itself), ``("dict", names)`` (``{name: r[0], ...}``), ``("value, dict",
+#: names)`` (``r[0], {name: r[1], ...}``: value_and_grad) or ``("dict,
+#: value", names)`` (``{name: r[1], ...}, r[0]``: an SGD step).
+Packing = tuple[str, tuple[str, ...]]
+
+#: The builtins check code calls: a function holding the checks must not
+#: have a local (say, a feed's argument) of one of these names.
+CHECK_BUILTINS = frozenset({"type", "len", "float", "int", "Exception", "TypeError", "OverflowError", "ValueError"})
+
+Feed = tuple[str, bool, np.dtype, tuple[int, ...]]
+
+
+def pack_expression(packing: Packing, results: str) -> str:
+    """Python source of what a call returns, from the tuple named ``results``."""
+    layout, names = packing
+    if layout == "tuple":
+        return results
+    offset = 0 if layout == "dict" else 1
+    entries = ", ".join(f"{name!r}: {results}[{index}]" for index, name in enumerate(names, start=offset))
+    if layout == "dict":
+        return f"{{{entries}}}"
+    if layout == "value, dict":
+        return f"({results}[0], {{{entries}}})"
+    if layout == "dict, value":
+        return f"({{{entries}}}, {results}[0])"
+    raise ValueError(f"unknown packing {layout!r}")
+
+
+def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collection[str] = (),
+                numbers: Collection[str] = (), indent: str = "        ") -> list[str]:
+    """The statements that check one specialisation's arguments, generated with it.
+
+    They run first in a function of ``r0_params, r0_inputs, r0_arrays``.
+    The general path, which has checked and converted the arguments
+    itself, passes them as the tuple ``r0_arrays``: they are unpacked into
+    the variables unchecked. Otherwise (``r0_arrays`` is None) they take
+    each feed (name, is it a parameter, dtype, concrete shape) from its
+    dict into its variable in ``variables``, and return
+    ``r0_fallback(r0_params, r0_inputs)`` unless every one is what this
+    specialisation runs on: an ndarray of exactly that dtype and shape, or
+    for a 0-d feed a numpy scalar of that dtype (what ``Y[i]`` gives) or a
+    Python number of its kind, turned into a 0-d array. The fallback is
+    the general path, which converts what it can and explains the rest, so
+    the error texts are the general path's. Check mode
+    (``r0_checking()``) also goes there. A ``donated`` parameter must also
+    be writable, and is never converted: the step writes into the array
+    the caller gave. A float64 feed in ``numbers`` (one the step reads only
+    as ``float(feed)``) takes a Python float or ``np.float64`` as it is.
+    The dtypes and numpy scalar types are ``r0_dtype<i>``, ``r0_scalar<i>``
+    (see ``check_namespace``).
+    """
+    fallback = "return r0_fallback(r0_params, r0_inputs)"
+    lines = [
+        "if r0_inputs is None:",
+        "    r0_inputs = {}",
+        "if r0_checking():",
+        f"    {fallback}",
+    ]
+    if feeds:
+        lines.append("try:")
+        for variable, (name, is_param, _, _) in zip(variables, feeds):
+            lines.append(f"    {variable} = {'r0_params' if is_param else 'r0_inputs'}[{name!r}]")
+        lines += ["except Exception:  # not a dict, a name missing: the general path says which",
+                  f"    {fallback}"]
+    lines += [
+        "try:",
+        f"    if len(r0_params) + len(r0_inputs) != {len(feeds)}:  # a name this call does not take",
+        f"        {fallback}",
+        "except TypeError:  # not a dict",
+        f"    {fallback}",
+    ]
+    for index, (variable, (name, is_param, dtype, shape)) in enumerate(zip(variables, feeds)):
+        exact = (f"type({variable}) is not r0_ndarray or {variable}.dtype is not r0_dtype{index} "
+                 f"or {variable}.shape != {shape!r}")
+        if is_param and name in donated:
+            lines += [f"if {exact} or not {variable}.flags.writeable:", f"    {fallback}"]
+            continue
+        lines.append(f"if {exact}:")
+        python_type = {"f": "float", "i": "int", "u": "int"}.get(dtype.kind) if shape == () else None
+        if python_type is None:
+            lines.append(f"    {fallback}")
+        elif name in numbers and dtype == np.float64:
+            # read only as float(feed): a float is as good as a 0-d array
+            lines += [f"    if type({variable}) is not r0_scalar{index} and type({variable}) is not float:",
+                      f"        {fallback}"]
+        else:
+            # X[i] of a 1-D array gives its numpy scalar: exactly the dtype
+            lines += [f"    if type({variable}) is r0_scalar{index}:",
+                      f"        {variable} = r0_asarray({variable})",
+                      f"    elif type({variable}) is {python_type}:",
+                      "        try:",
+                      f"            {variable} = r0_asarray({variable}, r0_dtype{index})",
+                      "        except (OverflowError, ValueError):  # an int too large for the dtype",
+                      f"            {fallback}",
+                      "    else:",
+                      f"        {fallback}"]
+    unpack = "".join(variable + ", " for variable in variables) or "_"
+    bypass = ["if r0_arrays is not None:  # the general path: checked and converted already",
+              f"    {unpack} = r0_arrays",
+              "else:"]
+    return [indent + line for line in bypass + ["    " + line for line in lines]]
+
+
+def check_namespace(feeds: Sequence[Feed], fallback: Callable, checking: Callable[[], bool]) -> dict[str, Any]:
+    """The values of the names ``check_lines`` uses (all but the two dicts)."""
+    namespace: dict[str, Any] = {"r0_fallback": fallback, "r0_checking": checking,
+                                 "r0_ndarray": np.ndarray, "r0_asarray": np.asarray}
+    for index, (_, _, dtype, _) in enumerate(feeds):
+        namespace[f"r0_dtype{index}"] = np.dtype(dtype)
+        namespace[f"r0_scalar{index}"] = np.dtype(dtype).type
+    return namespace
+
+
+def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donated: Collection[str] = (),
+                 numbers: Collection[str] = (), names: Sequence[str] = ()) -> str:
+    """Python source of ``make(r0_step, r0_failure, <names>)``, which returns an entry.
+
+    The entry ``enter(r0_params, r0_inputs, r0_arrays=None)`` runs ``check_lines`` and then
+    ``r0_step`` on the feeds, in order; a failure inside the step comes out
+    as ``r0_failure(error)``, and what it returns is packed as ``packing``
+    says. This is the entry for a backend whose step takes the feeds as
+    arguments; a backend may instead put the checks at the top of its own
+    generated step (the numpy backend does, saving a call).
+    """
+    variables = [f"a{index}" for index in range(len(feeds))]
+    lines = [
+        f"def make({', '.join(['r0_step', 'r0_failure', *names])}):",
+        "    def enter(r0_params, r0_inputs, r0_arrays=None):",
+        *check_lines(feeds, variables, donated, numbers),
+        "        try:",
+        f"            r0_results = r0_step({', '.join(variables)})",
+        "        except Exception as error:",
+        "            raise r0_failure(error) from error",
+        f"        return {pack_expression(packing, 'r0_results')}",
+        "    return enter",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def make_entry(feeds: Sequence[Feed], step: Callable, failure: Callable, fallback: Callable,
+               checking: Callable[[], bool], packing: Packing = ("tuple", ()), donated: Collection[str] = (),
+               numbers: Collection[str] = ()) -> Callable:
+    """Compile ``entry_source``: the entry of one specialisation whose step takes the feeds as arguments."""
+    namespace = check_namespace(feeds, fallback, checking)
+    text = entry_source(feeds, packing, donated, numbers, list(namespace))
+    filename = f"<tapegraph call check {next(_serial)}>"
+    # registered so that tracebacks through the entry show its lines
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    scope: dict[str, Any] = {}
+    exec(compile(text, filename, "exec"), scope)
+    return scope["make"](step, failure, *namespace.values())

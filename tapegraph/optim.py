@@ -30,6 +30,11 @@ class SGDStep:
     step allocates no arrays at all. They must then be numpy arrays of the
     declared shape and dtype. It saves the allocation of one new array per
     parameter per step (see docs/performance.md).
+
+    Threads: steps may run from several threads at once, each call on
+    buffers of its own. A donated step writes into the caller's arrays,
+    so two threads donating the same arrays race on them; that race is
+    the caller's (the step does not lock them): give each thread its own.
     """
 
     def __init__(self, program: Program, step_size: float, donate: bool = False) -> None:
@@ -59,67 +64,74 @@ class SGDStep:
         else:
             returns = ["float"] + ["new"] * len(self._names)
         kind = f"sgd step_size={self.step_size}" + (" donated" if self.donate else "")
-        self._plan = program._custom_plan(("sgd", self.step_size, self.donate), kind, roots, returns)
-        feed_positions = {name: index for index, (name, _, _) in enumerate(self._plan.feed_names)}
-        #: (position among the plan's feeds, name) of each donated parameter.
-        self._donated = tuple((feed_positions[name], name) for name in self._names if name in feed_positions)
-        #: Positions of the other feeds, which a donated array must not overlap.
-        self._undonated = tuple(sorted(set(feed_positions.values()) - {index for index, _ in self._donated}))
+        donated = self._names if self.donate else ()
+        self._plan = program._custom_plan(("sgd", self.step_size, self.donate), kind, roots, returns,
+                                          ("dict, value", self._names), donated, self._refuse)
+        feeds = self._plan.feed_names
+        #: The donated parameters among the plan's feeds, and every other feed
+        #: (name, is it a parameter), which a donated array must not overlap.
+        self._donated = tuple(name for name, kind, _ in feeds if kind == "param" and name in donated)
+        self._undonated = tuple((name, kind == "param") for name, kind, _ in feeds if name not in self._donated)
 
     def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], float]:
-        """One step: the updated ``wrt`` parameters, then every other parameter
-        given (unchanged, the caller's own objects), and the objective."""
-        program = self.program
-        executable, arrays = program._prepare(self._plan, params, inputs if inputs is not None else {})
+        """One step from ``params`` on ``inputs``: (new parameters, objective at ``params``).
+
+        The new parameters are the updated ``wrt`` parameters, then every
+        other parameter given (unchanged, the caller's own objects), so
+        that ``params, value = step(params, inputs)`` can go on looping.
+
+        Safe to call from several threads at once: each call runs on
+        buffers of its own. A donated step writes into the arrays it is
+        given, so two threads donating the same arrays race on them, as any
+        two threads writing one array would: give each thread its own.
+        """
         if self.donate:
-            for index, name in self._donated:
-                # _prepare passes a given array through only when it is an
-                # ndarray of the declared dtype and shape
-                if arrays[index] is not params[name] or not arrays[index].flags.writeable:
-                    self._refuse(name, params[name])
-            self._check_no_overlap(arrays)
-        value, *new_params = program._run(executable, self._plan, arrays)
-        updated = dict(zip(self._names, new_params))
+            self._check_no_overlap(params, inputs)
+        updated, value = self._plan.enter(params, inputs)
         if len(params) > len(updated):
-            # parameters outside wrt come back as given, so that
-            # ``params, value = step(params, inputs)`` can go on looping
             for name, given in params.items():
                 updated.setdefault(name, given)
         return updated, value
 
-    def _check_no_overlap(self, arrays: list) -> None:
+    def _check_no_overlap(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> None:
         """Refuse donated arrays that share memory with another feed.
 
         Updating one in place would change the other mid-step (two
         parameters given one array both came back as zeros). The usual
         case is decided by identities alone: donated arrays that own
         their memory, none of them passed twice or viewed by another feed.
+        Arguments that are missing or not arrays are left to the call,
+        which explains them.
         """
-        owners = {id(arrays[index]) for index, _ in self._donated if arrays[index].base is None}
-        if len(owners) == len(self._donated):
-            for position in self._undonated:
-                array = arrays[position]
-                if id(array) in owners or id(array.base) in owners:
+        try:
+            donated = [params[name] for name in self._donated]
+            others = [params[name] if is_param else inputs[name] for name, is_param in self._undonated]
+        except (KeyError, TypeError, IndexError):
+            return
+        if any(type(array) is not np.ndarray for array in donated):
+            return
+        owners = {id(array) for array in donated if array.base is None}
+        if len(owners) == len(donated):
+            for array in others:
+                if id(array) in owners or id(getattr(array, "base", None)) in owners:
                     break
             else:
                 return
-        feeds = self._plan.feed_names
-        donated = {index for index, _ in self._donated}
-        for index, _ in self._donated:
-            for other in range(len(feeds)):
-                if other == index or (other in donated and other < index):
+        arrays = [*donated, *others]
+        names = [*((name, True) for name in self._donated), *self._undonated]
+        for index in range(len(donated)):
+            for other in range(index + 1, len(arrays)):
+                if not isinstance(arrays[other], np.ndarray):
                     continue
                 if np.may_share_memory(arrays[index], arrays[other]) and np.shares_memory(arrays[index], arrays[other]):
-                    self._refuse_overlap(arrays, *sorted((index, other)))
+                    self._refuse_overlap(arrays[index] is arrays[other], names[index], names[other])
 
-    def _refuse_overlap(self, arrays: list, first: int, second: int) -> None:
-        feeds = self._plan.feed_names
-        how = "are the same array" if arrays[first] is arrays[second] else "share memory (views of one array)"
-        if feeds[first][1] == feeds[second][1] == "param":
-            names = f"{feeds[first][0]!r} and {feeds[second][0]!r}"
+    def _refuse_overlap(self, same: bool, first: tuple[str, bool], second: tuple[str, bool]) -> None:
+        how = "are the same array" if same else "share memory (views of one array)"
+        if first[1] and second[1]:
+            names = f"{first[0]!r} and {second[0]!r}"
         else:
-            names = " and ".join(f"{'parameter' if feeds[position][1] == 'param' else 'input'} {feeds[position][0]!r}"
-                                 for position in (first, second))
+            names = " and ".join(f"{'parameter' if is_param else 'input'} {name!r}" for name, is_param in (first, second))
         raise CallError(f"donate=True updates parameters in place, so they must not share memory: "
                         f"{names} {how}; pass a copy of one of them")
 

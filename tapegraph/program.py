@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -19,9 +21,10 @@ from tapegraph.errors import CallError, GraphError, NonFiniteError
 from tapegraph.expr import INPUT, PARAM, Node
 from tapegraph.shapes import symbols
 from tapegraph.inspect.dump import format_tape
-from tapegraph.calls import check_shape, convert, count, did_you_mean
+from tapegraph.calls import (
+    Packing, check_lines, check_namespace, check_shape, convert, count, did_you_mean, make_entry, pack_expression,
+)
 from tapegraph.backends import Executable, Return, checking, get_backend
-from tapegraph.backends.fpwarnings import attributed_warnings
 from tapegraph.compile.graph import build_graph, check_names, leaves
 from tapegraph.compile.grad import check_objective, check_wrt, grad
 from tapegraph.compile.lower import Root, lower
@@ -79,10 +82,24 @@ def no_new_specializations() -> Iterator[None]:
 
 
 class _Plan:
-    """One set of roots (say, objective and gradients) and its specialisations."""
+    """One set of roots (say, objective and gradients) and its specialisations.
 
-    def __init__(self, kind: str, roots: Sequence[Root], returns: Sequence[Return]) -> None:
+    A call goes through ``enter(params, inputs)``: the generated entry of
+    the specialisation used last (see ``calls.entry_source``), which runs
+    the step at once when the arguments are what that specialisation
+    takes, and otherwise hands them to ``fallback``, the general path
+    (``Program._call_general``: convert or explain, find or make the
+    specialisation, run).
+    """
+
+    def __init__(self, kind: str, roots: Sequence[Root], returns: Sequence[Return], fallback: Callable,
+                 packing: Packing = ("tuple", ()), donated: Sequence[str] = (),
+                 refuse: Callable[[str, Any], None] | None = None) -> None:
         self.kind = kind
+        #: How a call returns the step's tuple of results (``calls.Packing``);
+        #: ``pack`` does it on the general path.
+        self.packing = packing
+        self.pack: Callable[[tuple], Any] = eval(f"lambda r: {pack_expression(packing, 'r')}")  # names are repr()'d
         self.roots = tuple(roots)
         #: How the compiled step returns each named root (``emit.Return``): lowered into its tapes.
         self.returns = tuple(returns)
@@ -98,12 +115,29 @@ class _Plan:
         self.symbolic = tuple(index for index, node in enumerate(self.feeds) if symbols(node.shape))
         self.cache: dict[tuple, Executable] = {}
         self.last: Executable | None = None
+        #: Parameters the step updates in place (``tg.sgd(..., donate=True)``),
+        #: and what raises the error for a given value that cannot be.
+        self.donated = tuple(donated)
+        self.refuse = refuse
+        #: (position among the feeds, name) of each donated parameter.
+        self.donated_feeds = tuple((index, node.name) for index, node in enumerate(self.feeds)
+                                   if node.op is PARAM and node.name in self.donated)
+        #: The general path, ``fallback(params, inputs)``; ``enter`` until a
+        #: specialisation exists.
+        self.fallback = functools.partial(fallback, self)
+        self.enter: Callable = self.fallback
+        #: Held while specialising: two threads needing the same new
+        #: specialisation lower it once.
+        self.lock = threading.Lock()
 
 
 class Program:
     """A compiled objective with its gradients and named outputs.
 
-    Made by ``tg.compile``; see there for an example.
+    Made by ``tg.compile``; see there for an example. Calls may come from
+    several threads at once: each runs on buffers of its own, and a new
+    specialisation is made once however many threads need it (see
+    docs/tape.md, "Calls from several threads").
     """
 
     def __init__(self, objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None,
@@ -120,6 +154,7 @@ class Program:
         self.params = {node.name: node for node in leaves(graph, PARAM)}
         self.inputs = {node.name: node for node in leaves(graph, INPUT)}
         self._plans: dict[Any, _Plan] = {}
+        self._plans_lock = threading.Lock()
         self._wrt_names = tuple(param.name for param in self.wrt)
 
     def _check_outputs(self, outputs: Mapping[str, Node]) -> dict[str, Node]:
@@ -140,7 +175,8 @@ class Program:
             roots = [("objective", self.objective, "forward")]
             roots += [(f"grad {param.name}", gradient, "reverse") for param, gradient in zip(self.wrt, self.gradients)]
             returns = ["float"] + ["new"] * len(self.gradients)
-            plan = self._plans["value_and_grad"] = _Plan("value_and_grad", roots, returns)
+            plan = self._custom_plan("value_and_grad", "value_and_grad", roots, returns,
+                                     ("value, dict", self._wrt_names))
         return plan
 
     def _run_plan(self, names: tuple[str, ...]) -> _Plan:
@@ -153,14 +189,26 @@ class Program:
                                 f"this program has {sorted(available)}")
             roots = [(name, available[name], "forward") for name in names]
             returns = ["float" if name == "objective" else "new" for name in names]
-            plan = self._plans[("run", names)] = _Plan("run " + ",".join(names), roots, returns)
+            plan = self._custom_plan(("run", names), "run " + ",".join(names), roots, returns, ("dict", names))
         return plan
 
-    def _custom_plan(self, key: Any, kind: str, roots: Sequence[Root], returns: Sequence[Return]) -> _Plan:
-        """A plan over any roots built from this program's expressions (used by ``tg.sgd``)."""
+    def _custom_plan(self, key: Any, kind: str, roots: Sequence[Root], returns: Sequence[Return],
+                     packing: Packing = ("tuple", ()), donated: Sequence[str] = (),
+                     refuse: Callable[[str, Any], None] | None = None) -> _Plan:
+        """A plan over any roots built from this program's expressions (used by ``tg.sgd``).
+
+        ``packing`` says how a call returns the results (``calls.Packing``);
+        ``donated`` names parameters the step updates in place;
+        ``refuse(name, value)`` raises the error for a value given for one
+        that cannot be.
+        """
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = _Plan(kind, roots, returns)
+            with self._plans_lock:  # two threads asking at once get one plan
+                plan = self._plans.get(key)
+                if plan is None:
+                    plan = _Plan(kind, roots, returns, self._call_general, packing, donated, refuse)
+                    self._plans[key] = plan
         return plan
 
     # Calling.
@@ -193,9 +241,18 @@ class Program:
         else:
             executable = plan.last or self._specialize(plan, arrays, ())
         plan.last = executable
+        plan.enter = executable.enter
         return executable, arrays
 
     def _specialize(self, plan: _Plan, arrays: list, key: tuple) -> Executable:
+        with plan.lock:
+            # another thread may have made it while this one waited
+            executable = plan.cache.get(key)
+            if executable is None:
+                executable = self._specialize_locked(plan, arrays, key)
+        return executable
+
+    def _specialize_locked(self, plan: _Plan, arrays: list, key: tuple) -> Executable:
         sizes: dict[str, int] = {}
         bound_by: dict[str, str] = {}
         for (name, kind, node), array in zip(plan.feed_names, arrays):
@@ -206,8 +263,24 @@ class Program:
                                       f"no_new_specializations(); cached: {cached}")
         tape = lower(plan.roots, sizes, plan.returns)
         executable = self.backend.bind(tape, [name for name, _, _ in plan.feed_names])
-        #: The compiled step, as this plan returns its results.
-        executable.step = executable.function()
+        feeds = [(name, kind == "param", np.dtype(node.dtype), tuple(sizes.get(dim, dim) for dim in node.shape))
+                 for name, kind, node in plan.feed_names]
+        # a backend may say which feeds its step reads only as numbers
+        # (the numpy backend does); the entry then takes floats as they are
+        number_feeds = getattr(executable, "number_feeds", None)
+        numbers = number_feeds() if number_feeds is not None else ()
+        #: The entry that checks a call's arguments for this specialisation
+        #: and runs its step: the backend's own, with the checks at the top of
+        #: its generated step, or else one calling the step (``calls``).
+        executable.enter = None
+        if hasattr(executable, "entry"):
+            executable.enter = executable.entry(
+                lambda arguments: check_lines(feeds, arguments, plan.donated, numbers),
+                check_namespace(feeds, plan.fallback, checking),
+                lambda results: pack_expression(plan.packing, results))
+        if executable.enter is None:
+            executable.enter = make_entry(feeds, executable.function(), executable.failure,
+                                          plan.fallback, checking, plan.packing, plan.donated, numbers)
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
                  _format_sizes(sizes), len(tape.instructions), tape.total_bytes)
@@ -221,17 +294,36 @@ class Program:
         return executable
 
     def _call(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> tuple:
-        """Validate, specialise if needed, run; the results as the plan returns them."""
+        """Validate, specialise if needed, run; the step's results as a plain tuple.
+
+        The general path, for code that wants the results unpacked; calls
+        from users go through ``plan.enter``, which packs them.
+        """
         executable, arrays = self._prepare(plan, params, inputs if inputs is not None else {})
         return self._run(executable, plan, arrays)
+
+    def _call_general(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> Any:
+        """The general path of a call: anything the generated entry does not take at once."""
+        if inputs is None:
+            inputs = {}
+        executable, arrays = self._prepare(plan, params, inputs)
+        for index, name in plan.donated_feeds:
+            # _prepare passes a given array through only when it is an
+            # ndarray of the declared dtype and shape
+            if arrays[index] is not params[name] or not arrays[index].flags.writeable:
+                plan.refuse(name, params[name])
+        if checking():
+            return plan.pack(self._call_checked(executable, plan, arrays))
+        # the entry without its checks: these arguments are checked
+        return executable.enter(None, None, arrays)
 
     def _run(self, executable: Executable, plan: _Plan, arrays: list) -> tuple:
         """Run a prepared call (see ``_prepare``)."""
         if checking():
             return self._call_checked(executable, plan, arrays)
         try:
-            with attributed_warnings(executable):  # numpy's warnings name the user's line, not generated code
-                return executable.step(*arrays)
+            # compiled on first use: calls from users go through the entry
+            return executable.function()(*arrays)
         except Exception as error:
             raise executable.failure(error) from error
 
@@ -285,8 +377,7 @@ class Program:
         >>> value, grads["w"]
         (5.0, array([2., 4.]))
         """
-        value, *gradients = self._call(self._value_and_grad_plan(), params, inputs)
-        return value, dict(zip(self._wrt_names, gradients))
+        return self._value_and_grad_plan().enter(params, inputs)
 
     def run(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
             outputs: Iterable[str] | None = None) -> dict[str, Any]:
@@ -298,7 +389,7 @@ class Program:
         names = ("objective", *self.outputs) if outputs is None else tuple(outputs)
         if isinstance(outputs, str):
             names = (outputs,)
-        return dict(zip(names, self._call(self._run_plan(names), params, inputs)))
+        return self._run_plan(names).enter(params, inputs)
 
     # Inspecting.
 
@@ -320,7 +411,7 @@ class Program:
             return plan.last.tape
         if sizes is None and needed:
             # fall back to the sizes of any call made so far (say, by tg.sgd)
-            for other in self._plans.values():
+            for other in list(self._plans.values()):  # another thread may add one
                 if other.last is not None and all(name in other.last.tape.sizes for name in needed):
                     sizes = other.last.tape.sizes
         sizes = dict(sizes or {})
@@ -354,9 +445,10 @@ class Program:
         [Specialization(kind='run objective', sizes={'batch': 4}, shapes={'x': (4, 2)}, instructions=2, bytes=72)]
         """
         found = []
-        for plan in self._plans.values():
+        # copies: another thread may add a plan or a specialisation meanwhile
+        for plan in list(self._plans.values()):
             symbolic_names = [plan.feeds[index].name for index in plan.symbolic]
-            for key, executable in plan.cache.items():
+            for key, executable in list(plan.cache.items()):
                 tape = executable.tape
                 found.append(Specialization(plan.kind, dict(tape.sizes), dict(zip(symbolic_names, key)),
                                             len(tape.instructions), tape.total_bytes))

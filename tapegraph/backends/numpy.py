@@ -1,10 +1,12 @@
 """The numpy backend: a tape bound to preallocated arrays as generated code.
 
-Binding happens once per specialisation: the buffers are allocated, the
-constants written, and the tape translated (``codegen``) into one
-straight-line function closed over those arrays. Running a step is one
-call of that function on the caller's arrays: nothing is allocated (but
-what it returns) and no graph is walked.
+Binding happens once per specialisation: the tape is translated
+(``codegen``) into one straight-line function, and a first set of buffers
+is allocated with the constants written in. Running a step is one call of
+that function on the caller's arrays: nothing is allocated (but what it
+returns) and no graph is walked. Each call runs on a buffer set of its
+own, taken off a free list, so calls from several threads do not share
+buffers.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import itertools
 import linecache
 import math
+import re
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,28 +29,63 @@ from tapegraph.compile.tape import Tape
 _serial = itertools.count()
 
 
+def _read_only_as_number(argument: str, lines: Sequence[str]) -> bool:
+    """Whether every use of ``argument`` in the generated lines is ``float(argument)``."""
+    code = "\n".join(line.split("  # %")[0] for line in lines if not line.lstrip().startswith("#"))
+    uses = len(re.findall(rf"\b{re.escape(argument)}\b", code))
+    return uses > 0 and uses == code.count(f"float({argument})")
+
+
+def _arrays_named(text: str) -> tuple[str, ...]:
+    """The buffers (``s3``) and workspaces (``w5_rows``) that generated code names, in order of first use."""
+    return tuple(dict.fromkeys(re.findall(r"\b([sw]\d+(?:_\w+)?)\b", text)))
+
+
+class _Pool:
+    """The free list of buffer sets of one compiled step (see ``Executable``)."""
+
+    def __init__(self, executable: Executable, names: tuple[str, ...], first: dict[str, np.ndarray],
+                 numbers: frozenset[str]) -> None:
+        self.executable = executable
+        #: The arrays a set holds, by the names the generated code uses.
+        self.names = names
+        #: The sets not in use; a call pops one and appends it back.
+        self.free: list[tuple] = [tuple(first[name] for name in names)] if names else []
+        #: The feeds the step reads only as ``float(feed)``.
+        self.numbers = numbers
+
+    def allocate(self) -> tuple:
+        """A fresh set, for a call that finds every set in use."""
+        arrays = self.executable.allocate()
+        return tuple(arrays[name] for name in self.names)
+
+
 class Executable:
     """A ``Tape`` bound to arrays.
 
     ``function()`` gives the compiled step: call it with one array per
     feed, in ``feed_order``; it returns the tape's results as the tape's
-    ``returns`` say.
+    ``returns`` say. ``entry(...)`` gives the
+    same step as a function of the call's two dicts, with the argument
+    checks of the specialisation at its top (what a program call runs).
+
+    Safe from threads: a step runs on a set of buffers of its own. Each
+    compiled step keeps a free list of buffer sets; a call takes one
+    (``list.pop``, atomic under the GIL), or allocates a fresh set (the
+    constants written in) when every set is in use by another call, and
+    puts it back once its results are computed. One thread calling
+    repeatedly reuses the same set, so nothing is allocated per call, and
+    the list never holds more sets than there were concurrent calls. A
+    call that raises drops its set (the next call allocates another). A
+    ``"raw"`` result that is a buffer is valid only until that set is
+    reused, by any thread: the program's calls never return one.
     """
 
     def __init__(self, tape: Tape, feed_order: Sequence[str] | None = None) -> None:
-        """Allocate and fill the buffers; ``feed_order`` names the feeds in
-        the order the compiled functions take them (default: the tape's)."""
+        """Prepare the code generation; ``feed_order`` names the feeds in
+        the order the compiled functions take them (default: the tape's).
+        Buffers are allocated when a compiled step first runs."""
         self.tape = tape
-        self.buffers = [np.empty(buffer.shape, dtype=buffer.dtype) for buffer in tape.buffers]
-        for constant in tape.constants:
-            np.copyto(self.buffers[constant.slot], constant.array)
-        #: Arrays the generated code names: buffers ``s<slot>``, workspaces.
-        self.arrays: dict[str, np.ndarray] = {f"s{buffer.slot}": self.buffers[buffer.slot] for buffer in tape.buffers}
-        for workspace in tape.workspaces:
-            # scratch is allocated; fixed contents are copied, so the tape's stay untouched
-            array = np.empty(workspace.shape, dtype=workspace.dtype) if workspace.contents is None \
-                else np.array(workspace.contents)
-            self.arrays[workspace_name(workspace.instruction, workspace.name)] = array
         self.feed_order = tuple(feed.name for feed in tape.feeds) if feed_order is None else tuple(feed_order)
         #: The generated functions' argument names, one per feed.
         self.arguments = dict(zip(self.feed_order, identifiers(self.feed_order, tape_ops(tape))))
@@ -53,6 +93,27 @@ class Executable:
         self._texts: dict[Callable, str] = {}
         #: Per generated file name: (first line, last line, instruction) spans.
         self._spans: dict[str, list[tuple[int, int, int]]] = {}
+        #: Per check mode: the buffer sets its step and entry share.
+        self._pools: dict[bool, _Pool] = {}
+        #: Per check mode: the generated lines, made once for both.
+        self._bodies: dict[bool, tuple[list[str], list[str], list]] = {}
+        # compiling a step is the slow path: one thread compiles, others wait
+        self._compiling = threading.Lock()
+
+    def allocate(self) -> dict[str, np.ndarray]:
+        """A fresh set of the arrays the generated code names: buffers
+        ``s<slot>`` (constants written in) and workspaces."""
+        tape = self.tape
+        buffers = [np.empty(buffer.shape, dtype=buffer.dtype) for buffer in tape.buffers]
+        for constant in tape.constants:
+            np.copyto(buffers[constant.slot], constant.array)
+        arrays = {f"s{buffer.slot}": buffers[buffer.slot] for buffer in tape.buffers}
+        for workspace in tape.workspaces:
+            # scratch is allocated; fixed contents are copied, so the tape's stay untouched
+            array = np.empty(workspace.shape, dtype=workspace.dtype) if workspace.contents is None \
+                else np.array(workspace.contents)
+            arrays[workspace_name(workspace.instruction, workspace.name)] = array
+        return arrays
 
     def function(self, check: bool = False) -> Callable:
         """The compiled step, returning the results as the tape says.
@@ -63,33 +124,125 @@ class Executable:
         """
         function = self._functions.get(check)
         if function is None:
-            function = self._functions[check] = self._compile(check)
+            with self._compiling:
+                function = self._functions.get(check)
+                if function is None:
+                    function = self._functions[check] = self._compile(check)
         return function
+
+    def entry(self, checks: Callable[[Sequence[str]], list[str]],
+              namespace: Mapping[str, Any], packing: Callable[[str], str]) -> Callable | None:
+        """The unchecked step as a function of ``(r0_params, r0_inputs)``, checks first.
+
+        ``checks(arguments)`` gives the statements that bind each feed's
+        argument name (in ``feed_order``) from the two dicts, or from the
+        tuple ``r0_arrays`` when it is given, or return early
+        (``calls.check_lines``); ``namespace`` holds the other names they
+        use. The step's code follows in the same function, which saves
+        the call of a separate step, and a failure in it comes out as
+        ``failure(error)``. ``packing(name)`` is what to return, given the
+        name of the tuple of results. None when a feed's argument name
+        would shadow a name the checks use (say, a feed called ``len``).
+        """
+        from tapegraph.calls import CHECK_BUILTINS
+        if CHECK_BUILTINS & set(self.arguments.values()):
+            return None
+        with self._compiling:
+            return self._compile(False, (checks, dict(namespace), packing))
 
     def source(self, check: bool = False) -> str:
         """The text of the generated factory behind ``function(check)``."""
         return self._texts[self.function(check)]
 
-    def _compile(self, check: bool) -> Callable:
+    def number_feeds(self, check: bool = False) -> frozenset[str]:
+        """The feeds ``function(check)`` reads only as ``float(feed)``.
+
+        A Python float or ``np.float64`` serves such a feed as well as a
+        0-d array does, so a caller need not convert one.
+        """
+        return self._pool(check).numbers
+
+    def buffer_sets(self, check: bool = False) -> list[dict[str, np.ndarray]]:
+        """The buffer sets free for ``function(check)`` (and its entry), by name."""
+        pool = self._pool(check)
+        return [dict(zip(pool.names, arrays)) for arrays in pool.free]
+
+    def _body(self, check: bool) -> tuple[list[str], list[str], list]:
+        """The generated lines of the step (``codegen.body``), unindented, from line 0; made once."""
+        made = self._bodies.get(check)
+        if made is None:
+            feed_names = {feed.name: self.arguments[feed.name] for feed in self.tape.feeds}
+            made = self._bodies[check] = body(self.tape, feed_names, check=check, indent="", first_line=0)
+        return made
+
+    def _pool(self, check: bool) -> _Pool:
+        """The buffer sets shared by the step and the entry of a check mode."""
+        pool = self._pools.get(check)
+        if pool is None:
+            lines, results, _ = self._body(check)
+            lines = lines + results
+            # The first buffer set is allocated now, as binding used to do;
+            # the step names only some of its arrays (a comment may name others).
+            first = self.allocate()
+            used = tuple(name for name in _arrays_named("\n".join(lines)) if name in first)
+            numbers = frozenset(name for name, argument in self.arguments.items()
+                                if _read_only_as_number(argument, lines))
+            pool = self._pools[check] = _Pool(self, used, first, numbers)
+        return pool
+
+    def _compile(self, check: bool, entry: tuple | None = None) -> Callable:
+        """Generate and compile a step; with ``entry`` (checks, namespace,
+        packing), the entry form of ``entry()``."""
         arguments = [self.arguments[name] for name in self.feed_order]
-        feed_names = {feed.name: self.arguments[feed.name] for feed in self.tape.feeds}
-        lines, results, spans = body(self.tape, feed_names, check=check, indent=" " * 8, first_line=3)
-        closed_over = ", ".join(["np", "math", *self.arrays])
+        checks, namespace, packing = entry if entry is not None else (None, {}, None)
+        head = checks(arguments) if checks is not None else []
+        indent = " " * (12 if entry is not None else 8)
+        # line 1 ``def make``, line 2 ``def run``, then the checks, the
+        # ``try:`` of an entry, and the four lines taking a buffer set
+        first_line = 3 + len(head) + (entry is not None) + 4
+        lines, results, spans = self._body(check)
+        lines = [indent + line for line in lines]
+        spans = [(first + first_line, last + first_line, index) for first, last, index in spans]
+        pool = self._pool(check)
+        # The buffers are locals unpacked from a set taken off the free
+        # list. The names of the list, the allocator and the results match
+        # codegen's reserved pattern (r<digits>_...) and no name codegen
+        # makes, so they cannot clash with a feed or a value.
+        unpack = "".join(name + ", " for name in pool.names)
+        if pool.names:
+            take = [f"{indent}try:",
+                    f"{indent}    {unpack}= r0_free.pop()",
+                    f"{indent}except IndexError:  # every set is in use by another call: a fresh one",
+                    f"{indent}    {unpack}= r0_allocate()"]
+            give = [f"        r0_free.append(({unpack}))"]
+        else:
+            take = [""] * 4  # keep the line numbers the spans were counted with
+            give = []
+        compute = [*take, *lines, f"{indent}r0_results = ({''.join(result + ', ' for result in results)})"]
+        if entry is None:
+            signature, returned = ", ".join(arguments), "r0_results"
+        else:
+            signature, returned = "r0_params, r0_inputs, r0_arrays=None", packing("r0_results")
+            compute = ["        try:", *compute,
+                       "        except Exception as r0_error:",
+                       "            raise r0_failure(r0_error) from r0_error"]
+        closed_over = ", ".join(["np", "math", "r0_free", "r0_allocate", "r0_failure", *namespace])
         text = "\n".join([
             f"def make({closed_over}):",
-            f"    def run({', '.join(arguments)}):",
-            *lines,
-            f"        return ({''.join(result + ', ' for result in results)})",
+            f"    def run({signature}):",
+            *head,
+            *compute,
+            *give,
+            f"        return {returned}",
             "    return run",
             "",
         ])
         filename = f"<tapegraph tape {next(_serial)}>"
         # registered so that tracebacks through generated code show its lines
         linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
-        namespace = {"nan": math.nan, "inf": math.inf, "_nonfinite": self._nonfinite,
-                     **kernel_functions(text, tape_ops(self.tape), arguments)}
-        exec(compile(text, filename, "exec"), namespace)
-        function = namespace["make"](np, math, **self.arrays)
+        scope = {"nan": math.nan, "inf": math.inf, "_nonfinite": self._nonfinite, **kernel_functions(text, tape_ops(self.tape), arguments)}
+        exec(compile(text, filename, "exec"), scope)
+        function = scope["make"](np, math, pool.free, pool.allocate, self.failure, *namespace.values())
         self._texts[function] = text
         self._spans[filename] = spans
         return function

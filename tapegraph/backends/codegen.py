@@ -266,9 +266,12 @@ def _donations(tape: Tape, returns: Sequence[Return]) -> dict[int, str]:
 def kernel_functions(text: str) -> dict[str, Callable]:
     """The kernel functions that generated ``text`` calls by name."""
     found = {}
+    # one scan of the text for every name called, not one per op: the text
+    # of a large tape is long
+    called = set(re.findall(r"\b(\w+)\(", text))
     for op in REGISTRY.values():
         kernel = op.kernel
-        if not isinstance(kernel, np.ufunc) and re.search(rf"\b{re.escape(kernel.__name__)}\(", text):
+        if not isinstance(kernel, np.ufunc) and kernel.__name__ in called:
             if found.get(kernel.__name__, kernel) is not kernel:
                 raise ValueError(f"two kernels are named {kernel.__name__!r}; generated code needs distinct names")
             found[kernel.__name__] = kernel

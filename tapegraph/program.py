@@ -21,7 +21,7 @@ from tapegraph.shapes import symbols
 from tapegraph.inspect.dump import format_tape
 from tapegraph.calls import check_shape, convert, count
 from tapegraph.backends import Executable, Return, checking, get_backend
-from tapegraph.compile.graph import build_graph, check_names, leaves
+from tapegraph.compile.graph import check_names, leaves, post_order
 from tapegraph.compile.grad import check_objective, check_wrt, grad
 from tapegraph.compile.lower import Root, lower
 from tapegraph.compile.tape import Tape
@@ -85,8 +85,8 @@ class _Plan:
         self.roots = tuple(roots)
         #: How the compiled step returns each named root (``codegen.Return``).
         self.returns = tuple(returns)
-        graph = build_graph([node for _, node, _ in roots])
-        self.feeds = tuple(leaves(graph, "param") + leaves(graph, "input"))
+        nodes = post_order(node for _, node, _ in roots)
+        self.feeds = tuple(leaves(nodes, "param") + leaves(nodes, "input"))
         self.feed_names = tuple((node.name, node.op, node) for node in self.feeds)
         #: Per feed: name, is it a parameter, node, dtype, and the shape every
         #: call must match (None where the shape holds a symbol).
@@ -113,11 +113,11 @@ class Program:
         self.wrt = tuple(check_wrt(wrt))
         self.outputs = self._check_outputs(outputs or {})
         self.gradients = tuple(grad(self.objective, self.wrt))
-        graph = build_graph([self.objective, *self.outputs.values(), *self.wrt, *self.gradients])
-        check_names(graph)
+        nodes = post_order([self.objective, *self.outputs.values(), *self.wrt, *self.gradients])
+        check_names(nodes)
         #: Declared parameters and inputs by name.
-        self.params = {node.name: node for node in leaves(graph, "param")}
-        self.inputs = {node.name: node for node in leaves(graph, "input")}
+        self.params = {node.name: node for node in leaves(nodes, "param")}
+        self.inputs = {node.name: node for node in leaves(nodes, "input")}
         self._plans: dict[Any, _Plan] = {}
         self._wrt_names = tuple(param.name for param in self.wrt)
 

@@ -15,7 +15,7 @@ import numpy as np
 from tapegraph.errors import GraphError
 from tapegraph.expr import Node, const, origin_scope
 from tapegraph.ops import REGISTRY, add, sum_to
-from tapegraph.compile.graph import build_graph, topological_order
+from tapegraph.compile.graph import post_order
 
 
 def check_objective(objective: object) -> Node:
@@ -77,11 +77,10 @@ def grad(objective: Node, wrt: Sequence[Node]) -> list[Node]:
     """
     objective = check_objective(objective)
     wrt = check_wrt(wrt)
-    graph = build_graph([objective])
-    order = topological_order(graph)
+    order = post_order([objective])
     # activity in one sweep, operands before users: a node is active when
-    # it is a parameter or reads an active node (every node of the graph is
-    # needed by the objective, which the graph was built from)
+    # it is a parameter or reads an active node (every node of the order is
+    # needed by the objective, which it was walked from)
     parameters = set(wrt)
     active: set[Node] = set()
     for node in order:

@@ -7,6 +7,7 @@ tape be printed, checked, executed, or translated to source.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import attrs
@@ -153,6 +154,7 @@ def check_tape(tape: Tape) -> None:
             raise TapeCheckError(f"result {name} expects %{value} in s{slot}, which holds %{holding.get(slot)} at the end")
 
 
+@functools.lru_cache(maxsize=256)  # a tape has few distinct types; building a node each time was a tenth of lowering
 def _placeholder(shape: tuple[int, ...], dtype: str) -> Node:
     return Node("input", (), (), shape, dtype, name="_")
 

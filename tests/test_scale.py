@@ -118,7 +118,7 @@ def _deep(depth: int, first_scale: float = 2.0) -> tg.Node:
 
 
 def test_separately_built_deep_trees_are_equal_and_merge():
-    depth = 20_000
+    depth = 10_000
     first = _deep(depth)
     # built again, on another line: equal values, distinct objects, other origins
     x = tg.input("x", shape=(3,))
@@ -142,7 +142,7 @@ def test_separately_built_deep_trees_are_equal_and_merge():
 
 
 def test_a_deep_expression_prints_and_its_pictures_are_refused_not_recursed():
-    depth = 20_000
+    depth = 10_000
     node = _deep(depth)
     listing = format_expression(node)
     lines = listing.splitlines()
@@ -154,7 +154,7 @@ def test_a_deep_expression_prints_and_its_pictures_are_refused_not_recursed():
 
 
 def test_a_deep_program_dumps_evaluates_and_checks():
-    steps = 5_000
+    steps = 2_000
     objective, w = _chain(steps, size=2)
     program = tg.compile(objective, wrt=[w])
     w_value = np.array([0.4, -0.9])

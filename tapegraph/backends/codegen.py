@@ -27,6 +27,7 @@ instruction:
 
 from __future__ import annotations
 
+import collections
 import inspect
 import keyword
 import re
@@ -215,7 +216,9 @@ def body(tape: Tape, feed_names: Mapping[str, str], returns: Sequence[Return], *
     ``_nonfinite(index, result, operands)`` when the test fails.
     """
     new = [value for (_, value), how in zip(tape.results.values(), returns, strict=True) if how == "new"]
-    writer = _Writer(tape, feed_names, {value for value in new if new.count(value) == 1}, _donations(tape, returns))
+    times_returned = collections.Counter(new)  # not new.count per value: a program may have thousands of results
+    writer = _Writer(tape, feed_names, {value for value in new if times_returned[value] == 1},
+                     _donations(tape, returns))
     lines: list[str] = []
     spans: list[tuple[int, int, int]] = []
     section = None

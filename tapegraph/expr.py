@@ -105,9 +105,10 @@ def _as_static(items: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 class Structure:
     """The identity of one expression structure, shared by every node equal to it.
 
-    It holds nothing: the table in ``_structure_of`` maps a node's fields
-    (its inputs as their own tokens) to the token, and equal nodes are those
-    holding the same one.
+    It holds nothing: the table ``_structures`` maps a node's fields (its
+    inputs as their tokens) to the token, and equal nodes are those holding
+    the same one. Its hash is the built-in identity hash, so sets and dicts
+    of tokens (``post_order``'s visited set) never call back into Python.
     """
 
     __slots__ = ("__weakref__",)

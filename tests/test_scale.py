@@ -7,7 +7,12 @@ thousand nodes. Values are checked against plain numpy loops.
 
 from __future__ import annotations
 
+import copy
+import gc
+import pickle
 import sys
+import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -167,3 +172,30 @@ def test_a_deep_program_dumps_evaluates_and_checks():
                                rtol=1e-10)
     errors = tg.testing.check_grads(program, {"w": w_value})
     assert errors["w"] < 1e-6
+
+
+def test_equal_nodes_built_in_threads_are_equal():
+    built: list[tg.Node] = []
+
+    def build() -> None:
+        x = tg.input("x", shape=(4,))
+        h = x
+        for _ in range(2_000):
+            h = tg.tanh(h) + x
+        built.append(h)
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 4 and all(node == built[0] for node in built)
+
+
+def test_structures_are_forgotten_with_their_nodes_and_survive_copies():
+    node = tg.tanh(tg.input("x", shape=(3,))) * 7.25
+    assert pickle.loads(pickle.dumps(node)) == node and copy.deepcopy(node) == node
+    token = weakref.ref(node.structure)
+    del node
+    gc.collect()
+    assert token() is None  # the table holds structures weakly: no leak of dead models

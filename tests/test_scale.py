@@ -22,7 +22,7 @@ from tapegraph import reference
 from tapegraph.compile.graph import build_graph, post_order
 from tapegraph.errors import GraphError
 from tapegraph.inspect.display import node_html, program_png
-from tapegraph.inspect.draw import MAX_DRAWN_NODES, draw_graph
+from tapegraph.inspect.draw import MAX_DRAWN_INSTRUCTIONS, MAX_DRAWN_NODES, draw_graph, draw_tape
 from tapegraph.inspect.dump import format_expression
 
 
@@ -166,6 +166,8 @@ def test_a_deep_program_dumps_evaluates_and_checks():
     dump = program.dump()
     assert dump.count(" = tanh ") == steps
     assert program_png(program) is None  # too big to show inline, and no error
+    with pytest.raises(GraphError, match=f"draw_tape: the tape has .* more than {MAX_DRAWN_INSTRUCTIONS}"):
+        draw_tape(program)
     expected_value, expected_gradient = _chain_numpy(w_value, steps)
     assert float(reference.evaluate(objective, {"w": w_value})) == pytest.approx(expected_value, rel=1e-12)
     np.testing.assert_allclose(reference.evaluate(program.gradients[0], {"w": w_value}), expected_gradient,

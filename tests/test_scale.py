@@ -14,12 +14,13 @@ import sys
 import threading
 import weakref
 
+import networkx as nx
 import numpy as np
 import pytest
 
 import tapegraph as tg
 from tapegraph import reference
-from tapegraph.compile.graph import build_graph, post_order
+from tapegraph.compile.graph import assign_sections, build_graph, order_by_section, post_order, topological_order
 from tapegraph.errors import GraphError
 from tapegraph.inspect.display import node_html, program_png
 from tapegraph.inspect.draw import MAX_DRAWN_INSTRUCTIONS, MAX_DRAWN_NODES, draw_graph, draw_tape
@@ -201,3 +202,23 @@ def test_structures_are_forgotten_with_their_nodes_and_survive_copies():
     del node
     gc.collect()
     assert token() is None  # the table holds structures weakly: no leak of dead models
+
+
+def test_the_sorted_order_is_networkx_lexicographic_topological_order():
+    x = tg.input("x", shape=("batch", 3))
+    weight = tg.param("W", shape=(4, 3))
+    bias = tg.param("b", shape=(4,))
+    hidden = tg.tanh(tg.affine(weight, x, bias))
+    objective = tg.mean(tg.square(hidden)) + tg.sum(tg.square(weight))
+    gradients = tg.grad(objective, [weight, bias])
+    roots = [("objective", objective, "forward"), ("hidden", hidden, "forward")]
+    roots += [(f"grad {index}", gradient, "reverse") for index, gradient in enumerate(gradients)]
+    graph = build_graph([node for _, node, _ in roots])
+    index = nx.get_node_attributes(graph, "index")
+    section = assign_sections(graph, roots)
+    assert topological_order(graph) == list(nx.lexicographical_topological_sort(graph, key=index.__getitem__))
+    by_networkx = list(nx.lexicographical_topological_sort(graph, key=lambda node: (section[node], index[node])))
+    assert topological_order(graph, section) == by_networkx
+    walked = post_order([node for _, node, _ in roots])
+    assert assign_sections(walked, roots) == section and order_by_section(walked, section) == by_networkx
+    assert set(section.values()) == {0, 1}

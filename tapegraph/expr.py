@@ -2,8 +2,22 @@
 
 A ``Node`` is a frozen attrs record: the op that computes it, its input
 nodes, its static attributes, and its type (shape and dtype), which is worked
-out when the node is built. Equal subtrees are equal values with a cached
-hash, so a dict keyed by nodes merges common subexpressions for free.
+out when the node is built. Equal subtrees are equal values, so a dict keyed
+by nodes merges common subexpressions for free.
+
+How equality stays structural without recursing: each node's *structure*
+is hash-consed. When a node is built, its op, its inputs' structures, its
+static attributes, type, name and constant value are looked up in a table
+of live structures; equal structure finds the same ``Structure`` token,
+so ``a == b`` is ``a.structure is b.structure`` and ``hash`` is that
+token's, both O(1) however deep the trees, and two large equal trees built
+separately merge in one graph without ever being walked. The token, not
+the node, is interned because ``origin`` is not part of equality but is
+each node's own: interning whole nodes would give a node built later the
+origin of an equal node that some other model built first, so a dump would
+depend on what else the process had made. A dict keyed by nodes keeps the
+first node it sees, as it always has. The table holds tokens weakly: a
+structure no node uses any more is dropped.
 
 Leaves are ``input`` (data given at each call), ``param`` (what gradients
 are taken with respect to) and ``const`` (a value fixed at declaration).
@@ -15,6 +29,8 @@ import contextlib
 import contextvars
 import os
 import sys
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -140,13 +156,42 @@ def _as_static(items: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(items.items()))
 
 
-@attrs.frozen(cache_hash=True, repr=False)
+class Structure:
+    """The identity of one expression structure, shared by every node equal to it.
+
+    It holds nothing: the table ``_structures`` maps a node's fields (its
+    inputs as their tokens) to the token, and equal nodes are those holding
+    the same one. Its hash is the built-in identity hash, so sets and dicts
+    of tokens (``post_order``'s visited set) never call back into Python.
+    """
+
+    __slots__ = ("__weakref__",)
+
+
+#: The token of every structure in use, by its fields (see the module docstring).
+_structures: weakref.WeakValueDictionary[tuple, Structure] = weakref.WeakValueDictionary()
+# two threads building equal nodes must find one token, or they would differ
+_structures_lock = threading.Lock()
+
+
+def _structure_of(node: "Node") -> Structure:
+    key = (node.op, tuple(operand.structure for operand in node.inputs), node.static, node.shape, node.dtype,
+           node.name, node.value)
+    with _structures_lock:
+        token = _structures.get(key)
+        if token is None:
+            token = _structures[key] = Structure()
+    return token
+
+
+@attrs.frozen(eq=False, repr=False)
 class Node:
     """One value in an expression: an op applied to input nodes.
 
     Build nodes with ``tg.input``, ``tg.param``, ``tg.const`` and the op
     functions (``tg.tanh(x)``, ``x @ w + b``); do not call this class
     directly. Nodes are immutable; ``named`` returns a renamed copy.
+    Equality is structural but O(1) (see the module docstring).
     """
 
     #: The op record (``tapegraph.ops.Op``), or ``INPUT`` / ``PARAM`` /
@@ -165,10 +210,40 @@ class Node:
     #: The array of a ``const`` leaf.
     value: ConstValue | None = None
     #: Where the node was declared (``file.py:LINE``); not part of equality.
-    origin: str = attrs.field(default="", eq=False)
+    origin: str = attrs.field(default="")
+    #: The token shared by every node of equal structure (all fields but
+    #: ``origin``); found once, when the node is built.
+    structure: Structure = attrs.field(init=False)
+    _hash: int = attrs.field(init=False)
+
+    @structure.default
+    def _find_structure(self) -> Structure:
+        return _structure_of(self)
+
+    @_hash.default
+    def _hash_of_structure(self) -> int:
+        return id(self.structure)
 
     # numpy must not treat a node as an array: ``2.0 * node`` calls __rmul__.
     __array_ufunc__ = None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Node):
+            return self.structure is other.structure
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, Node):
+            return self.structure is not other.structure
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple:
+        # rebuild through the constructor: the copy finds its structure's
+        # token, where a copied token would make it unequal to the original
+        return (Node, (self.op, self.inputs, self.static, self.shape, self.dtype, self.name, self.value, self.origin))
 
     @property
     def ndim(self) -> int:

@@ -25,7 +25,7 @@ from tapegraph.calls import (
     Packing, check_lines, check_namespace, check_shape, convert, count, did_you_mean, make_entry, pack_expression,
 )
 from tapegraph.backends import Executable, Return, checking, get_backend
-from tapegraph.compile.graph import build_graph, check_names, leaves
+from tapegraph.compile.graph import check_names, leaves, post_order
 from tapegraph.compile.grad import check_objective, check_wrt, grad
 from tapegraph.compile.lower import Root, lower
 from tapegraph.compile.tape import Tape
@@ -103,8 +103,8 @@ class _Plan:
         self.roots = tuple(roots)
         #: How the compiled step returns each named root (``emit.Return``): lowered into its tapes.
         self.returns = tuple(returns)
-        graph = build_graph([node for _, node, _ in roots])
-        self.feeds = tuple(leaves(graph, PARAM) + leaves(graph, INPUT))
+        nodes = post_order(node for _, node, _ in roots)
+        self.feeds = tuple(leaves(nodes, PARAM) + leaves(nodes, INPUT))
         self.feed_names = tuple((node.name, node.op.name, node) for node in self.feeds)
         #: Per feed: name, is it a parameter, node, dtype, and the shape every
         #: call must match (None where the shape holds a symbol).
@@ -148,11 +148,11 @@ class Program:
         self.wrt = tuple(check_wrt(wrt))
         self.outputs = self._check_outputs(outputs or {})
         self.gradients = tuple(grad(self.objective, self.wrt))
-        graph = build_graph([self.objective, *self.outputs.values(), *self.wrt, *self.gradients])
-        check_names(graph)
+        nodes = post_order([self.objective, *self.outputs.values(), *self.wrt, *self.gradients])
+        check_names(nodes)
         #: Declared parameters and inputs by name.
-        self.params = {node.name: node for node in leaves(graph, PARAM)}
-        self.inputs = {node.name: node for node in leaves(graph, INPUT)}
+        self.params = {node.name: node for node in leaves(nodes, PARAM)}
+        self.inputs = {node.name: node for node in leaves(nodes, INPUT)}
         self._plans: dict[Any, _Plan] = {}
         self._plans_lock = threading.Lock()
         self._wrt_names = tuple(param.name for param in self.wrt)

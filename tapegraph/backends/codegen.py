@@ -295,9 +295,12 @@ def kernel_functions(text: str, ops: Iterable[Op], arguments: Iterable[str] = ()
     """
     found = {}
     taken = set(arguments) | {"run"}
+    # one scan of the text for every name called, not one per op: the text
+    # of a large tape is long
+    called = set(re.findall(r"\b(\w+)\(", text))
     for op in ops:
         kernel = op.kernel
-        if not isinstance(kernel, np.ufunc) and re.search(rf"\b{re.escape(kernel.__name__)}\(", text):
+        if not isinstance(kernel, np.ufunc) and kernel.__name__ in called:
             if found.get(kernel.__name__, kernel) is not kernel:
                 raise OpError(f"two kernels are named {kernel.__name__!r}; generated code needs distinct names")
             if kernel.__name__ in taken or _GENERATED.fullmatch(kernel.__name__) or kernel.__name__ in _BUILTINS:

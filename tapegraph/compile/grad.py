@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import networkx as nx
 import numpy as np
 
 from tapegraph.errors import GraphError
 from tapegraph.expr import PARAM, Node, const, origin_scope
 from tapegraph.ops import add, sum_to
-from tapegraph.compile.graph import build_graph, topological_order
+from tapegraph.compile.graph import post_order
 
 
 def check_objective(objective: object) -> Node:
@@ -37,6 +36,7 @@ def check_wrt(wrt: Sequence[object]) -> list[Node]:
     if isinstance(wrt, Node):
         wrt = [wrt]
     result: list[Node] = []
+    seen: set[Node] = set()
     for item in wrt:
         if not isinstance(item, Node) or item.op is not PARAM:
             if isinstance(item, Node) and item.is_leaf:
@@ -46,8 +46,9 @@ def check_wrt(wrt: Sequence[object]) -> list[Node]:
             else:
                 what = f"{type(item).__name__} {item!r}"
             raise GraphError(f"wrt must list parameters made with tg.param, but got {what}")
-        if item in result:
+        if item in seen:
             raise GraphError(f"wrt lists parameter {item.name!r} twice")
+        seen.add(item)
         result.append(item)
     return result
 
@@ -76,18 +77,21 @@ def grad(objective: Node, wrt: Sequence[Node]) -> list[Node]:
     """
     objective = check_objective(objective)
     wrt = check_wrt(wrt)
-    graph = build_graph([objective])
-    needed = nx.ancestors(graph, objective) | {objective}
+    order = post_order([objective])
+    # activity in one sweep, operands before users: a node is active when
+    # it is a parameter or reads an active node (every node of the order is
+    # needed by the objective, which it was walked from)
+    parameters = set(wrt)
     active: set[Node] = set()
-    for parameter in wrt:
-        if parameter in graph:
-            active |= (nx.descendants(graph, parameter) | {parameter}) & needed
+    for node in order:
+        if node in parameters or any(operand in active for operand in node.inputs):
+            active.add(node)
 
     # the seed d(objective)/d(objective) = 1, labelled as such in dumps
     with origin_scope(f"seed of {objective.label}"):
         seed = const(np.ones((), dtype=objective.dtype))
     cotangents: dict[Node, list[Node]] = {objective: [seed]}
-    for node in reversed(topological_order(graph)):
+    for node in reversed(order):
         if node.is_leaf or node not in active or node not in cotangents:
             continue
         with origin_scope(f"grad of {node.label}"):

@@ -17,7 +17,7 @@ from tapegraph.errors import GraphError
 from tapegraph.expr import CONST, Node
 from tapegraph.shapes import substitute, symbols
 from tapegraph.compile.emit import Return, Root, concrete_static, emit_tape
-from tapegraph.compile.graph import assign_sections, build_graph, topological_order
+from tapegraph.compile.graph import assign_sections, order_by_section, post_order
 from tapegraph.compile.plan import plan_buffers
 from tapegraph.compile.tape import Tape, check_tape
 
@@ -62,9 +62,9 @@ def lower(roots: Sequence[Root], sizes: Mapping[str, int], returns: Sequence[Ret
     its destinations are chosen for it, so a tape is specialised for the
     way its results are returned.
     """
-    graph = build_graph([node for _, node, _ in roots])
-    section_of = assign_sections(graph, roots)
-    order = topological_order(graph, section_of)
+    walked = post_order(node for _, node, _ in roots)
+    section_of = assign_sections(walked, roots)
+    order = order_by_section(walked, section_of)
     _check_sizes_known(order, sizes)
     shape_of = {node: substitute(node.shape, sizes) for node in order}
     folded = fold_constants(order, shape_of, sizes)

@@ -10,6 +10,7 @@ bound); results are never freed.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -73,16 +74,14 @@ def plan_buffers(kept: Sequence[Node], computed: Sequence[Node], folded: Mapping
             # once at bind time, feeds are the caller's
             slot_of[node] = pool.take(shape_of[node], node.dtype, value_of[node])
 
-    def releasable(operand: Node, position: int) -> bool:
-        return last_read.get(operand) == position and operand not in root_nodes and operand not in folded
-
     for position, node in enumerate(computed):
         op = node.op
-        dying = [operand for operand in dict.fromkeys(node.inputs) if releasable(operand, position)]
+        dying = [operand for operand in dict.fromkeys(node.inputs)
+                 if last_read[operand] == position and operand not in root_nodes and operand not in folded]
         # ufunc-like kernels may write over an operand they are done with;
         # not for single values, where numpy's overlap handling costs more
         # (a copy, about 0.5 us per call) than an 8-byte buffer saves
-        in_place = op.elementwise and int(np.prod(shape_of[node], dtype=np.int64)) > 1
+        in_place = op.elementwise and math.prod(shape_of[node]) > 1
         if in_place:
             for operand in dying:
                 pool.release(slot_of[operand])

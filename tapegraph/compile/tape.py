@@ -13,6 +13,7 @@ same tape be printed, checked, executed, or translated to source.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import attrs
@@ -406,6 +407,7 @@ def _check_workspaces(given: dict[str, Workspace], instruction: Instruction, op,
                                  f"{instruction.op} needs")
 
 
+@functools.lru_cache(maxsize=256)  # a tape has few distinct types; building a node each time was a tenth of lowering
 def _placeholder(shape: tuple[int, ...], dtype: str) -> Node:
     return Node(INPUT, (), (), shape, dtype, name="_")
 

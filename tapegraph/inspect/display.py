@@ -18,7 +18,7 @@ from typing import Any
 
 from tapegraph.expr import Node
 from tapegraph.inspect.dump import format_expression
-from tapegraph.compile.graph import build_graph
+from tapegraph.compile.graph import post_order
 
 log = logging.getLogger("tapegraph")
 
@@ -64,7 +64,7 @@ def program_png(prog: Any) -> bytes | None:
         from tapegraph.inspect.draw import draw_graph
 
         roots = [prog.objective, *prog.outputs.values(), *prog.gradients]
-        if build_graph(roots).number_of_nodes() > MAX_PICTURE_NODES:
+        if len(post_order(roots)) > MAX_PICTURE_NODES:
             return None
         return _png(draw_graph(prog))
     except Exception:  # display only: fall back to text rather than fail the cell

@@ -29,6 +29,7 @@ import attrs
 import networkx as nx
 import numpy as np
 
+from tapegraph.errors import GraphError
 from tapegraph.expr import CONST, PARAM, Node
 from tapegraph.shapes import format_type
 from tapegraph.compile.graph import ancestors_and_self, build_graph, topological_order
@@ -84,6 +85,12 @@ _DUMMY_WIDTH = 0.06  # inches taken by a long edge passing through a layer
 _MARGIN = 0.25  # inches around the drawing
 _HEADER = 0.62  # inches above the drawing for the title and the legend
 _MAX_PIXELS = 30000  # Agg's limit is 2**16 pixels per side; stay well below it
+#: ``draw_graph`` refuses graphs with more nodes than this: the layout's
+#: crossing reduction grows faster than the graph (600 nodes take about 7 s),
+#: and a picture of thousands of boxes cannot be read anyway.
+MAX_DRAWN_NODES = 1000
+#: ``draw_tape`` refuses tapes with more instructions than this (one column each).
+MAX_DRAWN_INSTRUCTIONS = 2000
 
 
 def draw_graph(target: "Program | Node", path: str | os.PathLike | None = None, *, gradients: bool = True,
@@ -96,7 +103,8 @@ def draw_graph(target: "Program | Node", path: str | os.PathLike | None = None, 
     floating-point node, also its gradients with respect to every
     parameter it uses). Edges run in data-flow direction, from operand to
     user, top to bottom; the reverse pass is drawn in purple. ``sizes``
-    fills symbolic dimensions into the labels (``{"batch": 32}``).
+    fills symbolic dimensions into the labels (``{"batch": 32}``). A graph
+    of more than ``MAX_DRAWN_NODES`` (1000) nodes raises ``GraphError``.
 
     ``path`` must end in ``.png`` or ``.svg``. Returns the
     ``matplotlib.figure.Figure`` either way (it has an Agg canvas:
@@ -112,6 +120,12 @@ def draw_graph(target: "Program | Node", path: str | os.PathLike | None = None, 
         raise TypeError(f"draw_graph: gradients must be True or False, got {gradients!r}")
     sizes = _check_sizes(sizes, "draw_graph")
     roles, kinds, graph, title = _graph_parts(target, gradients)
+    if graph.number_of_nodes() > MAX_DRAWN_NODES:
+        raise GraphError(
+            f"draw_graph: the graph has {graph.number_of_nodes()} nodes, more than {MAX_DRAWN_NODES} "
+            f"(tapegraph.inspect.draw.MAX_DRAWN_NODES), too many to lay out or read; list it as text with "
+            f"tapegraph.inspect.dump.format_expression(node) or prog.dump(), or draw a smaller part "
+            f"(draw_graph of one node, gradients=False)")
     labels = {node: _node_label(node, kinds[node], roles.get(node, ()), sizes) for node in graph}
     figure = _render_graph(graph, labels, kinds, title)
     _save(figure, path, file_format)
@@ -132,7 +146,8 @@ def draw_tape(target: "Program | Tape | SGDStep", path: str | os.PathLike | None
     bar from the instruction that writes it to its last read (feeds and
     constants start at the left, results run to the right), with a small
     triangle at every read. Bars that share a row are values that reuse
-    one buffer.
+    one buffer. A tape of more than ``MAX_DRAWN_INSTRUCTIONS`` (2000)
+    instructions raises ``GraphError``.
 
     ``path`` must end in ``.png`` or ``.svg``. Returns the Figure.
 
@@ -144,6 +159,11 @@ def draw_tape(target: "Program | Tape | SGDStep", path: str | os.PathLike | None
     file_format = _check_path(path, "draw_tape")
     sizes = _check_sizes(sizes, "draw_tape")
     tape, title = _tape_of(target, sizes, kind)
+    if len(tape.instructions) > MAX_DRAWN_INSTRUCTIONS:
+        raise GraphError(
+            f"draw_tape: the tape has {len(tape.instructions)} instructions, more than {MAX_DRAWN_INSTRUCTIONS} "
+            f"(tapegraph.inspect.draw.MAX_DRAWN_INSTRUCTIONS), too many columns to read; print it with "
+            f"prog.dump() instead")
     figure = _render_tape(tape, title)
     _save(figure, path, file_format)
     return figure

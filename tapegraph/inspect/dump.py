@@ -11,7 +11,7 @@ import numpy as np
 
 from tapegraph.expr import CONST, Node
 from tapegraph.shapes import format_type
-from tapegraph.compile.graph import build_graph, topological_order
+from tapegraph.compile.graph import post_order
 from tapegraph.compile.tape import SECTIONS, Instruction, Tape
 
 
@@ -136,7 +136,7 @@ def format_expression(node: Node) -> str:
     %1:f64[3] = square %0
     %2:f64[] = sum %1 {axis=(0,)}  # total
     """
-    order = topological_order(build_graph([node]))
+    order = post_order([node])
     number = {item: index for index, item in enumerate(order)}
     lines = []
     for item in order:

@@ -29,11 +29,30 @@ from tapegraph.compile.tape import Tape
 _serial = itertools.count()
 
 
-def _read_only_as_number(argument: str, lines: Sequence[str]) -> bool:
-    """Whether every use of ``argument`` in the generated lines is ``float(argument)``."""
-    code = "\n".join(line.split("  # %")[0] for line in lines if not line.lstrip().startswith("#"))
-    uses = len(re.findall(rf"\b{re.escape(argument)}\b", code))
-    return uses > 0 and uses == code.count(f"float({argument})")
+def read_as_numbers(tape: Tape) -> frozenset[str]:
+    """The feeds that ``tape`` reads only as Python numbers.
+
+    A single float64 feed read in place, whose every read takes the
+    "number" form (``float(feed)``), and which is returned, if at all, as
+    a float: a Python float or ``np.float64`` serves it as well as a 0-d
+    array does. Decided from the tape's operand forms and returns.
+    """
+    forms: dict[int, set[str]] = {}
+    donated: set[str] = set()
+    for instruction in tape.instructions:
+        for index, value in enumerate(instruction.input_values):
+            forms.setdefault(value, set()).add(instruction.form(index))
+        if instruction.destination.kind == "donated":
+            donated.add(instruction.destination.feed)
+    returned: dict[int, set[str]] = {}
+    for name, (_, value) in tape.results.items():
+        returned.setdefault(value, set()).add(tape.returns[name].kind)
+        if tape.returns[name].kind == "donated":
+            donated.add(tape.returns[name].feed)
+    return frozenset(
+        feed.name for feed in tape.feeds
+        if feed.shape == () and feed.dtype == "float64" and feed.in_place and feed.name not in donated
+        and forms.get(feed.value) == {"number"} and returned.get(feed.value, {"float"}) == {"float"})
 
 
 def _arrays_named(text: str) -> tuple[str, ...]:
@@ -185,8 +204,7 @@ class Executable:
             # the step names only some of its arrays (a comment may name others).
             first = self.allocate()
             used = tuple(name for name in _arrays_named("\n".join(lines)) if name in first)
-            numbers = frozenset(name for name, argument in self.arguments.items()
-                                if _read_only_as_number(argument, lines))
+            numbers = read_as_numbers(self.tape)
             pool = self._pools[check] = _Pool(self, used, first, numbers)
         return pool
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from tapegraph.errors import CallError
 from tapegraph.expr import Node
-from tapegraph.shapes import format_shape
+from tapegraph.shapes import array_type
 
 
 def count(mapping: Any) -> int:
@@ -82,18 +82,18 @@ def check_shape(kind: str, node: Node, array: np.ndarray, sizes: dict[str, int],
     bound_by = {} if bound_by is None else bound_by
     declared = node.shape
     if array.ndim != len(declared):
-        raise CallError(f"{describe_feed(kind, node)} expects shape {format_shape(declared)} ({len(declared)} dimension(s)), got an array of shape {array.shape}")
+        raise CallError(f"{describe_feed(kind, node)} expects {node.type_str} ({len(declared)} dimension(s)), got an array of {array_type(array)}")
     for axis, (dim, actual) in enumerate(zip(declared, array.shape)):
         if isinstance(dim, str):
             if actual == 0:
-                raise CallError(f"{describe_feed(kind, node)} has {dim}=0 (an array of shape {array.shape}): there is nothing "
+                raise CallError(f"{describe_feed(kind, node)} has {dim}=0 (an array of {array_type(array)}): there is nothing "
                                 f"to compute on an empty {dim}; give at least one row")
             if dim in sizes and sizes[dim] != actual:
-                raise CallError(f"{describe_feed(kind, node)} has {dim}={actual} (shape {array.shape}), but {bound_by[dim]} has {dim}={sizes[dim]}")
+                raise CallError(f"{describe_feed(kind, node)} has {dim}={actual} ({array_type(array)}), but {bound_by[dim]} has {dim}={sizes[dim]}")
             sizes[dim] = actual
             bound_by.setdefault(dim, describe_feed(kind, node))
         elif dim != actual:
-            raise CallError(f"{describe_feed(kind, node)} expects shape {format_shape(declared)}, got an array of shape {array.shape} (axis {axis} differs)")
+            raise CallError(f"{describe_feed(kind, node)} expects {node.type_str}, got an array of {array_type(array)} (axis {axis} differs)")
 
 
 def _refuse_subclass(kind: str, node: Node, value: np.ndarray) -> None:

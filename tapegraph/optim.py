@@ -13,6 +13,7 @@ from tapegraph.errors import CallError
 from tapegraph.expr import origin_scope
 from tapegraph.ops import mul, sub
 from tapegraph.program import Program
+from tapegraph.shapes import array_type
 
 
 class SGDStep:
@@ -140,11 +141,11 @@ class SGDStep:
         if isinstance(array, np.ndarray) and array.shape == param.shape and array.dtype == param.dtype:
             given = "a read-only array"
         elif isinstance(array, np.ndarray):
-            given = f"an array of shape {array.shape} and dtype {array.dtype}"
+            given = f"an array of {array_type(array)}"
         else:
             given = type(array).__name__
         raise CallError(f"donate=True updates parameters in place, so {name!r} must be a writable numpy array "
-                        f"of shape {param.shape} and dtype {param.dtype}; got {given}")
+                        f"of {param.type_str}; got {given}")
 
     def tape(self, sizes: Mapping[str, int] | None = None):
         """The step's tape: forward, reverse and update sections."""

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from tapegraph.errors import MissingFileError, PersistError, SaveError
+from tapegraph.shapes import array_type, format_type
 
 __all__ = ["save_params", "load_params", "read_npz", "check_params", "write_atomically", "PersistError",
            "MissingFileError", "SaveError", "META_KEY"]
@@ -320,7 +321,7 @@ def check_params(params: Mapping[str, np.ndarray], expected: Expected | Any, whe
     >>> check_params({"w": np.zeros(4), "c": np.zeros(1)}, {"w": ((3,), "float64"), "b": ((), "float64")})
     Traceback (most recent call last):
     ...
-    tapegraph.errors.PersistError: params does not match the model's parameters: missing ['b']; unexpected ['c']; 'w' is float64[4], expected float64[3]
+    tapegraph.errors.PersistError: params does not match the model's parameters: missing ['b']; unexpected ['c']; 'w' is f64[4], expected f64[3]
     """
     expected = _expected_types(expected)
     missing = [name for name in expected if name not in params]
@@ -330,7 +331,7 @@ def check_params(params: Mapping[str, np.ndarray], expected: Expected | Any, whe
         if name in params:
             array = np.asarray(params[name])
             if array.shape != shape or array.dtype != dtype:
-                wrong.append(f"{name!r} is {array.dtype}{list(array.shape)}, expected {dtype}{list(shape)}")
+                wrong.append(f"{name!r} is {array_type(array)}, expected {format_type(shape, dtype)}")
     problems = []
     if missing:
         problems.append(f"missing {missing}")

@@ -33,6 +33,7 @@ from tapegraph.ops.reductions import BROADCAST_TO, EXPAND, MEAN, SUM, SUM_SQUARE
 from tapegraph.ops.linalg import MATMUL, OUTER
 from tapegraph.ops.shaping import RESHAPE, TRANSPOSE
 from tapegraph.ops.softmax import CROSS_ENTROPY, LOG_SOFTMAX, PICK, SOFTMAX, SOFTMAX_MINUS_ONEHOT, UNPICK
+from tapegraph.shapes import array_type, format_type
 
 #: ``rule(*operands, **static) -> array``: the value of one op, from the
 #: operands' arrays and the node's static attributes (with symbolic sizes
@@ -226,15 +227,15 @@ def _value(node: Node, operands: list[np.ndarray], sizes: Mapping[str, int]) -> 
     result = np.asarray(rule(*operands, **static), dtype=node.dtype)
     expected = _fill_sizes(node.shape, sizes)
     if result.shape != expected:
-        raise AssertionError(f"reference: the rule for {node.op} gave shape {result.shape}, "
-                             f"but {node.label} is declared {node.type_str} ({expected} here)")
+        raise AssertionError(f"reference: the rule for {node.op} gave {array_type(result)}, "
+                             f"but {node.label} is declared {node.type_str} ({format_type(expected, node.dtype)} here)")
     return result
 
 
 def _bind_sizes(node: Node, shape: tuple[int, ...], sizes: dict[str, int]) -> None:
     """Check a leaf's array against its declared shape, learning symbolic sizes."""
     if len(shape) != len(node.shape):
-        raise ValueError(f"reference: {node.op} {node.name!r} is declared {node.type_str}, got an array of shape {shape}")
+        raise ValueError(f"reference: {node.op} {node.name!r} is declared {node.type_str}, got an array of {format_type(shape, node.dtype)}")
     for declared, actual in zip(node.shape, shape):
         if isinstance(declared, str):
             known = sizes.setdefault(declared, actual)
@@ -243,7 +244,7 @@ def _bind_sizes(node: Node, shape: tuple[int, ...], sizes: dict[str, int]) -> No
                                  f"but an earlier array gave {declared}={known}")
         elif declared != actual:
             raise ValueError(f"reference: {node.op} {node.name!r} is declared {node.type_str}, "
-                             f"got an array of shape {shape}")
+                             f"got an array of {format_type(shape, node.dtype)}")
 
 
 def _fill_sizes(value: Any, sizes: Mapping[str, int]) -> Any:

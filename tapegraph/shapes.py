@@ -106,5 +106,10 @@ def short_dtype(dtype: np.dtype | str) -> str:
 
 
 def format_type(shape: Shape, dtype: np.dtype | str) -> str:
-    """``f64[batch,400]``: the type of a value as dumps print it."""
+    """``f64[batch,400]``: the type of a value as dumps and error messages print it."""
     return short_dtype(dtype) + format_shape(shape)
+
+
+def array_type(array: np.ndarray) -> str:
+    """``f64[3,4]``: an array's type in the notation of ``format_type``."""
+    return format_type(array.shape, array.dtype)

@@ -93,9 +93,9 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("CallError", ["unknown name 'bais' in params (did you mean 'bias'?); this program's params are ['bias']"]),
     ],
     "wrong-shape": [
-        ("CallError", ["input 'x' expects shape [3], got an array of shape (4,) (axis 0 differs)"]),
-        ("CallError", ["input 'x' expects shape [3] (1 dimension(s)), got an array of shape (1, 3)"]),
-        ("CallError", ["parameter 'b' expects shape []", "got an array of shape (1,)"]),
+        ("CallError", ["input 'x' expects f64[3], got an array of f64[4] (axis 0 differs)"]),
+        ("CallError", ["input 'x' expects f64[3] (1 dimension(s)), got an array of f64[1,3]"]),
+        ("CallError", ["parameter 'b' expects f64[]", "got an array of f64[1]"]),
     ],
     "integer-data": [
         ("CallError", ["input 'x' expects floating-point data (f64[3]), got an array of dtype int64",
@@ -118,7 +118,7 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
                         "pass X.filled(value)"]),
     ],
     "empty-data": [
-        ("CallError", ["input 'x' has batch=0 (an array of shape (0, 3))", "give at least one row"]),
+        ("CallError", ["input 'x' has batch=0 (an array of f64[0,3])", "give at least one row"]),
         ("ValueError", ["RidgeRegression: X is empty (shape (0, 3)); it needs at least one row"]),
         ("ValueError", ["RidgeRegression: X must be a 2-D array, got shape (0,)"]),
         ("ValueError", ["MulticlassClassifier: y must be a non-empty 1-D array of labels, got shape (0,)"]),
@@ -141,8 +141,8 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
                         "the last axis holds the classes, and it has none"]),
     ],
     "not-finite": [
-        ("NonFiniteError", ["forward instruction 0 (log, from log w) produced float64[3] [0, nan, 0.693147]",
-                            "operand 0 (s0, %0): float64[3] [1, -1, 2]"]),
+        ("NonFiniteError", ["forward instruction 0 (log, from log w) produced f64[3] [0, nan, 0.693147]",
+                            "operand 0 (s0, %0): f64[3] [1, -1, 2]"]),
         ("ValueError", ["RidgeRegression: X contains NaN or infinity (1 entries; first at index (0, 1))"]),
     ],
     "numpy-warning": [
@@ -158,7 +158,7 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("ValueError", ["RidgeRegression: step_size must be a positive finite number, got -1"]),
     ],
     "donate-not-writable": [
-        ("CallError", ["donate=True updates parameters in place, so 'w' must be a writable numpy array of shape (3,)",
+        ("CallError", ["donate=True updates parameters in place, so 'w' must be a writable numpy array of f64[3]",
                        "got a read-only array"]),
         ("CallError", ["'w' must be a writable numpy array", "got list"]),
     ],
@@ -200,13 +200,13 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
     ],
     "file-mismatch": [
         ("PersistError", ["parameter file 'other.npz' does not match the model's parameters", "missing ['b']",
-                          "unexpected ['bias']", "'w' is float64[4], expected float64[3]"]),
-        ("PersistError", ["'w' is float64[4], expected float32[4]"]),
+                          "unexpected ['bias']", "'w' is f64[4], expected f64[3]"]),
+        ("PersistError", ["'w' is f64[4], expected f32[4]"]),
     ],
     "model-file-mismatch": [
         ("PersistError", ["model file 'ridge-model.npz' holds a model of class RidgeRegression, not MLPRegression"]),
         ("PersistError", ["model file 'edited-model.npz' does not match the model's parameters", "missing ['b']",
-                          "'w' is float64[4], expected float64[3]"]),
+                          "'w' is f64[4], expected f64[3]"]),
         ("PersistError", ["holds no estimator this package knows (class 'Perceptron')", "'RidgeRegression'"]),
     ],
     "problem-file": [

@@ -181,9 +181,9 @@ def test_check_mode_names_the_log_of_a_negative_value():
         program.value_and_grad({"x": np.array([1.0, -2.0, 3.0])})
     message = str(caught.value)
     assert message == (
-        "forward instruction 0 (log, from log x) produced float64[3] [0, nan, 1.09861]:\n"
+        "forward instruction 0 (log, from log x) produced f64[3] [0, nan, 1.09861]:\n"
         "  0  s2:f64[3]          = log s0                              # %1 log x\n"
-        "  operand 0 (s0, %0): float64[3] [1, -2, 3]")
+        "  operand 0 (s0, %0): f64[3] [1, -2, 3]")
     assert isinstance(caught.value, FloatingPointError)
 
 
@@ -275,7 +275,7 @@ def test_the_oldest_specialisation_is_dropped_beyond_the_limit():
 
 
 @pytest.mark.parametrize("given, described", [
-    (np.array([1.0, 2.0, 3.0], dtype=np.float32), "an array of shape (3,) and dtype float32"),
+    (np.array([1.0, 2.0, 3.0], dtype=np.float32), "an array of f32[3]"),
     ([1.0, 2.0, 3.0], "list"),
     (np.ones(3)[::-1].copy().view(), None),
 ])
@@ -287,7 +287,7 @@ def test_donating_needs_writable_arrays_of_the_declared_type(given, described):
         given.setflags(write=False)
         described = "a read-only array"
     with pytest.raises(tg.CallError, match=r"^donate=True updates parameters in place, so 'w' must be a writable numpy "
-                                           rf"array of shape \(3,\) and dtype float64; got {re.escape(described)}$"):
+                                           rf"array of f64\[3\]; got {re.escape(described)}$"):
         step({"w": given, "b": np.array(0.0)}, inputs)
 
 

@@ -39,7 +39,7 @@ def test_loading_against_a_program_checks_every_name_and_shape(tmp_path):
     with pytest.raises(tg.PersistError) as caught:
         tg.load_params(path, expected=program)
     assert str(caught.value) == (f"parameter file {str(path)!r} does not match the model's parameters: missing ['b']; "
-                                 "unexpected ['bias']; 'w' is float64[4], expected float64[3]")
+                                 "unexpected ['bias']; 'w' is f64[4], expected f64[3]")
     tg.save_params(path, {"w": np.zeros(3), "b": np.array(0.0)})
     params, _ = tg.load_params(path, expected=program)
     assert program.value_and_grad(params, {"x": np.ones(3), "y": np.array(1.0)})[0] == 1.0
@@ -165,7 +165,7 @@ def test_what_to_expect_is_a_dict_of_shapes_and_dtypes_or_a_program(tmp_path):
     tg.save_params(path, {"w": np.zeros(3, dtype=np.float32), "b": np.array(0.0)})
     params, _ = tg.load_params(path, expected={"w": ([3], np.float32), "b": ((), float)})
     assert params["w"].dtype == np.float32 and params["b"].shape == ()
-    with pytest.raises(tg.PersistError, match=r"'w' is float32\[3\], expected float64\[3\]$"):
+    with pytest.raises(tg.PersistError, match=r"'w' is f32\[3\], expected f64\[3\]$"):
         tg.load_params(path, expected=hw.ridge(num_features=3))
     with pytest.raises(TypeError, match=r"^expected must be a dict of name -> \(shape, dtype\) or a program made by "
                                         r"tg.compile, got list$"):
@@ -227,8 +227,8 @@ def test_loading_a_model_checks_its_kind_and_its_parameters(tmp_path, rng):
     params, meta = tg.load_params(path)
     meta["n_features_in"] = 5  # the file's w has 4 entries
     tg.save_params(path, params, meta)
-    with pytest.raises(tg.PersistError, match=r"does not match the model's parameters: 'w' is float64\[4\], "
-                                               r"expected float64\[5\]$"):
+    with pytest.raises(tg.PersistError, match=r"does not match the model's parameters: 'w' is f64\[4\], "
+                                               r"expected f64\[5\]$"):
         load(path)
     tg.save_params(path, params, {**meta, "class": "Perceptron"})
     with pytest.raises(tg.PersistError, match=r"holds no estimator this package knows \(class 'Perceptron'\)"):

@@ -85,8 +85,8 @@ def test_a_missing_workspace_is_refused():
 def test_a_workspace_of_the_wrong_shape_or_dtype_is_refused():
     tape = _multiclass_tape()
     position = _cross_entropy(tape)
-    _refused(_replace_workspace(tape, "full", position, shape=(4, 2)), r"workspace full is float64\[4, 2\], but cross_entropy needs float64\[4, 3\]")
-    _refused(_replace_workspace(tape, "flat", position, dtype="int32"), "workspace flat is int32")
+    _refused(_replace_workspace(tape, "full", position, shape=(4, 2)), r"workspace full is f64\[4,2\], but cross_entropy needs f64\[4,3\]")
+    _refused(_replace_workspace(tape, "flat", position, dtype="int32"), "workspace flat is i32\\[4\\]")
 
 
 def test_fixed_workspace_contents_must_be_present_and_right():
@@ -116,13 +116,13 @@ def test_a_workspace_of_an_op_that_takes_none_or_of_no_instruction_is_refused():
 def test_only_a_single_float64_of_an_op_with_a_scalar_form_is_held_as_a_number():
     tape = _multiclass_tape()
     position = _cross_entropy(tape)
-    _refused(_with(tape, position, destination=Destination("scalar")), r"is held as a number, but it is float64\[4\]")
+    _refused(_with(tape, position, destination=Destination("scalar")), r"is held as a number, but it is f64\[4\]")
 
 
 def test_a_number_operand_must_be_a_single_float64():
     tape = _multiclass_tape()
     position = _cross_entropy(tape)
-    _refused(_with(tape, position, operand_forms=("array", "number")), r"takes operand 1 \(%10, int64\[4\]\) as a number")
+    _refused(_with(tape, position, operand_forms=("array", "number")), r"takes operand 1 \(%10, i64\[4\]\) as a number")
 
 
 def test_a_fresh_array_must_be_a_result_returned_new():
@@ -176,7 +176,7 @@ def test_every_result_has_one_way_back():
 def test_a_result_returned_as_a_float_is_a_single_float():
     tape = hw.multiclass(num_inputs=2, num_hidden=3, batch=True).tape("run", sizes={"batch": 4})
     _refused(attrs.evolve(tape, returns={**tape.returns, "probabilities": Returned("float")}),
-             r"probabilities is returned as a float, but it is float64\[4, 3\]")
+             r"probabilities is returned as a float, but it is f64\[4,3\]")
 
 
 def test_a_donated_result_fits_its_feed_and_each_feed_takes_one():
@@ -184,7 +184,7 @@ def test_a_donated_result_fits_its_feed_and_each_feed_takes_one():
     _refused(attrs.evolve(tape, returns={**tape.returns, "new b1": Returned("donated", "W1")}),
              "results new W1 and new b1 are both donated into feed W1")
     _refused(attrs.evolve(tape, returns={**tape.returns, "new b1": Returned("donated", "x")}),
-             r"new b1 \(float64\[3\]\) is donated into feed x, whose array is float64\[4, 2\]")
+             r"new b1 \(f64\[3\]\) is donated into feed x, whose array is f64\[4,2\]")
     _refused(attrs.evolve(tape, returns={**tape.returns, "new b1": Returned("later")}), "returned as 'later'")
 
 

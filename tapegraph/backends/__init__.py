@@ -73,9 +73,9 @@ def check_finite(enabled: bool = True) -> Iterator[None]:
     ...     prog.value_and_grad({"x": np.array([1.0, -1.0])})
     Traceback (most recent call last):
     ...
-    tapegraph.errors.NonFiniteError: forward instruction 0 (log, from log x) produced float64[2] [0, nan]:
+    tapegraph.errors.NonFiniteError: forward instruction 0 (log, from log x) produced f64[2] [0, nan]:
       0  s2:f64[2]          = log s0                              # %1 log x
-      operand 0 (s0, %0): float64[2] [1, -1]
+      operand 0 (s0, %0): f64[2] [1, -1]
     """
     token = _checking.set(enabled)
     try:

@@ -25,6 +25,7 @@ import numpy as np
 from tapegraph.errors import NonFiniteError, TapeError
 from tapegraph.backends.codegen import body, identifiers, kernel_functions, tape_ops, workspace_name
 from tapegraph.compile.tape import Tape
+from tapegraph.shapes import array_type
 
 _serial = itertools.count()
 
@@ -298,7 +299,7 @@ def _summary(value) -> str:
     if array.ndim == 0:
         return f"{array.item():.6g}"
     if array.size <= 6:
-        return f"{array.dtype.name}{list(array.shape)} [" + ", ".join(f"{item:.6g}" for item in array.ravel().tolist()) + "]"
+        return f"{array_type(array)} [" + ", ".join(f"{item:.6g}" for item in array.ravel().tolist()) + "]"
     counts = []
     if array.dtype.kind == "f":
         nan = int(np.isnan(array).sum())
@@ -306,7 +307,7 @@ def _summary(value) -> str:
         counts = [f"{nan} nan"] * bool(nan) + [f"{inf} inf"] * bool(inf)
     finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
     extent = f"min {finite.min():.4g}, max {finite.max():.4g}" if finite.size else "no finite entries"
-    return f"{array.dtype.name}{list(array.shape)} ({', '.join(counts + [extent])})"
+    return f"{array_type(array)} ({', '.join(counts + [extent])})"
 
 
 class NumpyBackend:

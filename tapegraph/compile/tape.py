@@ -23,6 +23,7 @@ from tapegraph.errors import TapegraphError
 from tapegraph.expr import INPUT, Node
 from tapegraph.ops import Op
 from tapegraph.ops.registry import Scratch
+from tapegraph.shapes import array_type, format_type
 
 SECTIONS = ("forward", "reverse", "update")
 
@@ -228,7 +229,7 @@ def check_tape(tape: Tape) -> None:
         if constant.scalar:
             if types[constant.value] != ((), "float64"):
                 raise TapeCheckError(f"constant %{constant.value} is held as a number, but it is "
-                                     f"{constant.array.dtype.name}{list(constant.array.shape)}, not a single float64")
+                                     f"{array_type(constant.array)}, not a single float64")
     defined = dict(types)
     defined.update({instruction.value: (instruction.shape, instruction.dtype) for instruction in tape.instructions})
     returns = _check_returns(tape, feeds, defined)
@@ -262,7 +263,7 @@ def check_tape(tape: Tape) -> None:
         attributes = dict(instruction.static)
         shape, dtype = op.shape_rule(*operands, **attributes)
         if tuple(shape) != instruction.shape or dtype != instruction.dtype:
-            raise TapeCheckError(f"{where} writes {instruction.dtype}{list(instruction.shape)} but its shape rule gives {dtype}{list(shape)}")
+            raise TapeCheckError(f"{where} writes {format_type(instruction.shape, instruction.dtype)} but its shape rule gives {format_type(shape, dtype)}")
         in_shapes = [types[value][0] for value in instruction.input_values]
         derived = op.specialize(in_shapes, instruction.shape, **attributes) if op.specialize else {}
         if tuple(sorted(derived.items())) != tuple(instruction.derived):
@@ -279,7 +280,7 @@ def check_tape(tape: Tape) -> None:
         how = returns[name]
         if how.kind == "float" and types[value] not in (((), "float64"), ((), "float32")):
             raise TapeCheckError(f"result {name} is returned as a float, but it is "
-                                 f"{types[value][1]}{list(types[value][0])}, not a single float")
+                                 f"{format_type(*types[value])}, not a single float")
         feed = feed_of_value.get(value)
         if feed in donated_feeds and how != Returned("donated", feed):
             raise TapeCheckError(f"result {name} is feed {feed} as the caller gave it, but result "
@@ -315,8 +316,8 @@ def _check_returns(tape: Tape, feeds: dict[str, Feed],
             raise TapeCheckError(f"result {name} is %{value}, which the tape does not define")
         shape, dtype = defined[value]
         if (shape, dtype) != (feed.shape, feed.dtype):
-            raise TapeCheckError(f"result {name} ({dtype}{list(shape)}) is donated into feed {feed.name}, "
-                                 f"whose array is {feed.dtype}{list(feed.shape)}")
+            raise TapeCheckError(f"result {name} ({format_type(shape, dtype)}) is donated into feed {feed.name}, "
+                                 f"whose array is {format_type(feed.shape, feed.dtype)}")
     return dict(tape.returns)
 
 
@@ -343,7 +344,7 @@ def _check_forms(instruction: Instruction, types: dict[int, tuple[tuple[int, ...
             raise TapeCheckError(f"{where} takes operand {index} as {form!r}; the forms are {list(OPERAND_FORMS)}")
         if form == "number" and types[value] != ((), "float64"):
             shape, dtype = types[value]
-            raise TapeCheckError(f"{where} takes operand {index} (%{value}, {dtype}{list(shape)}) as a number, "
+            raise TapeCheckError(f"{where} takes operand {index} (%{value}, {format_type(shape, dtype)}) as a number, "
                                  f"but only a single float64 can be one")
 
 
@@ -357,7 +358,7 @@ def _check_destination(instruction: Instruction, op, returned: list[Returned], f
                              f"a donated destination names its feed, and only a donated one")
     if destination.kind == "scalar":
         if (instruction.shape, instruction.dtype) != ((), "float64") or op.scalar is None:
-            raise TapeCheckError(f"{where} is held as a number, but it is {instruction.dtype}{list(instruction.shape)} "
+            raise TapeCheckError(f"{where} is held as a number, but it is {format_type(instruction.shape, instruction.dtype)} "
                                  f"from {instruction.op}" + ("" if op.scalar else ", which has no scalar form"))
         if any(form == "either" for form in instruction.operand_forms):
             raise TapeCheckError(f"{where} is computed as a number, so each operand must be a number or an array")
@@ -393,8 +394,8 @@ def _check_workspaces(given: dict[str, Workspace], instruction: Instruction, op,
         workspace = given[name]
         shape, dtype = (tuple(item.shape), np.dtype(item.dtype).name)
         if (workspace.shape, workspace.dtype) != (shape, dtype):
-            raise TapeCheckError(f"{where}: workspace {name} is {workspace.dtype}{list(workspace.shape)}, "
-                                 f"but {instruction.op} needs {dtype}{list(shape)}")
+            raise TapeCheckError(f"{where}: workspace {name} is {format_type(workspace.shape, workspace.dtype)}, "
+                                 f"but {instruction.op} needs {format_type(shape, dtype)}")
         if isinstance(item, Scratch):
             if workspace.contents is not None:
                 raise TapeCheckError(f"{where}: workspace {name} is scratch, but the tape gives it contents")
@@ -415,4 +416,4 @@ def _placeholder(shape: tuple[int, ...], dtype: str) -> Node:
 def _check_buffer(by_slot: dict[int, Buffer], slot: int, shape, dtype: str, where: str) -> None:
     buffer = by_slot.get(slot)
     if buffer is None or buffer.shape != tuple(shape) or buffer.dtype != dtype:
-        raise TapeCheckError(f"{where} uses s{slot} as {dtype}{list(shape)}, but that buffer is {buffer}")
+        raise TapeCheckError(f"{where} uses s{slot} as {format_type(shape, dtype)}, but that buffer is {buffer}")

@@ -126,12 +126,16 @@ def test_the_executor_writes_donated_results_where_the_tape_says(rng):
     tape = step._plan.last.tape
     text = step._plan.last.source()
     destinations = {instruction.value: instruction.destination for instruction in tape.instructions}
+    scalars = {value for value, destination in destinations.items() if destination.kind == "scalar"}
+    assert scalars  # b's new value is a Python float
     assert [how.kind for how in tape.returns.values()] == ["float", "donated", "donated"]
     for name, how in tape.returns.items():
         if how.kind != "donated":
             continue
         if destinations.get(tape.results[name][1]) == Destination("donated", how.feed):
             assert f"out={how.feed})" in text  # computed straight into the caller's array
+        elif tape.results[name][1] in scalars:
+            assert f"{how.feed}[()] = v" in text  # a Python float stored after every read
         else:
             assert f"np.copyto({how.feed}, " in text  # copied in after every read
 

@@ -128,6 +128,8 @@ class _Writer:
         self.destination: dict[int, Destination] = {}
         #: Lines copying the feeds that are not read in place into their slots.
         self.copies: list[str] = []
+        #: Each feed's dtype, by name.
+        self.feed_dtypes = {feed.name: feed.dtype for feed in tape.feeds}
         for feed in tape.feeds:
             self.slot[feed.value] = feed.slot
             if feed.in_place:
@@ -225,7 +227,12 @@ class _Writer:
             target = self.feed_names[how.feed]
             if written == Destination("donated", how.feed):
                 return target
-            self.lines.append(f"np.copyto({target}, {self.name(value)})")
+            if value in self.scalar and self.feed_dtypes[how.feed] == "float64":
+                # a Python float into a 0-d float64 array: item assignment
+                # costs a tenth of a copyto call
+                self.lines.append(f"{target}[()] = {self.scalar[value]}")
+            else:
+                self.lines.append(f"np.copyto({target}, {self.name(value)})")
             return target
         raise ValueError(f"unknown way to return a result: {how!r}")
 

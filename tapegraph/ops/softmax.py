@@ -119,20 +119,53 @@ def _unpick_kernel(g: np.ndarray, index: np.ndarray, out: np.ndarray, depth: int
     out.put(flat, g)
 
 
+#: One example of at most this many classes is computed in Python floats:
+#: each numpy call costs a dispatch (0.2-0.5 us) worth dozens of float
+#: operations, and a few classes need only a few (measured in
+#: docs/performance.md); more classes are faster as array operations.
+FEW_CLASSES = 16
+
+
+def _in_floats(in_shapes) -> bool:
+    """True when a kernel over scores of ``in_shapes[0]`` runs in Python floats: one row of few classes."""
+    return len(in_shapes[0]) == 1 and in_shapes[0][0] <= FEW_CLASSES
+
+
+def _label_specialize(in_shapes, out_shape) -> dict[str, bool]:
+    return {"floats": _in_floats(in_shapes)}
+
+
+def _checked_label(label: np.ndarray, classes: int) -> int:
+    """The single label as an int, if it is in 0..classes-1 (else ``_check_labels`` raises)."""
+    value = int(label)
+    if not 0 <= value < classes:
+        _check_labels(label, classes)
+    return value
+
+
 def _cross_entropy_rule(z: Node, label: Node) -> tuple[Shape, str]:
     return _pick_rule(z, label)
 
 
 def _cross_entropy_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray | Scratch]:
+    if _in_floats(in_shapes):
+        return {}
     scratch = _flat_index_workspace(in_shapes, out_shape, dtype)
     scratch["row"] = Scratch(tuple(out_shape) + (1,), dtype)
     scratch["full"] = Scratch(in_shapes[0], dtype)
     return scratch
 
 
-def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray,
-                          rows: np.ndarray, flat: np.ndarray, row: np.ndarray, full: np.ndarray) -> None:
+def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, floats: bool = False,
+                          rows: np.ndarray | None = None, flat: np.ndarray | None = None,
+                          row: np.ndarray | None = None, full: np.ndarray | None = None) -> None:
     # log sum exp(z - max) - (z[label] - max), with every exp at most 1
+    if floats:  # one example, few classes: Python floats, no workspace
+        values = z.tolist()
+        top = max(values)
+        shifted = values[_checked_label(label, len(values))] - top
+        out[()] = math.log(sum([math.exp(value - top) for value in values])) - shifted
+        return
     _check_labels(label, z.shape[-1])
     if label.ndim == 0:  # one example: scalar arithmetic beats reductions with out=
         top = np.maximum.reduce(z)
@@ -167,9 +200,18 @@ def _softmax_minus_onehot_rule(z: Node, label: Node, ce: Node) -> tuple[Shape, s
 
 
 def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, ce: np.ndarray, out: np.ndarray,
-                                 rows: np.ndarray, flat: np.ndarray, picked: np.ndarray) -> None:
+                                 floats: bool = False, rows: np.ndarray | None = None,
+                                 flat: np.ndarray | None = None, picked: np.ndarray | None = None) -> None:
     # with ce = log sum exp(z) - z[label], z - z[label] - ce = z - log sum exp(z) <= 0:
     # the softmax without a single reduction, and exp never overflows
+    if floats:  # one example, few classes: Python floats, written out at once
+        values = z.tolist()
+        index = _checked_label(label, len(values))
+        shift = values[index] + float(ce)
+        result = [math.exp(value - shift) for value in values]
+        result[index] -= 1.0
+        out[:] = result
+        return
     _check_labels(label, z.shape[-1])
     if label.ndim == 0:
         np.subtract(z, z[label] + ce, out=out)
@@ -188,6 +230,8 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, ce: np.ndarra
 
 
 def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray | Scratch]:
+    if _in_floats(in_shapes):
+        return {}
     scratch = _flat_index_workspace(in_shapes, out_shape, dtype)
     scratch["picked"] = Scratch(tuple(out_shape[:-1]), dtype)
     return scratch
@@ -253,7 +297,7 @@ UNPICK = register(Op(
 
 CROSS_ENTROPY = register(Op(
     name="cross_entropy", operands=("logits", "label"), shape_rule=_cross_entropy_rule, kernel=_cross_entropy_kernel,
-    workspace=_cross_entropy_workspace, vjp=_cross_entropy_vjp,
+    workspace=_cross_entropy_workspace, specialize=_label_specialize, vjp=_cross_entropy_vjp,
     samples=(
         Sample([Arg((3,)), Arg((), dtype="int64", low=0, high=3)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)]),
@@ -272,7 +316,8 @@ CROSS_ENTROPY = register(Op(
 
 SOFTMAX_MINUS_ONEHOT = register(Op(
     name="softmax_minus_onehot", operands=("z", "label", "ce"), public=False, shape_rule=_softmax_minus_onehot_rule,
-    kernel=_softmax_minus_onehot_kernel, workspace=_softmax_minus_onehot_workspace, vjp=_softmax_minus_onehot_vjp,
+    kernel=_softmax_minus_onehot_kernel, workspace=_softmax_minus_onehot_workspace, specialize=_label_specialize,
+    vjp=_softmax_minus_onehot_vjp,
     samples=(
         Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4), Arg((), low=0.5, high=2.0)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True),

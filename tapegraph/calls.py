@@ -239,21 +239,31 @@ def overlap_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Coll
                   numbers: Collection[str]) -> list[str]:
     """The test of ``check_lines`` that no donated array overlaps another feed.
 
-    It runs after the type checks, so each donated feed is an ndarray and
-    every other one an ndarray or (a feed in ``numbers``) a number: an
-    ``np.float64`` has a ``base`` (None), a Python float does not.
+    It runs after the type checks, so each feed has its concrete dtype
+    and shape, each donated one is an ndarray, and every other one an
+    ndarray or (a feed in ``numbers``) a number, which shares no memory.
+    Two feeds can be one object only if their dtypes and shapes agree, so
+    only those pairs are compared; a view's ``base`` is the array that
+    owns its memory, so one attribute per other feed is compared with the
+    donated arrays.
     """
-    mine = [variable for variable, (name, is_param, _, _) in zip(variables, feeds) if is_param and name in donated]
-    others = [(variable, name in numbers) for variable, (name, is_param, _, _) in zip(variables, feeds)
-              if not (is_param and name in donated)]
-    shared = [f"{variable}.base is not None" for variable in mine]
-    shared += [f"{first} is {second}" for index, first in enumerate(mine) for second in mine[index + 1:]]
-    for variable, maybe_float in others:
-        tests = [f"{variable} is {owner} or {variable}.base is {owner}" for owner in mine]
-        test = " or ".join(tests)
-        shared.append(f"(type({variable}) is not float and ({test}))" if maybe_float else test)
-    return [f"if {' or '.join(shared)}:  # maybe shared memory: look closer",
-            "    r0_overlap(r0_params, r0_inputs)"]
+    mine = [(variable, (dtype, shape)) for variable, (name, is_param, dtype, shape) in zip(variables, feeds)
+            if is_param and name in donated]
+    others = [(variable, (dtype, shape), name in numbers) for variable, (name, is_param, dtype, shape)
+              in zip(variables, feeds) if not (is_param and name in donated)]
+    owned = [f"{variable}.base is not None" for variable, _ in mine]
+    owned += [f"{first} is {second}" for index, (first, kind) in enumerate(mine)
+              for second, other in mine[index + 1:] if other == kind]
+    lines = [f"if {' or '.join(owned)}:  # not each its own memory: look closer",
+             "    r0_overlap(r0_params, r0_inputs)"]
+    for variable, kind, maybe_number in others:
+        tests = [f"r0_base is {owner}" for owner, _ in mine]
+        tests += [f"{variable} is {owner}" for owner, owner_kind in mine if owner_kind == kind]
+        test = f"if {' or '.join(tests)}:  # {variable} may be or view a donated array: look closer"
+        lines += [f"r0_base = {variable}.base", test, "    r0_overlap(r0_params, r0_inputs)"]
+        if maybe_number:  # a number (type float or a numpy scalar) shares no memory
+            lines = lines[:-3] + [f"if type({variable}) is r0_ndarray:"] + ["    " + line for line in lines[-3:]]
+    return lines
 
 
 def check_namespace(feeds: Sequence[Feed], fallback: Callable, checking: Callable[[], bool],

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tapegraph.errors import NonFiniteError, TapeError
-from tapegraph.backends.codegen import body, identifiers, kernel_functions, tape_ops, workspace_name
+from tapegraph.backends.codegen import body, identifiers, kernel_functions, tape_ops, view_of, workspace_name
 from tapegraph.compile.tape import Tape
 
 _serial = itertools.count()
@@ -116,6 +116,9 @@ class Executable:
         self._pools: dict[bool, _Pool] = {}
         #: Per check mode: the generated lines, made once for both.
         self._bodies: dict[bool, tuple[list[str], list[str], list]] = {}
+        #: The views of buffers the generated code names (``s3_column``),
+        #: made with each buffer set.
+        self._views: set[str] = set()
         # compiling a step is the slow path: one thread compiles, others wait
         self._compiling = threading.Lock()
 
@@ -127,6 +130,9 @@ class Executable:
         for constant in tape.constants:
             np.copyto(buffers[constant.slot], constant.array)
         arrays = {f"s{buffer.slot}": buffers[buffer.slot] for buffer in tape.buffers}
+        for name in sorted(self._views):
+            buffer, index = view_of(name)
+            arrays[name] = arrays[buffer][index]
         for workspace in tape.workspaces:
             # scratch is allocated; fixed contents are copied, so the tape's stay untouched
             array = np.empty(workspace.shape, dtype=workspace.dtype) if workspace.contents is None \
@@ -202,8 +208,10 @@ class Executable:
             lines = lines + results
             # The first buffer set is allocated now, as binding used to do;
             # the step names only some of its arrays (a comment may name others).
+            named = _arrays_named("\n".join(lines))
+            self._views.update(name for name in named if view_of(name) is not None)
             first = self.allocate()
-            used = tuple(name for name in _arrays_named("\n".join(lines)) if name in first)
+            used = tuple(name for name in named if name in first)
             numbers = read_as_numbers(self.tape)
             pool = self._pools[check] = _Pool(self, used, first, numbers)
         return pool

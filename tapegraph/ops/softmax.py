@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from tapegraph.expr import Node
+from tapegraph.expr import Node, is_const
 from tapegraph.ops.elementwise import ADD, EXP, MUL, NEG, SUB
 from tapegraph.ops.reductions import EXPAND, SUM
 from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, Scratch, register, require_float, result_dtype
@@ -131,7 +131,7 @@ def _in_floats(in_shapes) -> bool:
     return len(in_shapes[0]) == 1 and in_shapes[0][0] <= FEW_CLASSES
 
 
-def _label_specialize(in_shapes, out_shape) -> dict[str, bool]:
+def _label_specialize(in_shapes, out_shape, scale: float = 1.0) -> dict[str, bool]:
     return {"floats": _in_floats(in_shapes)}
 
 
@@ -185,13 +185,19 @@ def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, flo
 
 
 def _cross_entropy_vjp(g: Node, ans: Node, z: Node, label: Node):
+    if g.ndim == 0 and is_const(g):
+        factor = float(g.value.array)
+        if factor != 0.0 and math.isfinite(factor):
+            # a constant factor (an SGD step's step size) scales the residual
+            # inside its kernel, which saves a multiply of the whole residual
+            return SOFTMAX_MINUS_ONEHOT(z, label, ans, scale=factor), None
     residual = SOFTMAX_MINUS_ONEHOT(z, label, ans)
     if g.ndim:  # one g per row: spread it along the classes
         g = EXPAND(g, z.shape, (z.ndim - 1,), False)
     return MUL(g, residual), None
 
 
-def _softmax_minus_onehot_rule(z: Node, label: Node, ce: Node) -> tuple[Shape, str]:
+def _softmax_minus_onehot_rule(z: Node, label: Node, ce: Node, scale: float = 1.0) -> tuple[Shape, str]:
     _pick_rule(z, label)
     if ce.shape != label.shape:
         raise ValueError(f"the cross-entropy operand must have one value per row ({format_shape(label.shape)}), "
@@ -200,7 +206,7 @@ def _softmax_minus_onehot_rule(z: Node, label: Node, ce: Node) -> tuple[Shape, s
 
 
 def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, ce: np.ndarray, out: np.ndarray,
-                                 floats: bool = False, rows: np.ndarray | None = None,
+                                 scale: float = 1.0, floats: bool = False, rows: np.ndarray | None = None,
                                  flat: np.ndarray | None = None, picked: np.ndarray | None = None) -> None:
     # with ce = log sum exp(z) - z[label], z - z[label] - ce = z - log sum exp(z) <= 0:
     # the softmax without a single reduction, and exp never overflows
@@ -208,8 +214,8 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, ce: np.ndarra
         values = z.tolist()
         index = _checked_label(label, len(values))
         shift = values[index] + float(ce)
-        result = [math.exp(value - shift) for value in values]
-        result[index] -= 1.0
+        result = [scale * math.exp(value - shift) for value in values]
+        result[index] -= scale
         out[:] = result
         return
     _check_labels(label, z.shape[-1])
@@ -217,6 +223,8 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, ce: np.ndarra
         np.subtract(z, z[label] + ce, out=out)
         np.exp(out, out=out)
         out[label] -= 1.0
+        if scale != 1.0:
+            np.multiply(out, scale, out=out)
         return
     np.add(label, rows, out=flat, casting="unsafe")
     z.take(flat, None, picked)
@@ -227,9 +235,11 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, ce: np.ndarra
     out.take(flat, None, picked)
     np.subtract(picked, 1.0, out=picked)
     out.put(flat, picked)
+    if scale != 1.0:
+        np.multiply(out, scale, out=out)
 
 
-def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray | Scratch]:
+def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype, scale: float = 1.0) -> dict[str, np.ndarray | Scratch]:
     if _in_floats(in_shapes):
         return {}
     scratch = _flat_index_workspace(in_shapes, out_shape, dtype)
@@ -237,13 +247,13 @@ def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype) -> dict[str, np
     return scratch
 
 
-def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, ce: Node):
-    # f = s - onehot with s = exp(z - z[label] - ce), each input independent:
-    # df/dz . g = g*s - onehot * <g, s>, df/dce . g = -<g, s>
+def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, ce: Node, scale: float):
+    # f = scale (s - onehot) with s = exp(z - z[label] - ce), each input independent:
+    # with h = scale g, df/dz . g = h*s - onehot * <h, s>, df/dce . g = -<h, s>
     depth = z.shape[-1]
     ones = EXPAND(1.0, label.shape, tuple(range(label.ndim)), False) if label.ndim else 1.0
-    s = ADD(ans, UNPICK(ones, label, depth))
-    weighted = MUL(g, s)
+    s = ADD(ans if scale == 1.0 else MUL(ans, 1.0 / scale), UNPICK(ones, label, depth))
+    weighted = MUL(g if scale == 1.0 else MUL(g, scale), s)
     total = SUM(weighted, axis=-1)
     return SUB(weighted, UNPICK(total, label, depth)), None, NEG(total)
 
@@ -315,18 +325,24 @@ CROSS_ENTROPY = register(Op(
 ))
 
 SOFTMAX_MINUS_ONEHOT = register(Op(
-    name="softmax_minus_onehot", operands=("z", "label", "ce"), public=False, shape_rule=_softmax_minus_onehot_rule,
+    name="softmax_minus_onehot", operands=("z", "label", "ce"), attributes={"scale": 1.0}, public=False,
+    normalize=lambda z, label, ce, scale: {"scale": float(scale)}, shape_rule=_softmax_minus_onehot_rule,
     kernel=_softmax_minus_onehot_kernel, workspace=_softmax_minus_onehot_workspace, specialize=_label_specialize,
     vjp=_softmax_minus_onehot_vjp,
     samples=(
         Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4), Arg((), low=0.5, high=2.0)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True),
                 Arg((5,), low=0.5, high=2.0, batch=True)]),
+        Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4), Arg((), low=0.5, high=2.0)], {"scale": 0.25}),
+        Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True),
+                Arg((5,), low=0.5, high=2.0, batch=True)], {"scale": -3.0}),
     ),
-    doc="""``exp(z - z[label] - ce) - onehot(label)`` per row.
+    doc="""``scale * (exp(z - z[label] - ce) - onehot(label))`` per row.
 
     With ``ce = cross_entropy(z, label)`` that is ``softmax(z) -
     onehot(label)``, the gradient of ``ce`` with respect to ``z``: the
     cross-entropy already holds the log-sum-exp, so no reduction is redone.
+    ``scale`` is a constant factor of the cross-entropy's cotangent (an
+    SGD step's step size), applied in the kernel.
     """,
 ))

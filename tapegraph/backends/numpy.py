@@ -249,6 +249,12 @@ class Executable:
             signature, returned = ", ".join(arguments), "r0_results"
         else:
             signature, returned = "r0_params, r0_inputs, r0_arrays=None", packing("r0_results")
+            # the packing names each result as r0_results[i]: put the results
+            # there instead, which saves building the tuple and indexing it
+            inlined = re.sub(r"\br0_results\[(\d+)\]", lambda match: results[int(match.group(1))], returned)
+            if "r0_results" not in inlined:
+                compute[-1] = f"{indent}r0_results = {inlined}"
+                returned = "r0_results"
             compute = ["        try:", *compute,
                        "        except Exception as r0_error:",
                        "            raise r0_failure(r0_error) from r0_error"]

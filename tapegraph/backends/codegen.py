@@ -25,7 +25,9 @@ of the tape (``compile/emit.py`` chooses them, for speed):
   form: a numpy operation on a 0-d array costs a dispatch worth dozens of
   float operations;
 - an op with a ``source`` template is a direct numpy call, without the
-  Python frame of its kernel.
+  Python frame of its kernel;
+- a view of a buffer that a template writes (``s3[:, None]``) is named as
+  one made once with each buffer set (``s3_column``, see ``buffer_views``).
 """
 
 from __future__ import annotations

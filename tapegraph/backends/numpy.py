@@ -166,7 +166,9 @@ class Executable:
         use. The step's code follows in the same function, which saves
         the call of a separate step, and a failure in it comes out as
         ``failure(error)``. ``packing(name)`` is what to return, given the
-        name of the tuple of results. None when a feed's argument name
+        name of the tuple of results (where it names each result as
+        ``r0_results[i]``, the results are put in its place). None when a
+        feed's argument name
         would shadow a name the checks use (say, a feed called ``len``).
         """
         from tapegraph.calls import CHECK_BUILTINS

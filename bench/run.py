@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python bench/run.py               # the full run (about 5 seconds)
+    python bench/run.py               # the full run (about 10 seconds)
     python bench/run.py --quick       # a smoke run, under a second
     python bench/run.py --markdown    # the table as markdown (docs/performance.md)
     python bench/run.py --profile     # also: where tapegraph's ridge step spends its time
@@ -23,8 +23,9 @@ batch dimension:
    round times one batch of ``--number`` steps of every contender, in an
    order rotated from round to round, with ``timing.median_us(fn, repeats=1)``
    (so each batch follows its own untimed warm-up batch); the figure
-   reported is the median over ``--rounds`` (7) rounds of the per-step mean
-   of a batch, the statistic ``median_us(fn, repeats=7)`` reports, with the
+   reported is the median over ``--rounds`` (51) rounds of the per-step mean
+   of a batch of ``--number`` (200) steps, the statistic
+   ``median_us(fn, repeats=51)`` reports, with the
    machine's noise spread over all contenders alike.
 
 Every contender cycles through the same small random data set (100
@@ -66,6 +67,13 @@ HIDDEN = 10
 CHECK_ATOL = 1e-12  # one step: largest |difference| allowed in any new parameter
 RUN_ATOL = 1e-10    # a run of NUM_EXAMPLES steps: rounding may accumulate a little
 TARGET_RATIO = 1.3  # tapegraph step within 1.3x of the hand-fused step
+#: Timed batches per contender, and steps per batch. On this shared
+#: machine other jobs take the cores for a few milliseconds at a time; a
+#: batch of 200 steps (1-5 ms) is then either spoiled or not, and the
+#: median of 51 batches is one that was not. (7 batches of 1000 steps, the
+#: old default, left one contender or another 1.8-3x slow in busy runs.)
+ROUNDS = 51
+NUMBER = 200
 
 CONTENDERS = ("homework", "handfused", "tg_pure", "tg_donated")
 
@@ -326,7 +334,7 @@ def profile_step(case, number):
           f"({len(executable.tape.instructions)} instructions, {len(arrays)} feeds; "
           f"x {type(x).__name__}{list(x.shape)}, y {type(y).__name__})")
     for label, fn in pieces:
-        print(f"  {label:46s} {median_us(fn, repeats=7, number=number):7.2f}")
+        print(f"  {label:46s} {median_us(fn, repeats=ROUNDS, number=number):7.2f}")
     empty = compile("pass", "<line>", "exec")
     overhead = median_us(lambda: exec(empty, {}), repeats=7, number=number)
     print(f"  per generated line (µs, less {overhead:.2f} for exec itself):")
@@ -355,11 +363,11 @@ def main(argv=None):
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument("--profile", nargs="*", metavar="MODEL", default=None,
                         help="also time the pieces of the tapegraph step of these models (default: ridge)")
-    parser.add_argument("--rounds", type=int, default=None, help="timed batches per contender (default 7)")
-    parser.add_argument("--number", type=int, default=None, help="steps per batch (default 1000)")
+    parser.add_argument("--rounds", type=int, default=None, help=f"timed batches per contender (default {ROUNDS})")
+    parser.add_argument("--number", type=int, default=None, help=f"steps per batch (default {NUMBER})")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 7)
-    number = args.number or (100 if args.quick else 1000)
+    rounds = args.rounds or (3 if args.quick else ROUNDS)
+    number = args.number or (100 if args.quick else NUMBER)
 
     import numpy
     print(f"python {platform.python_version()}, numpy {numpy.__version__}, tapegraph {tg.__version__}, "

@@ -153,7 +153,7 @@ def pack_expression(packing: Packing, results: str) -> str:
 
 
 def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collection[str] = (),
-                numbers: Collection[str] = (), indent: str = "        ") -> list[str]:
+                numbers: Collection[str] = (), indent: str = "        ", overlap: bool = False) -> list[str]:
     """The statements that check one specialisation's arguments, generated with it.
 
     They run first in a function of ``r0_params, r0_inputs, r0_arrays``.
@@ -172,6 +172,12 @@ def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collec
     be writable, and is never converted: the step writes into the array
     the caller gave. A float64 feed in ``numbers`` (one the step reads only
     as ``float(feed)``) takes a Python float or ``np.float64`` as it is.
+    With ``overlap`` (and ``donated``), the last lines decide by
+    identities alone that no donated array shares memory with another
+    feed: each donated array owns its memory, none is given twice, and no
+    other feed is one of them or a view of one. Where that does not hold,
+    they call ``r0_overlap(r0_params, r0_inputs)``, which looks closer and
+    raises if memory is shared. (The general path calls it itself.)
     The dtypes and numpy scalar types are ``r0_dtype<i>``, ``r0_scalar<i>``
     (see ``check_namespace``).
     """
@@ -220,6 +226,8 @@ def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collec
                       f"            {fallback}",
                       "    else:",
                       f"        {fallback}"]
+    if overlap and donated:
+        lines += overlap_lines(feeds, variables, donated, numbers)
     unpack = "".join(variable + ", " for variable in variables) or "_"
     bypass = ["if r0_arrays is not None:  # the general path: checked and converted already",
               f"    {unpack} = r0_arrays",
@@ -227,10 +235,48 @@ def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collec
     return [indent + line for line in bypass + ["    " + line for line in lines]]
 
 
-def check_namespace(feeds: Sequence[Feed], fallback: Callable, checking: Callable[[], bool]) -> dict[str, Any]:
-    """The values of the names ``check_lines`` uses (all but the two dicts)."""
+def overlap_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collection[str],
+                  numbers: Collection[str]) -> list[str]:
+    """The test of ``check_lines`` that no donated array overlaps another feed.
+
+    It runs after the type checks, so each feed has its concrete dtype
+    and shape, each donated one is an ndarray, and every other one an
+    ndarray or (a feed in ``numbers``) a number, which shares no memory.
+    Two feeds can be one object only if their dtypes and shapes agree, so
+    only those pairs are compared; a view's ``base`` is the array that
+    owns its memory, so one attribute per other feed is compared with the
+    donated arrays.
+    """
+    mine = [(variable, (dtype, shape)) for variable, (name, is_param, dtype, shape) in zip(variables, feeds)
+            if is_param and name in donated]
+    others = [(variable, (dtype, shape), name in numbers) for variable, (name, is_param, dtype, shape)
+              in zip(variables, feeds) if not (is_param and name in donated)]
+    owned = [f"{variable}.base is not None" for variable, _ in mine]
+    owned += [f"{first} is {second}" for index, (first, kind) in enumerate(mine)
+              for second, other in mine[index + 1:] if other == kind]
+    lines = [f"if {' or '.join(owned)}:  # not each its own memory: look closer",
+             "    r0_overlap(r0_params, r0_inputs)"]
+    for variable, kind, maybe_number in others:
+        tests = [f"r0_base is {owner}" for owner, _ in mine]
+        tests += [f"{variable} is {owner}" for owner, owner_kind in mine if owner_kind == kind]
+        test = f"if {' or '.join(tests)}:  # {variable} may be or view a donated array: look closer"
+        lines += [f"r0_base = {variable}.base", test, "    r0_overlap(r0_params, r0_inputs)"]
+        if maybe_number:  # a number (type float or a numpy scalar) shares no memory
+            lines = lines[:-3] + [f"if type({variable}) is r0_ndarray:"] + ["    " + line for line in lines[-3:]]
+    return lines
+
+
+def check_namespace(feeds: Sequence[Feed], fallback: Callable, checking: Callable[[], bool],
+                    overlap: Callable[[Any, Any], None] | None = None) -> dict[str, Any]:
+    """The values of the names ``check_lines`` uses (all but the two dicts).
+
+    ``overlap(params, inputs)`` raises if a donated array shares memory
+    with another feed (``check_lines(..., overlap=True)`` calls it).
+    """
     namespace: dict[str, Any] = {"r0_fallback": fallback, "r0_checking": checking,
                                  "r0_ndarray": np.ndarray, "r0_asarray": np.asarray}
+    if overlap is not None:
+        namespace["r0_overlap"] = overlap
     for index, (_, _, dtype, _) in enumerate(feeds):
         namespace[f"r0_dtype{index}"] = np.dtype(dtype)
         namespace[f"r0_scalar{index}"] = np.dtype(dtype).type
@@ -238,7 +284,7 @@ def check_namespace(feeds: Sequence[Feed], fallback: Callable, checking: Callabl
 
 
 def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donated: Collection[str] = (),
-                 numbers: Collection[str] = (), names: Sequence[str] = ()) -> str:
+                 numbers: Collection[str] = (), names: Sequence[str] = (), overlap: bool = False) -> str:
     """Python source of ``make(r0_step, r0_failure, <names>)``, which returns an entry.
 
     The entry ``enter(r0_params, r0_inputs, r0_arrays=None)`` runs ``check_lines`` and then
@@ -252,7 +298,7 @@ def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donate
     lines = [
         f"def make({', '.join(['r0_step', 'r0_failure', *names])}):",
         "    def enter(r0_params, r0_inputs, r0_arrays=None):",
-        *check_lines(feeds, variables, donated, numbers),
+        *check_lines(feeds, variables, donated, numbers, overlap=overlap),
         "        try:",
         f"            r0_results = r0_step({', '.join(variables)})",
         "        except Exception as error:",
@@ -266,10 +312,10 @@ def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donate
 
 def make_entry(feeds: Sequence[Feed], step: Callable, failure: Callable, fallback: Callable,
                checking: Callable[[], bool], packing: Packing = ("tuple", ()), donated: Collection[str] = (),
-               numbers: Collection[str] = ()) -> Callable:
+               numbers: Collection[str] = (), overlap: Callable[[Any, Any], None] | None = None) -> Callable:
     """Compile ``entry_source``: the entry of one specialisation whose step takes the feeds as arguments."""
-    namespace = check_namespace(feeds, fallback, checking)
-    text = entry_source(feeds, packing, donated, numbers, list(namespace))
+    namespace = check_namespace(feeds, fallback, checking, overlap)
+    text = entry_source(feeds, packing, donated, numbers, list(namespace), overlap is not None)
     filename = f"<tapegraph call check {next(_serial)}>"
     # registered so that tracebacks through the entry show its lines
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)

@@ -67,7 +67,8 @@ class SGDStep:
         kind = f"sgd step_size={self.step_size}" + (" donated" if self.donate else "")
         donated = self._names if self.donate else ()
         self._plan = program._custom_plan(("sgd", self.step_size, self.donate), kind, roots, returns,
-                                          ("dict, value", self._names), donated, self._refuse)
+                                          ("dict, value", self._names), donated, self._refuse,
+                                          self._check_no_overlap if self.donate else None)
         feeds = self._plan.feed_names
         #: The donated parameters among the plan's feeds, and every other feed
         #: (name, is it a parameter), which a donated array must not overlap.
@@ -86,8 +87,7 @@ class SGDStep:
         given, so two threads donating the same arrays race on them, as any
         two threads writing one array would: give each thread its own.
         """
-        if self.donate:
-            self._check_no_overlap(params, inputs)
+        # a donated step's entry refuses donated arrays sharing memory (_check_no_overlap)
         updated, value = self._plan.enter(params, inputs)
         if len(params) > len(updated):
             for name, given in params.items():

@@ -94,7 +94,8 @@ class _Plan:
 
     def __init__(self, kind: str, roots: Sequence[Root], returns: Sequence[Return], fallback: Callable,
                  packing: Packing = ("tuple", ()), donated: Sequence[str] = (),
-                 refuse: Callable[[str, Any], None] | None = None) -> None:
+                 refuse: Callable[[str, Any], None] | None = None,
+                 overlap: Callable[[Any, Any], None] | None = None) -> None:
         self.kind = kind
         #: How a call returns the step's tuple of results (``calls.Packing``);
         #: ``pack`` does it on the general path.
@@ -119,6 +120,10 @@ class _Plan:
         #: and what raises the error for a given value that cannot be.
         self.donated = tuple(donated)
         self.refuse = refuse
+        #: ``overlap(params, inputs)`` raises if a donated array shares
+        #: memory with another feed; the generated entry calls it only when
+        #: identities alone do not rule that out.
+        self.overlap = overlap
         #: (position among the feeds, name) of each donated parameter.
         self.donated_feeds = tuple((index, node.name) for index, node in enumerate(self.feeds)
                                    if node.op is PARAM and node.name in self.donated)
@@ -194,20 +199,22 @@ class Program:
 
     def _custom_plan(self, key: Any, kind: str, roots: Sequence[Root], returns: Sequence[Return],
                      packing: Packing = ("tuple", ()), donated: Sequence[str] = (),
-                     refuse: Callable[[str, Any], None] | None = None) -> _Plan:
+                     refuse: Callable[[str, Any], None] | None = None,
+                     overlap: Callable[[Any, Any], None] | None = None) -> _Plan:
         """A plan over any roots built from this program's expressions (used by ``tg.sgd``).
 
         ``packing`` says how a call returns the results (``calls.Packing``);
         ``donated`` names parameters the step updates in place;
         ``refuse(name, value)`` raises the error for a value given for one
-        that cannot be.
+        that cannot be; ``overlap(params, inputs)`` refuses donated arrays
+        that share memory with another feed.
         """
         plan = self._plans.get(key)
         if plan is None:
             with self._plans_lock:  # two threads asking at once get one plan
                 plan = self._plans.get(key)
                 if plan is None:
-                    plan = _Plan(kind, roots, returns, self._call_general, packing, donated, refuse)
+                    plan = _Plan(kind, roots, returns, self._call_general, packing, donated, refuse, overlap)
                     self._plans[key] = plan
         return plan
 
@@ -275,12 +282,14 @@ class Program:
         executable.enter = None
         if hasattr(executable, "entry"):
             executable.enter = executable.entry(
-                lambda arguments: check_lines(feeds, arguments, plan.donated, numbers),
-                check_namespace(feeds, plan.fallback, checking),
+                lambda arguments: check_lines(feeds, arguments, plan.donated, numbers,
+                                              overlap=plan.overlap is not None),
+                check_namespace(feeds, plan.fallback, checking, plan.overlap),
                 lambda results: pack_expression(plan.packing, results))
         if executable.enter is None:
             executable.enter = make_entry(feeds, executable.function(), executable.failure,
-                                          plan.fallback, checking, plan.packing, plan.donated, numbers)
+                                          plan.fallback, checking, plan.packing, plan.donated, numbers,
+                                          plan.overlap)
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
                  _format_sizes(sizes), len(tape.instructions), tape.total_bytes)
@@ -304,6 +313,8 @@ class Program:
 
     def _call_general(self, plan: _Plan, params: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> Any:
         """The general path of a call: anything the generated entry does not take at once."""
+        if plan.overlap is not None:
+            plan.overlap(params, inputs)
         if inputs is None:
             inputs = {}
         executable, arrays = self._prepare(plan, params, inputs)

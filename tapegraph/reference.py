@@ -122,7 +122,7 @@ RULES: dict[Op, Rule] = {
     UNPICK: _unpick,
     CROSS_ENTROPY: lambda z, label: -_pick(_log_softmax(z), label),
     # the gradient of cross-entropy: softmax(z) - onehot(label), when ce is the cross-entropy
-    SOFTMAX_MINUS_ONEHOT: lambda z, label, ce: (
+    SOFTMAX_MINUS_ONEHOT: lambda z, label, ce, scale=1.0: scale * (
         np.exp(z - _pick(z, label)[..., np.newaxis] - ce[..., np.newaxis]) - _onehot(label, z.shape[-1])),
 }
 

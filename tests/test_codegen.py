@@ -126,12 +126,16 @@ def test_the_executor_writes_donated_results_where_the_tape_says(rng):
     tape = step._plan.last.tape
     text = step._plan.last.source()
     destinations = {instruction.value: instruction.destination for instruction in tape.instructions}
+    scalars = {value for value, destination in destinations.items() if destination.kind == "scalar"}
+    assert scalars  # b's new value is a Python float
     assert [how.kind for how in tape.returns.values()] == ["float", "donated", "donated"]
     for name, how in tape.returns.items():
         if how.kind != "donated":
             continue
         if destinations.get(tape.results[name][1]) == Destination("donated", how.feed):
             assert f"out={how.feed})" in text  # computed straight into the caller's array
+        elif tape.results[name][1] in scalars:
+            assert f"{how.feed}[()] = v" in text  # a Python float stored after every read
         else:
             assert f"np.copyto({how.feed}, " in text  # copied in after every read
 
@@ -328,3 +332,35 @@ def test_raw_results_come_back_as_computed():
     assert isinstance(computed_total, float) and computed_total == 5.0  # held as a number, not a 0-d array
     assert same is given  # the feed itself, read in place
     np.testing.assert_array_equal(double, [2.0, 4.0])
+
+
+def test_views_of_buffers_are_made_with_each_buffer_set(rng):
+    """The outer products of a per-example backward pass read column and row
+    views of buffers (``s3_column``) made once per buffer set: every set,
+    the first and any allocated for a concurrent call, holds views of its
+    own buffers, and the standalone source makes them too."""
+    program = hw.multiclass()
+    step = tg.sgd(program, 0.1)
+    params = hw.random_params(program, rng)
+    inputs = {"x": rng.normal(size=2), "y": np.int64(1)}
+    expected, _ = step(params, inputs)
+    executable = step._plan.last
+    assert re.search(r"np\.dot\(s\d+_column, ", executable.source())
+    (first,) = executable.buffer_sets()
+    fresh = executable.allocate()
+    views = [name for name in first if name.endswith(("_column", "_row"))]
+    assert views
+    for arrays in (first, fresh):
+        for name in views:
+            assert arrays[name].base is arrays[name.rsplit("_", 1)[0]]
+    # a call that finds every set in use computes with a fresh one
+    pool = executable._pools[False]
+    taken = pool.free.pop()
+    try:
+        again, _ = step(params, inputs)
+    finally:
+        pool.free.append(taken)
+    for name in expected:
+        np.testing.assert_array_equal(again[name], expected[name])
+    # the standalone source (run by the test above) defines them after the buffers
+    assert re.search(r"\n    s\d+_(column|row) = s\d+\[", program.source())

@@ -158,6 +158,28 @@ def test_donated_arrays_that_alias_are_refused_by_name():
     # views that do not overlap are fine
     new, _ = step({"u": block[:2], "v": block[2:]}, {"x": np.ones(2)})
     np.testing.assert_allclose(new["u"], [0.5, 0.5])
+
+
+def test_donated_arrays_that_alias_are_refused_by_the_generated_entry_too():
+    """Once specialised, a call runs the generated entry, whose identity test
+    sends every possible overlap to the same check."""
+    program = _two_param_program()
+    step = tg.sgd(program, 0.25, donate=True)
+    step({"u": np.ones(2), "v": np.ones(2)}, {"x": np.ones(2)})  # specialised: later calls take the entry
+    a, block, owner = np.ones(2), np.ones(4), np.ones(2)
+    cases = [
+        ({"u": a, "v": a}, {"x": np.ones(2)}, r"'u' and 'v' are the same array"),
+        ({"u": block[:2], "v": block[1:3]}, {"x": np.ones(2)}, r"'u' and 'v' share memory \(views of one array\)"),
+        ({"u": owner, "v": np.ones(2)}, {"x": owner[::-1]}, r"parameter 'u' and input 'x' share memory"),
+        ({"u": np.ones(2), "v": owner}, {"x": owner}, r"parameter 'v' and input 'x' are the same array"),
+    ]
+    for params, inputs, message in cases:
+        with pytest.raises(tg.CallError, match=message):
+            step(params, inputs)
+    np.testing.assert_array_equal(a, np.ones(2))
+    new, _ = step({"u": block[:2], "v": block[2:]}, {"x": np.ones(2)})
+    np.testing.assert_allclose(new["u"], [0.5, 0.5])
+    assert new["u"] is not None and np.shares_memory(new["u"], block)
     np.testing.assert_allclose(new["v"], [0.5, 0.5])
 
 

@@ -216,3 +216,28 @@ def test_comparing_an_op_record_with_a_name_is_an_error_not_false():
     with pytest.raises(TypeError, match="node.op is PARAM"):
         node.inputs[0].op == "param"  # noqa: B015
     assert node.op == REGISTRY["tanh"] and node.op != REGISTRY["exp"] and node.op.name == "tanh"
+
+
+@pytest.mark.parametrize("classes", [1, 3, 16])
+def test_one_example_kernels_in_floats_match_their_array_form(classes):
+    """The Python-float path of cross_entropy and softmax_minus_onehot (one
+    row of few classes) computes what the array path computes."""
+    from tapegraph.ops.softmax import FEW_CLASSES, _cross_entropy_kernel, _label_specialize, _softmax_minus_onehot_kernel
+    assert _label_specialize([(classes,), ()], ()) == {"floats": classes <= FEW_CLASSES}
+    assert _label_specialize([(FEW_CLASSES + 1,), ()], ()) == {"floats": False}
+    z = np.random.default_rng(classes).normal(size=classes) * 30.0
+    for label in range(classes):
+        label = np.array(label)
+        by_floats, by_arrays = np.empty(()), np.empty(())
+        _cross_entropy_kernel(z, label, by_floats, floats=True)
+        _cross_entropy_kernel(z, label, by_arrays, full=np.empty(classes))
+        np.testing.assert_allclose(by_floats, by_arrays, rtol=1e-14, atol=1e-14)
+        gradient_floats, gradient_arrays = np.empty(classes), np.empty(classes)
+        _softmax_minus_onehot_kernel(z, label, by_arrays, gradient_floats, floats=True)
+        _softmax_minus_onehot_kernel(z, label, by_arrays, gradient_arrays)
+        np.testing.assert_allclose(gradient_floats, gradient_arrays, rtol=1e-14, atol=1e-15)
+    for bad in (-1, classes):
+        with pytest.raises(IndexError, match=rf"label {bad} is outside 0\.\.{classes - 1}"):
+            _cross_entropy_kernel(z, np.array(bad), np.empty(()), floats=True)
+        with pytest.raises(IndexError, match=rf"label {bad} is outside 0\.\.{classes - 1}"):
+            _softmax_minus_onehot_kernel(z, np.array(bad), np.empty(()), np.empty(classes), floats=True)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tapegraph.errors import NonFiniteError, TapeError
-from tapegraph.backends.codegen import body, identifiers, kernel_functions, tape_ops, workspace_name
+from tapegraph.backends.codegen import body, identifiers, kernel_functions, tape_ops, view_of, workspace_name
 from tapegraph.compile.tape import Tape
 from tapegraph.shapes import array_type
 
@@ -117,6 +117,9 @@ class Executable:
         self._pools: dict[bool, _Pool] = {}
         #: Per check mode: the generated lines, made once for both.
         self._bodies: dict[bool, tuple[list[str], list[str], list]] = {}
+        #: The views of buffers the generated code names (``s3_column``),
+        #: made with each buffer set.
+        self._views: set[str] = set()
         # compiling a step is the slow path: one thread compiles, others wait
         self._compiling = threading.Lock()
 
@@ -128,6 +131,9 @@ class Executable:
         for constant in tape.constants:
             np.copyto(buffers[constant.slot], constant.array)
         arrays = {f"s{buffer.slot}": buffers[buffer.slot] for buffer in tape.buffers}
+        for name in sorted(self._views):
+            buffer, index = view_of(name)
+            arrays[name] = arrays[buffer][index]
         for workspace in tape.workspaces:
             # scratch is allocated; fixed contents are copied, so the tape's stay untouched
             array = np.empty(workspace.shape, dtype=workspace.dtype) if workspace.contents is None \
@@ -161,7 +167,9 @@ class Executable:
         use. The step's code follows in the same function, which saves
         the call of a separate step, and a failure in it comes out as
         ``failure(error)``. ``packing(name)`` is what to return, given the
-        name of the tuple of results. None when a feed's argument name
+        name of the tuple of results (where it names each result as
+        ``r0_results[i]``, the results are put in its place). None when a
+        feed's argument name
         would shadow a name the checks use (say, a feed called ``len``).
         """
         from tapegraph.calls import CHECK_BUILTINS
@@ -203,8 +211,10 @@ class Executable:
             lines = lines + results
             # The first buffer set is allocated now, as binding used to do;
             # the step names only some of its arrays (a comment may name others).
+            named = _arrays_named("\n".join(lines))
+            self._views.update(name for name in named if view_of(name) is not None)
             first = self.allocate()
-            used = tuple(name for name in _arrays_named("\n".join(lines)) if name in first)
+            used = tuple(name for name in named if name in first)
             numbers = read_as_numbers(self.tape)
             pool = self._pools[check] = _Pool(self, used, first, numbers)
         return pool
@@ -242,6 +252,12 @@ class Executable:
             signature, returned = ", ".join(arguments), "r0_results"
         else:
             signature, returned = "r0_params, r0_inputs, r0_arrays=None", packing("r0_results")
+            # the packing names each result as r0_results[i]: put the results
+            # there instead, which saves building the tuple and indexing it
+            inlined = re.sub(r"\br0_results\[(\d+)\]", lambda match: results[int(match.group(1))], returned)
+            if "r0_results" not in inlined:
+                compute[-1] = f"{indent}r0_results = {inlined}"
+                returned = "r0_results"
             compute = ["        try:", *compute,
                        "        except Exception as r0_error:",
                        "            raise r0_failure(r0_error) from r0_error"]

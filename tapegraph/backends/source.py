@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from tapegraph.backends.codegen import (
-    array_literal, body, helper_sources, identifiers, kernel_functions, tape_ops, workspace_name,
+    array_literal, body, helper_sources, identifiers, kernel_functions, tape_ops, view_of, workspace_name,
 )
 from tapegraph.compile.tape import Tape
 
@@ -54,6 +54,8 @@ def standalone_source(tape: Tape, function_name: str, title: str = "") -> str:
 def _allocations(tape: Tape, statements: str) -> list[str]:
     """Lines creating the buffers, constants and workspaces the body names."""
     used = set(re.findall(r"\b([sw]\d+(?:_\w+)?)\b", statements))
+    views = sorted((name, view_of(name)) for name in used if view_of(name) is not None)
+    used.update(buffer for _, (buffer, _) in views)
     lines = []
     constants = {constant.slot: constant for constant in tape.constants}
     for buffer in tape.buffers:
@@ -73,4 +75,7 @@ def _allocations(tape: Tape, statements: str) -> list[str]:
             lines.append(f"    {name} = np.empty({workspace.shape!r}, dtype=np.{workspace.dtype})")
         else:
             lines.append(f"    {name} = {array_literal(workspace.contents)}")
+    for name, (buffer, index) in views:
+        shown = "[:, None]" if index[0] == slice(None) else "[None, :]"
+        lines.append(f"    {name} = {buffer}{shown}")
     return lines

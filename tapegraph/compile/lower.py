@@ -1,7 +1,7 @@
 """Lowering: from expression roots to a checked, specialised ``Tape``.
 
-``lower`` only chains the stages, each a module of its own: the graph
-analysis (``graph``: the DAG of the roots with common subexpressions
+``lower`` only chains the stages, each a module of its own: algebraic
+simplification of the roots (``simplify``), the graph analysis (``graph``: the DAG of the roots with common subexpressions
 merged, sections, a deterministic order), constant folding, buffer
 planning (``plan``), emission of the records (``emit``) and the checker
 (``tape``).
@@ -19,6 +19,7 @@ from tapegraph.shapes import substitute, symbols
 from tapegraph.compile.emit import Return, Root, concrete_static, emit_tape
 from tapegraph.compile.graph import assign_sections, order_by_section, post_order
 from tapegraph.compile.plan import plan_buffers
+from tapegraph.compile.simplify import simplify
 from tapegraph.compile.tape import Tape, check_tape
 
 __all__ = ["Return", "Root", "lower", "concrete_static"]
@@ -62,6 +63,7 @@ def lower(roots: Sequence[Root], sizes: Mapping[str, int], returns: Sequence[Ret
     its destinations are chosen for it, so a tape is specialised for the
     way its results are returned.
     """
+    roots = simplify(roots)
     walked = post_order(node for _, node, _ in roots)
     section_of = assign_sections(walked, roots)
     order = order_by_section(walked, section_of)

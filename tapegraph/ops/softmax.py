@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from tapegraph.expr import Node
+from tapegraph.expr import Node, is_const
 from tapegraph.ops.elementwise import ADD, EXP, MUL, NEG, SUB
 from tapegraph.ops.reductions import EXPAND, SUM
 from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, Scratch, register, require_float, result_dtype
@@ -119,20 +119,53 @@ def _unpick_kernel(g: np.ndarray, index: np.ndarray, out: np.ndarray, depth: int
     out.put(flat, g)
 
 
+#: One example of at most this many classes is computed in Python floats:
+#: each numpy call costs a dispatch (0.2-0.5 us) worth dozens of float
+#: operations, and a few classes need only a few (measured in
+#: docs/performance.md); more classes are faster as array operations.
+FEW_CLASSES = 16
+
+
+def _in_floats(in_shapes) -> bool:
+    """True when a kernel over scores of ``in_shapes[0]`` runs in Python floats: one row of few classes."""
+    return len(in_shapes[0]) == 1 and in_shapes[0][0] <= FEW_CLASSES
+
+
+def _label_specialize(in_shapes, out_shape, scale: float = 1.0) -> dict[str, bool]:
+    return {"floats": _in_floats(in_shapes)}
+
+
+def _checked_label(label: np.ndarray, classes: int) -> int:
+    """The single label as an int, if it is in 0..classes-1 (else ``_check_labels`` raises)."""
+    value = int(label)
+    if not 0 <= value < classes:
+        _check_labels(label, classes)
+    return value
+
+
 def _cross_entropy_rule(z: Node, label: Node) -> tuple[Shape, str]:
     return _pick_rule(z, label)
 
 
 def _cross_entropy_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray | Scratch]:
+    if _in_floats(in_shapes):
+        return {}
     scratch = _flat_index_workspace(in_shapes, out_shape, dtype)
     scratch["row"] = Scratch(tuple(out_shape) + (1,), dtype)
     scratch["full"] = Scratch(in_shapes[0], dtype)
     return scratch
 
 
-def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray,
-                          rows: np.ndarray, flat: np.ndarray, row: np.ndarray, full: np.ndarray) -> None:
+def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, floats: bool = False,
+                          rows: np.ndarray | None = None, flat: np.ndarray | None = None,
+                          row: np.ndarray | None = None, full: np.ndarray | None = None) -> None:
     # log sum exp(z - max) - (z[label] - max), with every exp at most 1
+    if floats:  # one example, few classes: Python floats, no workspace
+        values = z.tolist()
+        top = max(values)
+        shifted = values[_checked_label(label, len(values))] - top
+        out[()] = math.log(sum([math.exp(value - top) for value in values])) - shifted
+        return
     _check_labels(label, z.shape[-1])
     if label.ndim == 0:  # one example: scalar arithmetic beats reductions with out=
         top = np.maximum.reduce(z)
@@ -152,13 +185,19 @@ def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray,
 
 
 def _cross_entropy_vjp(g: Node, ans: Node, z: Node, label: Node):
+    if g.ndim == 0 and is_const(g):
+        factor = float(g.value.array)
+        if factor != 0.0 and math.isfinite(factor):
+            # a constant factor (an SGD step's step size) scales the residual
+            # inside its kernel, which saves a multiply of the whole residual
+            return SOFTMAX_MINUS_ONEHOT(z, label, ans, scale=factor), None
     residual = SOFTMAX_MINUS_ONEHOT(z, label, ans)
     if g.ndim:  # one g per row: spread it along the classes
         g = EXPAND(g, z.shape, (z.ndim - 1,), False)
     return MUL(g, residual), None
 
 
-def _softmax_minus_onehot_rule(z: Node, label: Node, ce: Node) -> tuple[Shape, str]:
+def _softmax_minus_onehot_rule(z: Node, label: Node, ce: Node, scale: float = 1.0) -> tuple[Shape, str]:
     _pick_rule(z, label)
     if ce.shape != label.shape:
         raise ValueError(f"the cross-entropy operand must have one value per row ({format_shape(label.shape)}), "
@@ -167,14 +206,25 @@ def _softmax_minus_onehot_rule(z: Node, label: Node, ce: Node) -> tuple[Shape, s
 
 
 def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, ce: np.ndarray, out: np.ndarray,
-                                 rows: np.ndarray, flat: np.ndarray, picked: np.ndarray) -> None:
+                                 scale: float = 1.0, floats: bool = False, rows: np.ndarray | None = None,
+                                 flat: np.ndarray | None = None, picked: np.ndarray | None = None) -> None:
     # with ce = log sum exp(z) - z[label], z - z[label] - ce = z - log sum exp(z) <= 0:
     # the softmax without a single reduction, and exp never overflows
+    if floats:  # one example, few classes: Python floats, written out at once
+        values = z.tolist()
+        index = _checked_label(label, len(values))
+        shift = values[index] + float(ce)
+        result = [scale * math.exp(value - shift) for value in values]
+        result[index] -= scale
+        out[:] = result
+        return
     _check_labels(label, z.shape[-1])
     if label.ndim == 0:
         np.subtract(z, z[label] + ce, out=out)
         np.exp(out, out=out)
         out[label] -= 1.0
+        if scale != 1.0:
+            np.multiply(out, scale, out=out)
         return
     np.add(label, rows, out=flat, casting="unsafe")
     z.take(flat, None, picked)
@@ -185,21 +235,25 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, ce: np.ndarra
     out.take(flat, None, picked)
     np.subtract(picked, 1.0, out=picked)
     out.put(flat, picked)
+    if scale != 1.0:
+        np.multiply(out, scale, out=out)
 
 
-def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray | Scratch]:
+def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype, scale: float = 1.0) -> dict[str, np.ndarray | Scratch]:
+    if _in_floats(in_shapes):
+        return {}
     scratch = _flat_index_workspace(in_shapes, out_shape, dtype)
     scratch["picked"] = Scratch(tuple(out_shape[:-1]), dtype)
     return scratch
 
 
-def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, ce: Node):
-    # f = s - onehot with s = exp(z - z[label] - ce), each input independent:
-    # df/dz . g = g*s - onehot * <g, s>, df/dce . g = -<g, s>
+def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, ce: Node, scale: float):
+    # f = scale (s - onehot) with s = exp(z - z[label] - ce), each input independent:
+    # with h = scale g, df/dz . g = h*s - onehot * <h, s>, df/dce . g = -<h, s>
     depth = z.shape[-1]
     ones = EXPAND(1.0, label.shape, tuple(range(label.ndim)), False) if label.ndim else 1.0
-    s = ADD(ans, UNPICK(ones, label, depth))
-    weighted = MUL(g, s)
+    s = ADD(ans if scale == 1.0 else MUL(ans, 1.0 / scale), UNPICK(ones, label, depth))
+    weighted = MUL(g if scale == 1.0 else MUL(g, scale), s)
     total = SUM(weighted, axis=-1)
     return SUB(weighted, UNPICK(total, label, depth)), None, NEG(total)
 
@@ -253,7 +307,7 @@ UNPICK = register(Op(
 
 CROSS_ENTROPY = register(Op(
     name="cross_entropy", operands=("logits", "label"), shape_rule=_cross_entropy_rule, kernel=_cross_entropy_kernel,
-    workspace=_cross_entropy_workspace, vjp=_cross_entropy_vjp,
+    workspace=_cross_entropy_workspace, specialize=_label_specialize, vjp=_cross_entropy_vjp,
     samples=(
         Sample([Arg((3,)), Arg((), dtype="int64", low=0, high=3)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)]),
@@ -271,17 +325,24 @@ CROSS_ENTROPY = register(Op(
 ))
 
 SOFTMAX_MINUS_ONEHOT = register(Op(
-    name="softmax_minus_onehot", operands=("z", "label", "ce"), public=False, shape_rule=_softmax_minus_onehot_rule,
-    kernel=_softmax_minus_onehot_kernel, workspace=_softmax_minus_onehot_workspace, vjp=_softmax_minus_onehot_vjp,
+    name="softmax_minus_onehot", operands=("z", "label", "ce"), attributes={"scale": 1.0}, public=False,
+    normalize=lambda z, label, ce, scale: {"scale": float(scale)}, shape_rule=_softmax_minus_onehot_rule,
+    kernel=_softmax_minus_onehot_kernel, workspace=_softmax_minus_onehot_workspace, specialize=_label_specialize,
+    vjp=_softmax_minus_onehot_vjp,
     samples=(
         Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4), Arg((), low=0.5, high=2.0)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True),
                 Arg((5,), low=0.5, high=2.0, batch=True)]),
+        Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4), Arg((), low=0.5, high=2.0)], {"scale": 0.25}),
+        Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True),
+                Arg((5,), low=0.5, high=2.0, batch=True)], {"scale": -3.0}),
     ),
-    doc="""``exp(z - z[label] - ce) - onehot(label)`` per row.
+    doc="""``scale * (exp(z - z[label] - ce) - onehot(label))`` per row.
 
     With ``ce = cross_entropy(z, label)`` that is ``softmax(z) -
     onehot(label)``, the gradient of ``ce`` with respect to ``z``: the
     cross-entropy already holds the log-sum-exp, so no reduction is redone.
+    ``scale`` is a constant factor of the cross-entropy's cotangent (an
+    SGD step's step size), applied in the kernel.
     """,
 ))

@@ -1,0 +1,82 @@
+"""Algebraic simplification: the same values from fewer array operations.
+
+Runs first in ``lower``, on the roots. One rewrite so far, for the update
+of a value decayed by a multiple of itself (an SGD step with an L2
+penalty, whose gradient is ``2 l2 w + ...``, seeded with the step size):
+
+    a - (c * a + t)   becomes   (1 - c) * a - t
+
+for a single constant ``c``, when the sum is used by nothing else. That is
+two array operations (the multiply, the subtraction) after ``t`` where the
+written form takes three (multiply, add, subtract): ``(1 - 2 eta l2) w - 2
+eta r x`` for ridge regression, which is how a careful hand-written step
+computes it. Rounding differs from the written form by an ulp or so.
+
+A root named None only anchors a section (the gradients of an SGD step);
+one that no named root needs after the rewrite is dropped, as its value
+would be computed for nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tapegraph.expr import CONST, Node, const, is_const, origin_scope
+from tapegraph.ops.elementwise import ADD, MUL, SUB
+from tapegraph.compile.emit import Root
+from tapegraph.compile.graph import post_order
+
+
+def _single_constant(node: Node) -> float | None:
+    """The value of a 0-d floating-point constant, else None."""
+    if node.op is CONST and node.shape == () and np.dtype(node.dtype).kind == "f" and is_const(node):
+        return float(node.value.array)
+    return None
+
+
+def _decayed_update(node: Node, users: dict[Node, int]) -> Node | None:
+    """``(1 - c) * a - t`` for ``node`` = ``a - (c * a + t)`` (either order of
+    the sum and of the product), else None."""
+    if node.op is not SUB:
+        return None
+    a, total = node.inputs
+    if total.op is not ADD or users.get(total, 0) != 1:
+        return None
+    same = {(item.shape, item.dtype) for item in (node, a, total, *total.inputs)}
+    if len(same) != 1 or np.dtype(node.dtype).kind != "f":
+        return None
+    for product, rest in (total.inputs, reversed(total.inputs)):
+        if product.op is not MUL:
+            continue
+        first, second = product.inputs
+        factor = _single_constant(second) if first == a else _single_constant(first) if second == a else None
+        if factor is None or not np.isfinite(factor):
+            continue
+        with origin_scope(node.origin):
+            kept = const(np.array(1.0 - factor, dtype=node.dtype))
+            return SUB(MUL(kept, a), rest)
+    return None
+
+
+def simplify(roots: Sequence[Root]) -> list[Root]:
+    """The roots with each rewrite applied (see the module docstring)."""
+    named = [node for name, node, _ in roots if name is not None]
+    users: dict[Node, int] = {}
+    for node in post_order(named):
+        for operand in set(node.inputs):
+            users[operand] = users.get(operand, 0) + 1
+    for node in named:  # a result is a use too
+        users[node] = users.get(node, 0) + 1
+    rewritten = []
+    changed = False
+    for name, node, section in roots:
+        simpler = _decayed_update(node, users) if name is not None else None
+        if simpler is not None:
+            node, changed = simpler, True
+        rewritten.append((name, node, section))
+    if not changed:
+        return rewritten
+    needed = set(post_order(node for name, node, _ in rewritten if name is not None))
+    return [root for root in rewritten if root[0] is not None or root[1] in needed]

@@ -21,12 +21,19 @@ structure no node uses any more is dropped.
 
 Leaves are ``input`` (data given at each call), ``param`` (what gradients
 are taken with respect to) and ``const`` (a value fixed at declaration).
+Inputs and parameters have identity: each ``tg.input`` / ``tg.param`` call
+makes a leaf of its own (its ``identity``, a creation serial, is part of
+the structure), so two declarations under one name are two leaves, which
+compiling refuses, rather than one value merged without a word. Sharing is
+explicit: reuse the node object. Constants stay structural: equal values
+are one constant.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import os
 import sys
 import threading
@@ -176,7 +183,7 @@ _structures_lock = threading.Lock()
 
 def _structure_of(node: "Node") -> Structure:
     key = (node.op, tuple(operand.structure for operand in node.inputs), node.static, node.shape, node.dtype,
-           node.name, node.value)
+           node.name, node.value, node.identity)
     with _structures_lock:
         token = _structures.get(key)
         if token is None:
@@ -211,6 +218,10 @@ class Node:
     value: ConstValue | None = None
     #: Where the node was declared (``file.py:LINE``); not part of equality.
     origin: str = attrs.field(default="")
+    #: What makes an input or parameter leaf its own: ``(process token,
+    #: serial)``, given once by ``tg.input`` / ``tg.param`` (``new_identity``);
+    #: None for every other node, which is equal to any node of its structure.
+    identity: tuple[str, int] | None = None
     #: The token shared by every node of equal structure (all fields but
     #: ``origin``); found once, when the node is built.
     structure: Structure = attrs.field(init=False)
@@ -242,8 +253,11 @@ class Node:
 
     def __reduce__(self) -> tuple:
         # rebuild through the constructor: the copy finds its structure's
-        # token, where a copied token would make it unequal to the original
-        return (Node, (self.op, self.inputs, self.static, self.shape, self.dtype, self.name, self.value, self.origin))
+        # token, where a copied token would make it unequal to the original;
+        # a leaf keeps its identity, so a copy of a model (pickle, deepcopy)
+        # holds the same parameters as the original, each still distinct
+        return (Node, (self.op, self.inputs, self.static, self.shape, self.dtype, self.name, self.value, self.origin,
+                       self.identity))
 
     @property
     def ndim(self) -> int:
@@ -348,6 +362,18 @@ class Node:
         return self
 
 
+# The process token tells leaves made in different processes apart: a
+# model unpickled here keeps its leaves' identities, which no leaf
+# declared in this process can then take by chance.
+_PROCESS_TOKEN = os.urandom(8).hex()
+_leaf_serials = itertools.count()
+
+
+def new_identity() -> tuple[str, int]:
+    """A leaf identity no other leaf has (see ``Node.identity``)."""
+    return (_PROCESS_TOKEN, next(_leaf_serials))
+
+
 def _check_name(name: Any) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"a name must be a non-empty string, got {name!r}")
@@ -376,7 +402,8 @@ def input(name: str, shape: Sequence[Dim] | int = (), dtype: Any = "float64") ->
         shape = as_shape(shape)
     except ValueError as error:
         raise ShapeError(f"input {name!r}: {error}") from None
-    return Node(INPUT, (), (), shape, _check_dtype(dtype, f"input {name!r}"), name=name, origin=caller_origin())
+    return Node(INPUT, (), (), shape, _check_dtype(dtype, f"input {name!r}"), name=name, origin=caller_origin(),
+                identity=new_identity())
 
 
 def param(name: str, shape: Sequence[int] | int = (), dtype: Any = "float64") -> Node:
@@ -396,7 +423,7 @@ def param(name: str, shape: Sequence[int] | int = (), dtype: Any = "float64") ->
     dtype = _check_dtype(dtype, f"param {name!r}")
     if np.dtype(dtype).kind != "f":
         raise ShapeError(f"param {name!r}: dtype {dtype} is not floating point; gradients need floats")
-    return Node(PARAM, (), (), shape, dtype, name=name, origin=caller_origin())
+    return Node(PARAM, (), (), shape, dtype, name=name, origin=caller_origin(), identity=new_identity())
 
 
 def const(value: Any, dtype: Any = None, name: str | None = None) -> Node:

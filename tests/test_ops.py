@@ -16,6 +16,8 @@ import pytest
 import tapegraph as tg
 from tapegraph.ops import COMPOSITES, REGISTRY, REQUIRED, Arg, Op, Sample
 from tapegraph.testing import build_node, check_op
+from tapegraph.compile.graph import post_order
+from tapegraph.expr import PARAM
 
 from conftest import draw
 
@@ -165,7 +167,8 @@ def _program(op, sample, arrays, symbolic):
     out = build_node(op, nodes, sample.static)
     weights = tg.const(np.linspace(0.5, 1.5, int(np.prod(out.shape[1:], dtype=int)) or 1).reshape(out.shape[1:]))
     objective = tg.sum(tg.square(out) * weights)
-    wrt = [tg.param(name, shape=np.shape(value)) for name, value in params.items()]
+    # the parameter nodes themselves: a re-declared tg.param would be another parameter
+    wrt = [node for node in post_order([objective]) if node.op is PARAM]
     return tg.compile(objective, wrt=wrt), params, inputs
 
 

@@ -128,3 +128,53 @@ def test_generated_code_names_nothing_a_feed_could_take():
     import unicodedata
     for identifier in identifiers(names):
         assert identifier.isidentifier() and unicodedata.normalize("NFKC", identifier) == identifier
+
+
+# Issue 10, item 1: two tg.param calls under one name are two parameters.
+
+def test_a_parameter_declared_in_a_loop_is_not_silently_shared():
+    """``W = tg.param("W", ...)`` in a loop compiled with one parameter W:
+    three layers shared one weight. Each call now makes a parameter of its
+    own, and compiling names the line that declared them (twice, in a loop)."""
+    h = tg.input("x", shape=(4,))
+    for _ in range(3):
+        W = tg.param("W", shape=(4, 4))
+        h = tg.tanh(tg.matmul(W, h))
+    with pytest.raises(tg.GraphError, match=r"^param 'W' \(f64\[4,4\]\) is declared twice at test_regressions.py:\d+ "
+                                            r"\(in a loop\?\): .*two parameters under one name.*reuse that node$"):
+        tg.compile(tg.sum(h), wrt=[W])
+    first = tg.param("v", shape=(2,))
+    second = tg.param("v", shape=(2,))
+    assert first != second and len({first, second}) == 2
+    with pytest.raises(tg.GraphError, match=r"param 'v' \(f64\[2\]\) is declared at test_regressions.py:\d+ and "
+                                            r"again at test_regressions.py:\d+: "):
+        tg.compile(tg.sum(first * second), wrt=[first, second])
+
+
+def test_a_parameter_shared_by_reusing_its_node_is_one_parameter():
+    """The documented way to share: declare once, reuse the node."""
+    shared = tg.param("W", shape=(2, 2))
+    x = tg.input("x", shape=(2,))
+    h = tg.tanh(shared @ tg.tanh(shared @ x))
+    program = tg.compile(tg.sum(h), wrt=[shared])
+    assert list(program.params) == ["W"]
+    tg.testing.check_grads(program, {"W": np.array([[0.5, -0.2], [0.1, 0.3]])}, {"x": np.array([1.0, -2.0])})
+
+
+def test_copies_of_a_model_keep_which_leaves_are_one_and_which_are_two():
+    """Pickle and deepcopy rebuild nodes: a leaf used twice stays one leaf,
+    two leaves stay two (both named "w" here, so compiling the copy still
+    refuses them), and constants and other nodes stay structural."""
+    import copy
+    import pickle
+    first, second = tg.param("w", shape=(2,)), tg.param("w", shape=(2,))
+    model = {"twice": tg.sum(first * first), "pair": (first, second), "scaled": tg.tanh(first) * 2.0}
+    for duplicate in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        twice = duplicate["twice"]
+        assert twice.inputs[0].inputs[0] == twice.inputs[0].inputs[1] == duplicate["pair"][0] == first
+        assert duplicate["pair"][1] == second != first
+        assert duplicate["scaled"] == model["scaled"]
+        tg.compile(twice, wrt=[duplicate["pair"][0]])
+        with pytest.raises(tg.GraphError, match="declared twice"):
+            tg.compile(tg.sum(duplicate["pair"][0] + duplicate["pair"][1]))
+    assert tg.const(2.0) == tg.const(2.0)

@@ -436,8 +436,6 @@ def const(value: Any, dtype: Any = None, name: str | None = None) -> Node:
     array = np.array(value, dtype=None if dtype is None else _check_dtype(dtype, "const"))
     if array.dtype.kind not in "fiub":
         raise ValueError(f"const: cannot hold a value of dtype {array.dtype}")
-    if array.dtype.kind == "f" and array.dtype.itemsize < 4:
-        array = array.astype("float32")
     array.setflags(write=False)
     if name is not None:
         _check_name(name)

@@ -120,8 +120,11 @@ def test_an_op_without_samples_cannot_be_declared():
 @pytest.mark.parametrize("name, op, index, sample", CASES, ids=_ids(CASES))
 def test_vjp_matches_central_differences(name, op, index, sample, rng):
     arrays = [draw(arg, rng) for arg in sample.args]
-    errors = check_op(op, arrays, sample.static)
-    assert all(error < 1e-6 for error in errors.values()), errors
+    # float32 (cast's samples) rounds each difference to 1e-7: wider steps, looser bound
+    single = any(np.dtype(arg.dtype) == np.float32 for arg in sample.args) or sample.static.get("dtype") == "float32"
+    eps, rtol = (1e-2, 1e-3) if single else (1e-5, 1e-6)
+    errors = check_op(op, arrays, sample.static, eps=eps, rtol=rtol)
+    assert all(error < rtol for error in errors.values()), errors
 
 
 @pytest.mark.parametrize("name, op, index, sample", CASES, ids=_ids(CASES))

@@ -178,3 +178,94 @@ def test_copies_of_a_model_keep_which_leaves_are_one_and_which_are_two():
         with pytest.raises(tg.GraphError, match="declared twice"):
             tg.compile(tg.sum(duplicate["pair"][0] + duplicate["pair"][1]))
     assert tg.const(2.0) == tg.const(2.0)
+
+
+# Issue 10, item 4: every gradient and new parameter keeps its parameter's dtype.
+
+def _mixed_program():
+    w = tg.param("w", shape=(3,), dtype="float32")
+    b = tg.param("b", dtype="float32")
+    x = tg.input("x", shape=(3,))
+    return tg.compile(tg.square(tg.sum(w * x) + b - 1.0), wrt=[w, b])
+
+
+def test_a_float32_parameter_times_a_float64_input_keeps_float32():
+    """A float32 ``w`` times a float64 ``x`` gave a float64 gradient, pure
+    ``sgd`` returned float64 parameters and a 0-d float32 one as an
+    ``np.float32`` scalar, so saving them and loading with
+    ``expected=prog`` failed. The promotion is now a ``cast`` in the dump,
+    and its VJP casts the gradient back."""
+    program = _mixed_program()
+    params = {"w": np.array([0.5, -1.0, 2.0], dtype="float32"), "b": np.array(0.25, dtype="float32")}
+    inputs = {"x": np.array([1.0, 2.0, 3.0])}
+    value, grads = program.value_and_grad(params, inputs)
+    residual = float(np.sum(params["w"].astype(float) * inputs["x"]) + 0.25 - 1.0)
+    assert value == pytest.approx(residual ** 2, rel=1e-6)
+    for name in ("w", "b"):
+        assert type(grads[name]) is np.ndarray and grads[name].dtype == np.float32
+    np.testing.assert_allclose(grads["w"], 2 * residual * inputs["x"], rtol=1e-6)
+    dump = program.dump()
+    assert "= cast s" in dump and "{dtype=float64}" in dump and "{dtype=float32}" in dump
+    step = tg.sgd(program, 0.01)
+    new, _ = step(params, inputs)
+    for name in ("w", "b"):
+        assert type(new[name]) is np.ndarray and new[name].dtype == np.float32 and new[name].shape == params[name].shape
+    donated = {name: array.copy() for name, array in new.items()}
+    for _ in range(3):  # a 0-d np.float32 used to be refused by the next donated step
+        donated, _ = tg.sgd(program, 0.01, donate=True)(donated, inputs)
+    assert donated["b"].dtype == np.float32 and donated["b"].shape == ()
+
+
+def test_saved_float32_parameters_load_against_their_program(tmp_path):
+    program = _mixed_program()
+    params = {"w": np.ones(3, dtype="float32"), "b": np.array(0.0, dtype="float32")}
+    new, _ = tg.sgd(program, 0.01)(params, {"x": np.ones(3)})
+    path = tmp_path / "params.npz"
+    tg.save_params(path, new)
+    loaded, _ = tg.load_params(path, expected=program)
+    assert {name: array.dtype for name, array in loaded.items()} == {"w": np.float32, "b": np.float32}
+
+
+def test_float16_stays_float16():
+    """float16 drifted to float32: ``tg.const`` (the gradient's seed among
+    others) turned float16 into float32."""
+    h = tg.param("h", shape=(2,), dtype="float16")
+    program = tg.compile(tg.sum(h * h) * 0.5, wrt=[h])
+    value, grads = program.value_and_grad({"h": np.array([1.0, -2.0], dtype="float16")})
+    assert value == 2.5 and grads["h"].dtype == np.float16
+    np.testing.assert_array_equal(grads["h"], np.array([1.0, -2.0], dtype="float16"))
+    assert tg.const(np.float16(1.5)).dtype == "float16"
+    new, _ = tg.sgd(program, 0.5)({"h": np.array([1.0, -2.0], dtype="float16")}, {})
+    assert new["h"].dtype == np.float16
+
+
+def test_a_vjp_rule_that_computes_in_another_dtype_gives_the_operand_its_own():
+    """The differentiation pass casts a cotangent to its operand's dtype
+    (a user's rule may build float64 constants for a float32 operand)."""
+    from tapegraph.ops import Arg, Op, Sample, register_op
+    from tapegraph.expr import const
+
+    def _double_kernel(x, out):
+        np.multiply(x, 2.0, out=out)
+
+    double = register_op(Op(
+        name="double_in_float64_for_tests", operands=("x",), shape_rule=lambda x: (x.shape, x.dtype),
+        kernel=_double_kernel, vjp=lambda g, ans, x: (tg.cast(g, "float64") * const(np.full(x.shape, 2.0)),),
+        samples=[Sample([Arg((2,))])], doc="2 x, with a VJP computed in float64."))
+    w = tg.param("w", shape=(2,), dtype="float32")
+    program = tg.compile(tg.sum(double(w)), wrt=[w])
+    _, grads = program.value_and_grad({"w": np.ones(2, dtype="float32")})
+    assert grads["w"].dtype == np.float32
+    np.testing.assert_array_equal(grads["w"], [2.0, 2.0])
+
+
+def test_cast_refuses_what_is_not_a_float_dtype():
+    w = tg.param("w", shape=(2,), dtype="float32")
+    with pytest.raises(tg.ShapeError, match=r"cast\(w: f32\[2\]\) at test_regressions.py:\d+: dtype int64 is not floating"):
+        tg.cast(w, "int64")
+    with pytest.raises(tg.ShapeError, match=r"dtype 'float63' is not a numpy dtype"):
+        tg.cast(w, "float63")
+    labels = tg.input("labels", shape=(2,), dtype="int64")
+    with pytest.raises(tg.ShapeError, match=r"integer dtype int64"):
+        tg.cast(labels, "float32")
+    assert tg.cast(w, "float32") is w  # a cast to its own dtype is the value

@@ -14,7 +14,7 @@ import numpy as np
 
 from tapegraph.errors import GraphError
 from tapegraph.expr import PARAM, Node, const, origin_scope
-from tapegraph.ops import add, sum_to
+from tapegraph.ops import add, cast, sum_to
 from tapegraph.compile.graph import post_order
 
 
@@ -100,6 +100,10 @@ def grad(objective: Node, wrt: Sequence[Node]) -> list[Node]:
             for operand, operand_grad in zip(node.inputs, input_grads, strict=True):
                 if operand_grad is None or operand not in active:
                     continue
+                if operand_grad.dtype != operand.dtype:
+                    # a VJP rule that computed in another dtype: the cotangent
+                    # keeps the operand's (explicit, so the dump shows it)
+                    operand_grad = cast(operand_grad, dtype=operand.dtype)
                 cotangents.setdefault(operand, []).append(sum_to(operand_grad, operand.shape))
 
     gradients = []

@@ -462,7 +462,7 @@ def apply(op: Op, *operands: Any, name: str | None = None, **static: Any) -> Nod
     if static.keys() != op.attributes.keys():
         static = _with_defaults(op, static, origin)
     like = _operand_dtype(operands)
-    nodes = tuple(as_node(operand, like) for operand in operands)
+    nodes = _promote(tuple(as_node(operand, like) for operand in operands))
     try:
         if op.normalize is not None:
             static = op.normalize(*nodes, **static)
@@ -482,6 +482,24 @@ def apply(op: Op, *operands: Any, name: str | None = None, **static: Any) -> Nod
     if op.rewrite is not None and name is None:
         return op.rewrite(node)
     return node
+
+
+def _promote(nodes: tuple[Node, ...]) -> tuple[Node, ...]:
+    """Float operands of differing dtypes, each cast to their common dtype.
+
+    numpy would promote inside the kernel without a trace, and the
+    gradient would come back in the wider dtype; an explicit ``cast`` node
+    shows in the dump, and its VJP casts the cotangent back, so every
+    gradient keeps its operand's dtype. Integer operands (labels) are left
+    as they are.
+    """
+    floats = {node.dtype for node in nodes if np.dtype(node.dtype).kind == "f"}
+    if len(floats) < 2:
+        return nodes
+    common = np.result_type(*sorted(floats)).name
+    cast = REGISTRY["cast"]
+    return tuple(cast(node, dtype=common) if node.dtype in floats and node.dtype != common else node
+                 for node in nodes)
 
 
 def _with_defaults(op: Op, static: Mapping[str, Any], origin: str) -> dict[str, Any]:

@@ -269,3 +269,81 @@ def test_cast_refuses_what_is_not_a_float_dtype():
     with pytest.raises(tg.ShapeError, match=r"integer dtype int64"):
         tg.cast(labels, "float32")
     assert tg.cast(w, "float32") is w  # a cast to its own dtype is the value
+
+
+# Issue 10, item 7: constants that a fill can express are never materialised at compile time.
+
+HUGE = (10**7, 10**7)  # 800 TB of float64: more than any address space holds
+
+
+def test_the_gradient_of_a_huge_parameter_compiles_and_says_what_cannot_be_allocated():
+    """``tg.compile(tg.sum(H), wrt=[H])`` raised numpy's MemoryError from
+    constant folding: the gradient, all ones, was materialised. It is now
+    a fill (one number); the call that would need the whole array raises
+    ``AllocationError`` naming the buffer, what it holds and its size."""
+    H = tg.param("H", shape=HUGE)
+    unused = tg.param("unused", shape=HUGE)
+    program = tg.compile(tg.sum(H), wrt=[H, unused])
+    ones, zeros = program.gradients
+    assert ones.value.fill == 1.0 and zeros.value.fill == 0.0
+    assert not any(ones.value.array.strides) and ones.value.array.base.nbytes == 8
+    assert "f64[10000000,10000000] (min 1, max 1)" in program.dump()
+    with pytest.raises(tg.AllocationError, match=r"^buffer s\d+ \(for %\d+ param H\), f64\[10000000,10000000\], "
+                                                 r"needs 727\.6 TiB, which cannot be allocated") as caught:
+        program.value_and_grad({"H": np.broadcast_to(1.0, HUGE), "unused": np.broadcast_to(1.0, HUGE)})
+    assert isinstance(caught.value, MemoryError)
+
+
+def test_folding_keeps_fills_as_fills_and_computes_them_right():
+    fill = tg.const(np.full((3, 4), 2.0))
+    vector = tg.const(np.full(4, 0.5, dtype="float32"))
+    cases = {
+        "sum": (tg.sum(fill, axis=0), np.full(4, 6.0)),
+        "mean": (tg.mean(fill), np.array(2.0)),
+        "sum_squares": (tg.sum_squares(fill), np.array(48.0)),
+        "matmul": (tg.matmul(fill, tg.cast(vector, "float64")), np.full(3, 4.0)),
+        "transpose": (tg.transpose(fill) * 3.0, np.full((4, 3), 6.0)),
+        "expand": (tg.ops.expand(tg.const(1.0), (2, 5), (0, 1), keepdims=False, mean=True), np.full((2, 5), 0.1)),
+        "sum_to": (tg.ops.sum_to(fill, (4,)), np.full(4, 6.0)),
+        "cast": (tg.cast(vector, "float64") + 1.0, np.full(4, 1.5)),
+    }
+    for what, (node, expected) in cases.items():
+        assert node.op is tg.expr.CONST and node.value.fill is not None, what
+        np.testing.assert_allclose(node.value.array, expected, rtol=1e-15, err_msg=what)
+        assert node.dtype == expected.dtype.name, what
+    mixed = tg.const(np.arange(4.0)) * fill  # not a fill: computed as before
+    assert mixed.value.fill is None
+    np.testing.assert_array_equal(mixed.value.array, np.tile(np.arange(4.0) * 2.0, (3, 1)))
+    assert tg.const(np.array([0.0, -0.0])).value.fill is None  # a sign is data
+    assert tg.const(np.full(3, np.nan)).value.fill is None
+
+
+def test_a_constant_is_stored_once_and_its_key_copies_nothing():
+    """A 4000x4000 constant was kept twice: the array, and its bytes in
+    the key it is compared by. The key is now a digest."""
+    import tracemalloc
+    data = np.random.default_rng(0).standard_normal((500, 500))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        node = tg.const(data)
+        hash(node)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - before < 1.5 * data.nbytes
+    assert max(len(item) for item in node.value._key if isinstance(item, bytes)) <= 16
+    changed = data.copy()
+    changed[123, 45] += 1e-12
+    assert tg.const(data) == node and tg.const(changed) != node
+
+
+def test_a_folded_constant_too_large_to_hold_names_the_node():
+    """Folding a constant that is not a fill into a huge result raised a
+    bare MemoryError (or numpy's "array is too big" ValueError)."""
+    from tapegraph.ops import broadcast_to
+    with pytest.raises(tg.AllocationError, match=r"^broadcast_to\(f64\[3\]\) at test_regressions.py:\d+, folding "
+                                                 r"constants: the result of broadcast_to, f64\[10000000,10000000,3\]"):
+        broadcast_to(tg.const(np.arange(3.0)), HUGE + (3,))
+    with pytest.raises(tg.AllocationError, match=r"f64\[10000000000,10000000000,3\], needs .* cannot be allocated"):
+        broadcast_to(tg.const(np.arange(3.0)), (10**10, 10**10, 3))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tapegraph.errors import GraphError
-from tapegraph.expr import PARAM, Node, const, origin_scope
+from tapegraph.expr import PARAM, Node, const, const_fill, origin_scope
 from tapegraph.ops import add, cast, sum_to
 from tapegraph.compile.graph import post_order
 
@@ -112,5 +112,5 @@ def grad(objective: Node, wrt: Sequence[Node]) -> list[Node]:
             if parameter in cotangents:
                 gradients.append(_accumulate(cotangents[parameter]))
             else:
-                gradients.append(const(np.zeros(parameter.shape, dtype=parameter.dtype)))
+                gradients.append(const_fill(parameter.shape, 0.0, parameter.dtype))
     return gradients

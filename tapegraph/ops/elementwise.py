@@ -180,6 +180,7 @@ def _drop_same_dtype_cast(node: Node) -> Node:
 CAST = register(Op(
     name="cast", operands=("x",), attributes={"dtype": "float64"}, normalize=_cast_normalize,
     shape_rule=_cast_rule, kernel=_cast_kernel, rewrite=_drop_same_dtype_cast,
+    fill=lambda x, in_shapes, out_shape, dtype: x,
     source="np.copyto({out}, {0}, casting='same_kind')",
     # the cotangent goes back in the operand's own dtype: the gradient of a
     # float32 parameter used in float64 arithmetic is float32

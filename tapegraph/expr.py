@@ -168,6 +168,10 @@ class ConstValue:
     @classmethod
     def of(cls, array: np.ndarray) -> "ConstValue":
         """The constant holding ``array`` (copied), a fill when every entry is one number."""
+        if array.ndim == 0:  # the common case (a Python number operand): one number already
+            number = np.array(array)
+            number.setflags(write=False)
+            return cls(number, number)
         first = _single_number(array)
         if first is not None:
             return cls.full(array.shape, first, array.dtype)
@@ -180,7 +184,8 @@ class ConstValue:
         """A fill: ``shape`` entries all equal to ``fill``, stored as one number."""
         number = np.array(fill, dtype=dtype)
         number.setflags(write=False)
-        return cls(np.broadcast_to(number, tuple(shape)), number)
+        shape = tuple(shape)
+        return cls(number if not shape else np.broadcast_to(number, shape), number)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ConstValue) or self._key != other._key:

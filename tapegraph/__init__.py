@@ -19,7 +19,7 @@ from tapegraph.inspect.draw import draw_graph, draw_tape
 from tapegraph.backends import check_finite
 from tapegraph.compile.grad import grad
 from tapegraph.errors import (
-    CallError, GraphError, MissingFileError, NonFiniteError, OpError, PersistError, ShapeError, TapeError, TapegraphError,
+    AllocationError, CallError, GraphError, MissingFileError, NonFiniteError, OpError, PersistError, ShapeError, TapeError, TapegraphError,
 )
 from tapegraph.expr import Node, const, input, param
 from tapegraph.ops import PUBLIC_FUNCTIONS, REQUIRED, Arg, Op, Sample, register_op
@@ -37,7 +37,7 @@ __all__ = [
     "input", "param", "const", "Node", "grad", "compile", "Program", "sgd", "SGDStep", "testing",
     "check_finite", "no_new_specializations", "Specialization", "draw_graph", "draw_tape",
     "save_params", "load_params", "read_npz", "PersistError", "MissingFileError",
-    "TapegraphError", "ShapeError", "GraphError", "CallError", "TapeError", "NonFiniteError", "SpecializationError",
+    "TapegraphError", "AllocationError", "ShapeError", "GraphError", "CallError", "TapeError", "NonFiniteError", "SpecializationError",
     "OpError", "Op", "Sample", "Arg", "REQUIRED", "register_op",
     *PUBLIC_FUNCTIONS,
 ]

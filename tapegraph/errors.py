@@ -46,3 +46,7 @@ class OpError(TapegraphError, ValueError):
 
 class SaveError(PersistError, OSError):
     """A file cannot be written: its folder, permissions, the disk (so ``except OSError`` catches it too)."""
+
+
+class AllocationError(TapegraphError, MemoryError):
+    """A value is too large to allocate (so ``except MemoryError`` catches it too); the message names it."""

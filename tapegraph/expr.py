@@ -21,12 +21,20 @@ structure no node uses any more is dropped.
 
 Leaves are ``input`` (data given at each call), ``param`` (what gradients
 are taken with respect to) and ``const`` (a value fixed at declaration).
+Inputs and parameters have identity: each ``tg.input`` / ``tg.param`` call
+makes a leaf of its own (its ``identity``, a creation serial, is part of
+the structure), so two declarations under one name are two leaves, which
+compiling refuses, rather than one value merged without a word. Sharing is
+explicit: reuse the node object. Constants stay structural: equal values
+are one constant.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
+import itertools
 import os
 import sys
 import threading
@@ -130,26 +138,97 @@ def origin_scope(text: str) -> Iterator[None]:
 
 @attrs.frozen(eq=False, repr=False)
 class ConstValue:
-    """A read-only array held by a ``const`` node, compared by content."""
+    """A read-only array held by a ``const`` node, compared by content.
 
-    #: The value; a private read-only copy of what the user gave.
+    A constant whose entries are all one number (the ones and zeros that
+    gradients are made of) is a *fill*: it holds that number and a
+    read-only ``np.broadcast_to`` view of it, so a fill of any shape costs
+    one number, and folding keeps it a fill (``fold`` in the op
+    registry): ``tg.sum`` of a parameter of shape (10**6, 10**6) compiles
+    without materialising its 10**12-entry gradient. The key that equality
+    and hashing use never copies the data: a fill's is its number, an
+    array's a digest of its bytes (which equal keys then compare, byte for
+    byte, in place).
+    """
+
+    #: The value: a private read-only copy of what the user gave, or for a
+    #: fill a read-only broadcast view of ``fill``.
     array: np.ndarray = attrs.field()
+    #: For a fill, the one number every entry holds (a 0-d array); else None.
+    fill: np.ndarray | None = attrs.field(default=None)
     _key: tuple = attrs.field(init=False)
 
     @_key.default
     def _make_key(self) -> tuple:
-        return (self.array.dtype.str, self.array.shape, self.array.tobytes())
+        if self.fill is not None:
+            return (self.array.dtype.str, self.array.shape, "fill", self.fill.tobytes())
+        digest = hashlib.blake2b(_bytes_of(self.array), digest_size=16).digest()
+        return (self.array.dtype.str, self.array.shape, "data", digest)
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> "ConstValue":
+        """The constant holding ``array`` (copied), a fill when every entry is one number."""
+        if array.ndim == 0:  # the common case (a Python number operand): one number already
+            number = np.array(array)
+            number.setflags(write=False)
+            return cls(number, number)
+        first = _single_number(array)
+        if first is not None:
+            return cls.full(array.shape, first, array.dtype)
+        array = np.array(array, order="C")
+        array.setflags(write=False)
+        return cls(array)
+
+    @classmethod
+    def full(cls, shape: Sequence[int], fill: Any, dtype: Any) -> "ConstValue":
+        """A fill: ``shape`` entries all equal to ``fill``, stored as one number."""
+        number = np.array(fill, dtype=dtype)
+        number.setflags(write=False)
+        shape = tuple(shape)
+        return cls(number if not shape else np.broadcast_to(number, shape), number)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ConstValue) and self._key == other._key
+        if not isinstance(other, ConstValue) or self._key != other._key:
+            return False
+        # equal digests: compare the bytes themselves, in place
+        return self.fill is not None or _bytes_of(self.array) == _bytes_of(other.array)
 
     def __hash__(self) -> int:
         return hash(self._key)
 
+    def __reduce__(self) -> tuple:
+        # a fill pickles as its number, not as the array its view stands for
+        if self.fill is not None:
+            return (ConstValue.full, (self.array.shape, self.fill, self.array.dtype))
+        return (ConstValue.of, (self.array,))
+
     def __repr__(self) -> str:
         if self.array.size <= 4:
             return np.array2string(self.array, separator=",", precision=6)
+        if self.fill is not None:
+            return f"<{format_type(self.array.shape, self.array.dtype)} filled with {self.fill.item()!r}>"
         return f"<{format_type(self.array.shape, self.array.dtype)}>"
+
+
+def _single_number(array: np.ndarray) -> np.ndarray | None:
+    """The one number every entry of ``array`` holds (a 0-d copy), or None.
+
+    Equal as bits: 0.0 and -0.0 differ (a sign a division can see), and an
+    array holding NaN is never a fill (NaN equals nothing).
+    """
+    if not array.size:
+        return None
+    first = np.array(array.reshape(-1)[0])
+    if not np.all(array == first):
+        return None
+    if array.dtype.kind == "f" and np.any(np.signbit(array) != np.signbit(first)):
+        return None
+    return first
+
+
+def _bytes_of(array: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array, as a view (no copy)."""
+    return memoryview(array.reshape(-1).view(np.uint8))
 
 
 def _as_static(items: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -176,7 +255,7 @@ _structures_lock = threading.Lock()
 
 def _structure_of(node: "Node") -> Structure:
     key = (node.op, tuple(operand.structure for operand in node.inputs), node.static, node.shape, node.dtype,
-           node.name, node.value)
+           node.name, node.value, node.identity)
     with _structures_lock:
         token = _structures.get(key)
         if token is None:
@@ -211,6 +290,10 @@ class Node:
     value: ConstValue | None = None
     #: Where the node was declared (``file.py:LINE``); not part of equality.
     origin: str = attrs.field(default="")
+    #: What makes an input or parameter leaf its own: ``(process token,
+    #: serial)``, given once by ``tg.input`` / ``tg.param`` (``new_identity``);
+    #: None for every other node, which is equal to any node of its structure.
+    identity: tuple[str, int] | None = None
     #: The token shared by every node of equal structure (all fields but
     #: ``origin``); found once, when the node is built.
     structure: Structure = attrs.field(init=False)
@@ -242,8 +325,11 @@ class Node:
 
     def __reduce__(self) -> tuple:
         # rebuild through the constructor: the copy finds its structure's
-        # token, where a copied token would make it unequal to the original
-        return (Node, (self.op, self.inputs, self.static, self.shape, self.dtype, self.name, self.value, self.origin))
+        # token, where a copied token would make it unequal to the original;
+        # a leaf keeps its identity, so a copy of a model (pickle, deepcopy)
+        # holds the same parameters as the original, each still distinct
+        return (Node, (self.op, self.inputs, self.static, self.shape, self.dtype, self.name, self.value, self.origin,
+                       self.identity))
 
     @property
     def ndim(self) -> int:
@@ -348,6 +434,18 @@ class Node:
         return self
 
 
+# The process token tells leaves made in different processes apart: a
+# model unpickled here keeps its leaves' identities, which no leaf
+# declared in this process can then take by chance.
+_PROCESS_TOKEN = os.urandom(8).hex()
+_leaf_serials = itertools.count()
+
+
+def new_identity() -> tuple[str, int]:
+    """A leaf identity no other leaf has (see ``Node.identity``)."""
+    return (_PROCESS_TOKEN, next(_leaf_serials))
+
+
 def _check_name(name: Any) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"a name must be a non-empty string, got {name!r}")
@@ -376,7 +474,8 @@ def input(name: str, shape: Sequence[Dim] | int = (), dtype: Any = "float64") ->
         shape = as_shape(shape)
     except ValueError as error:
         raise ShapeError(f"input {name!r}: {error}") from None
-    return Node(INPUT, (), (), shape, _check_dtype(dtype, f"input {name!r}"), name=name, origin=caller_origin())
+    return Node(INPUT, (), (), shape, _check_dtype(dtype, f"input {name!r}"), name=name, origin=caller_origin(),
+                identity=new_identity())
 
 
 def param(name: str, shape: Sequence[int] | int = (), dtype: Any = "float64") -> Node:
@@ -396,7 +495,7 @@ def param(name: str, shape: Sequence[int] | int = (), dtype: Any = "float64") ->
     dtype = _check_dtype(dtype, f"param {name!r}")
     if np.dtype(dtype).kind != "f":
         raise ShapeError(f"param {name!r}: dtype {dtype} is not floating point; gradients need floats")
-    return Node(PARAM, (), (), shape, dtype, name=name, origin=caller_origin())
+    return Node(PARAM, (), (), shape, dtype, name=name, origin=caller_origin(), identity=new_identity())
 
 
 def const(value: Any, dtype: Any = None, name: str | None = None) -> Node:
@@ -406,15 +505,33 @@ def const(value: Any, dtype: Any = None, name: str | None = None) -> Node:
     >>> tg.const(2.0)
     <const f64[] at ...>
     """
-    array = np.array(value, dtype=None if dtype is None else _check_dtype(dtype, "const"))
+    array = np.asarray(value, dtype=None if dtype is None else _check_dtype(dtype, "const"))
     if array.dtype.kind not in "fiub":
         raise ValueError(f"const: cannot hold a value of dtype {array.dtype}")
-    if array.dtype.kind == "f" and array.dtype.itemsize < 4:
-        array = array.astype("float32")
-    array.setflags(write=False)
     if name is not None:
         _check_name(name)
-    return Node(CONST, (), (), array.shape, array.dtype.name, name=name, value=ConstValue(array), origin=caller_origin())
+    stored = ConstValue.of(array)
+    return Node(CONST, (), (), array.shape, array.dtype.name, name=name, value=stored, origin=caller_origin())
+
+
+def const_fill(shape: Sequence[int], fill: float, dtype: Any = "float64", name: str | None = None) -> Node:
+    """A constant of ``shape`` whose entries all equal ``fill``, stored as one number.
+
+    However large the shape, nothing of that size is allocated until a
+    tape that needs the whole array runs (see ``ConstValue``).
+
+    >>> import tapegraph as tg
+    >>> tg.expr.const_fill((10**6, 10**6), 0.0)
+    <const f64[1000000,1000000] at ...>
+    """
+    dtype = _check_dtype(dtype, "const")
+    if name is not None:
+        _check_name(name)
+    shape = as_shape(shape)
+    if not is_concrete(shape):
+        raise ValueError(f"const_fill: shape {shape!r} has a symbolic dimension; a constant needs fixed sizes")
+    value = ConstValue.full(shape, fill, dtype)
+    return Node(CONST, (), (), shape, dtype, name=name, value=value, origin=caller_origin())
 
 
 def is_const(node: Node, fill: float | None = None) -> bool:
@@ -423,4 +540,6 @@ def is_const(node: Node, fill: float | None = None) -> bool:
         return False
     if fill is None:
         return True
+    if node.value.fill is not None:
+        return bool(node.value.fill == fill)
     return bool(np.all(node.value.array == fill))

@@ -28,7 +28,7 @@ import numpy as np
 
 from tapegraph.expr import CONST, INPUT, PARAM, Node
 from tapegraph.ops import Op
-from tapegraph.ops.elementwise import ADD, DIV, EXP, LOG, MUL, NEG, RELU, SIGN, SQUARE, SUB, TANH
+from tapegraph.ops.elementwise import ADD, CAST, DIV, EXP, LOG, MUL, NEG, RELU, SIGN, SQUARE, SUB, TANH
 from tapegraph.ops.reductions import BROADCAST_TO, EXPAND, MEAN, SUM, SUM_SQUARES, SUM_TO
 from tapegraph.ops.linalg import MATMUL, OUTER
 from tapegraph.ops.shaping import RESHAPE, TRANSPOSE
@@ -106,6 +106,7 @@ RULES: dict[Op, Rule] = {
     SQUARE: lambda x: x * x,
     RELU: lambda x: np.where(x > 0, x, 0.0),
     SIGN: np.sign,
+    CAST: lambda x, dtype: x.astype(dtype),
     SUM: lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
     MEAN: lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims),
     SUM_SQUARES: lambda x: np.sum(x * x),
@@ -128,7 +129,8 @@ RULES: dict[Op, Rule] = {
 
 
 def evaluate(nodes_or_node: Node | Sequence[Node] | Mapping[str, Node], params: Mapping[str, Any],
-             inputs: Mapping[str, Any] | None = None, sizes: Mapping[str, int] | None = None) -> Any:
+             inputs: Mapping[str, Any] | None = None, sizes: Mapping[str, int] | None = None,
+             float_dtype: str | None = None) -> Any:
     """The values of expressions, computed node by node with plain numpy.
 
     ``nodes_or_node`` is one node (giving one array), a sequence of nodes
@@ -142,7 +144,10 @@ def evaluate(nodes_or_node: Node | Sequence[Node] | Mapping[str, Node], params: 
     reads the inputs works too: sizes are shared by all the nodes of a call.
     Each distinct node is computed once, however many times it is used.
     Results are new arrays of the declared dtype; nothing given is
-    modified.
+    modified. With ``float_dtype="float64"``, every floating value
+    (``cast`` results included) is computed in float64 instead of its
+    declared dtype: the value that a float32 or mixed graph approximates,
+    smooth enough for central differences.
 
     >>> import numpy as np, tapegraph as tg
     >>> x = tg.param("x", shape=(3,))
@@ -166,10 +171,10 @@ def evaluate(nodes_or_node: Node | Sequence[Node] | Mapping[str, Node], params: 
     # leaves first, so every symbolic size is known before any op needs it
     for node in order:
         if node.op is PARAM or node.op is INPUT:
-            values[node] = _leaf_value(node, params, inputs, sizes)
+            values[node] = _leaf_value(node, params, inputs, sizes, float_dtype)
     for node in order:
         if node not in values:
-            values[node] = _value(node, [values[operand] for operand in node.inputs], sizes)
+            values[node] = _value(node, [values[operand] for operand in node.inputs], sizes, float_dtype)
 
     results = [values[root].copy() for root in roots]
     if isinstance(nodes_or_node, Node):
@@ -203,28 +208,40 @@ def _post_order(roots: Sequence[Node]) -> list[Node]:
     return order
 
 
-def _leaf_value(node: Node, params: Mapping[str, Any], inputs: Mapping[str, Any], sizes: dict[str, int]) -> np.ndarray:
+def _dtype(node: Node, float_dtype: str | None) -> str:
+    """The dtype a node is computed in: its own, or ``float_dtype`` for a float node when given."""
+    if float_dtype is not None and np.dtype(node.dtype).kind == "f":
+        return float_dtype
+    return node.dtype
+
+
+def _leaf_value(node: Node, params: Mapping[str, Any], inputs: Mapping[str, Any], sizes: dict[str, int],
+                float_dtype: str | None = None) -> np.ndarray:
     """A parameter's or input's array, checked against its declared shape."""
     given = params if node.op is PARAM else inputs
     if node.name not in given:
         where = "params" if node.op is PARAM else "inputs"
         raise KeyError(f"reference: {node.op} {node.name!r} ({node.type_str}) is missing from {where} "
                        f"(given: {sorted(given)})")
-    array = np.asarray(given[node.name], dtype=node.dtype)
+    array = np.asarray(given[node.name], dtype=_dtype(node, float_dtype))
     _bind_sizes(node, array.shape, sizes)
     return array
 
 
-def _value(node: Node, operands: list[np.ndarray], sizes: Mapping[str, int]) -> np.ndarray:
+def _value(node: Node, operands: list[np.ndarray], sizes: Mapping[str, int],
+           float_dtype: str | None = None) -> np.ndarray:
     """One node's value from its operands' values."""
+    dtype = _dtype(node, float_dtype)
     if node.op is CONST:
-        return np.array(node.value.array)
+        return np.array(node.value.array, dtype=dtype)
     rule = RULES.get(node.op)
     if rule is None:
         raise NotImplementedError(f"reference: op {node.op.name!r} has no rule in tapegraph.reference.RULES; "
                                   f"add its textbook numpy formula there, keyed by the op record")
     static = {key: _fill_sizes(value, sizes) for key, value in node.static}
-    result = np.asarray(rule(*operands, **static), dtype=node.dtype)
+    if node.op is CAST:
+        static["dtype"] = dtype  # computing in float_dtype: a cast converts nothing
+    result = np.asarray(rule(*operands, **static), dtype=dtype)
     expected = _fill_sizes(node.shape, sizes)
     if result.shape != expected:
         raise AssertionError(f"reference: the rule for {node.op} gave {array_type(result)}, "

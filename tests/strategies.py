@@ -15,7 +15,10 @@ graph has
   built so far more often than made fresh, and equal subtrees merge;
 - unused branches: values left out of the objective, some of them named
   outputs, some not used at all, and parameters the objective never reads;
-- a scalar objective: a weighted sum of sums or means of some values.
+- a scalar objective: a weighted sum of sums or means of some values;
+- a precision: most graphs are float64, some float32 throughout, some
+  mixed (each leaf float64 or float32, so ops promote with ``cast``
+  nodes, whose VJPs bring each gradient back to its parameter's dtype).
 
 Values stay in safe domains by interval arithmetic on the way: each value
 carries a bound on its magnitude and, when it is known to be positive, a
@@ -117,6 +120,13 @@ class DrawnGraph:
     #: else one entry None.
     batch_sizes: tuple[int | None, ...]
     seed: int
+    #: ``"float64"``, ``"float32"`` or ``"mixed"`` (see the module docstring).
+    precision: str = "float64"
+
+    @property
+    def single_precision(self) -> bool:
+        """True when some value is float32, so comparisons need float32 tolerances."""
+        return self.precision != "float64" or any(node.dtype == "float32" for node in reachable([self.objective]))
 
     @property
     def batched(self) -> bool:
@@ -133,7 +143,7 @@ class DrawnGraph:
             if spec.dtype == "int64":
                 array = rng.integers(int(spec.low), int(spec.high), size=shape).astype("int64")
             else:
-                array = rng.uniform(spec.low, spec.high, size=shape)
+                array = rng.uniform(spec.low, spec.high, size=shape).astype(spec.dtype)
             (params if spec.kind == "param" else inputs)[name] = array
         return params, inputs
 
@@ -146,7 +156,8 @@ class DrawnGraph:
         printer.text(repr(self))
 
     def __repr__(self) -> str:
-        lines = [f"DrawnGraph(focus={self.focus!r}, batch_sizes={self.batch_sizes}, seed={self.seed})",
+        lines = [f"DrawnGraph(focus={self.focus!r}, batch_sizes={self.batch_sizes}, seed={self.seed}, "
+                 f"precision={self.precision!r})",
                  "objective:", format_expression(self.objective)]
         for name, node in self.outputs.items():
             lines += [f"output {name}:", format_expression(node)]
@@ -197,6 +208,7 @@ class _Builder:
         self.leaves: dict[str, LeafSpec] = {}
         self.params: list[Node] = []
         self._names = itertools.count()
+        self.precision = draw(st.sampled_from(PRECISIONS), label="precision")
 
     # Small drawing helpers.
 
@@ -215,6 +227,12 @@ class _Builder:
         if rank and self.flip(50):
             shape = (self.batch,) + shape[1:]
         return shape
+
+    def float_dtype(self) -> str:
+        """The dtype of a new float leaf: the graph's, or either for a mixed graph."""
+        if self.precision == "mixed":
+            return self.choice(["float64", "float32"])
+        return self.precision
 
     def push(self, node: Node, bound: float, low: float = 0.0) -> Value:
         value = Value(node, bound, low)
@@ -238,12 +256,14 @@ class _Builder:
             kind = "input"
         else:
             kind = self.choice(["param", "param", "input"] + (["const"] if allow_const else []))
+        dtype = self.float_dtype()
         if kind == "const":
-            node = tg.const(self.rng.uniform(low, high, size=shape))
+            node = tg.const(self.rng.uniform(low, high, size=shape), dtype=dtype)
         else:
             name = self.name("p" if kind == "param" else "x")
-            node = tg.param(name, shape=shape) if kind == "param" else tg.input(name, shape=shape)
-            self.leaves[name] = LeafSpec(kind, shape, "float64", low, high)
+            declare = tg.param if kind == "param" else tg.input
+            node = declare(name, shape=shape, dtype=dtype)
+            self.leaves[name] = LeafSpec(kind, shape, dtype, low, high)
             if kind == "param":
                 self.params.append(node)
         return self.push(node, max(abs(low), abs(high)), low if positive else 0.0)
@@ -390,6 +410,12 @@ class _Builder:
                           else next(kept) for index in range(rank))
             node = expand(g.node, shape, axis, keepdims=False, mean=mean)
         return self.push(node, g.bound, 0.0 if mean else g.low)
+
+    def cast(self) -> Value:
+        # to the other precision, so the cast is a node and not the value itself
+        x = self.any_value(max_rank=3)
+        dtype = "float32" if x.node.dtype == "float64" else "float64"
+        return self.push(tg.cast(x.node, dtype), x.bound, x.low)
 
     def sum_to(self) -> Value:
         x = self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim()))
@@ -555,7 +581,7 @@ class _Builder:
                 if reduce == "weighted":  # a random linear functional: no symmetry can hide a wrong entry
                     weights = self.rng.uniform(-1.0, 1.0, size=[dim for dim in term.shape if not isinstance(dim, str)])
                     if weights.ndim == term.ndim:
-                        term = tg.sum(term * tg.const(weights))
+                        term = tg.sum(term * tg.const(weights, dtype=term.dtype))
                     else:
                         term = tg.mean(term)
                 else:
@@ -579,7 +605,7 @@ class _Builder:
             return term
         parameter = self.choice(sorted(params, key=lambda node: node.name))
         (gradient,) = tg.grad(term, [parameter])
-        weights = tg.const(self.rng.uniform(-1.0, 1.0, size=parameter.shape))
+        weights = tg.const(self.rng.uniform(-1.0, 1.0, size=parameter.shape), dtype=gradient.dtype)
         # tanh keeps the term bounded, whatever the size of the gradient
         return term + tg.sum(tg.tanh(gradient) * weights)
 
@@ -618,6 +644,9 @@ TRICKY_NAMES: tuple[str, ...] = tuple(sorted(
     | {"np", "math", "nan", "inf", "make", "run", "_nonfinite", "s0", "s1", "s12", "v0", "v3", "r2", "w1_row", "x", "w"}
     | {op.kernel.__name__ for op in REGISTRY.values() if not isinstance(op.kernel, np.ufunc)}))
 
+#: A graph's precision, drawn once per graph: mostly float64.
+PRECISIONS: tuple[str, ...] = ("float64", "float64", "float32", "mixed")
+
 #: The ops the strategy can draw: every registered primitive and composite.
 FOCUS_OPS: tuple[str, ...] = tuple(sorted(set(REGISTRY) | set(COMPOSITES)))
 
@@ -650,4 +679,5 @@ def graphs(draw: Callable, focus: str, max_extra_ops: int = MAX_EXTRA_OPS) -> Dr
         batch_sizes: tuple = (first, second)
     else:
         batch_sizes = (None,)
-    return DrawnGraph(focus, objective, outputs, list(builder.params), dict(builder.leaves), batch_sizes, seed)
+    return DrawnGraph(focus, objective, outputs, list(builder.params), dict(builder.leaves), batch_sizes, seed,
+                      builder.precision)

@@ -168,5 +168,5 @@ def test_the_numpy_step_holds_its_checks_even_for_a_feed_named_like_a_builtin_th
     assert np.array_equal(first[1]["weight"], second[1]["weight"])
     executable = program._value_and_grad_plan().last
     assert "np" in executable.enter.__code__.co_freevars and executable.arguments["len"] == "_len"
-    with pytest.raises(tg.CallError, match="input 'len' expects f64\[2\]"):
+    with pytest.raises(tg.CallError, match=r"input 'len' expects f64\[2\]"):
         program.value_and_grad(params, {"len": np.ones(3)})

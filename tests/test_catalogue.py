@@ -73,9 +73,16 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("GraphError", ["wrt must list parameters made with tg.param, but got str 'w'"]),
     ],
     "duplicate-names": [
-        ("GraphError", ["two different nodes are named 'w': param f64[3] at errors.md:", "param f64[2] at errors.md:",
+        ("GraphError", ["param 'w' (f64[3] and f64[2]) is declared at errors.md:", "and again at errors.md:",
                         "give each its own name"]),
         ("GraphError", ["two different nodes are named 'w'", "input f64[3] at errors.md:"]),
+    ],
+    "declared-twice": [
+        ("GraphError", ["param 'V' (f64[3,3]) is declared twice at errors.md:", "(in a loop?)",
+                        "two parameters under one name", "such as f\"V{i}\"",
+                        "to share one parameter, call tg.param once and reuse that node"]),
+        ("GraphError", ["param 'w' (f64[3]) is declared at errors.md:", "and again at errors.md:"]),
+        None,
     ],
     "unknown-size": [
         ("GraphError", ["has shape f64[batch]", "no parameter or input of this call has a 'batch' dimension"]),
@@ -150,6 +157,11 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
     ],
     "no-new-specialization": [
         ("SpecializationError", ["would specialise to batch=5 inside no_new_specializations(); cached: batch=4"]),
+    ],
+    "too-large": [
+        ("AllocationError", ["buffer s", "param H), f64[10000000,10000000], needs 727.6 TiB, which cannot be allocated"]),
+        ("AllocationError", ["broadcast_to(f64[3]) at errors.md:", "folding constants: the result of broadcast_to, "
+                             "f64[10000000,10000000,3], needs 2.1 PiB"]),
     ],
     "step-size": [
         ("CallError", ["tg.sgd: step_size must be a positive finite number, got 0"]),

@@ -9,6 +9,12 @@ op or composite of the registry, the compiled program must agree with
 - ``prog.value_and_grad`` gives the same objective, gradients equal to the
   reference's values of the gradient expressions (to within rounding), and
   equal to central differences of the reference objective (``GRAD_RTOL``);
+- some graphs are float32, some mixed (float32 and float64 leaves, which
+  ops promote with explicit ``cast`` nodes): every gradient and every
+  parameter an SGD step returns is an array of the parameter's declared
+  dtype and shape (0-d arrays too), compared to float32 rounding
+  (``SINGLE_RTOL``), and with central differences of the graph computed
+  in float64 (``SINGLE_GRAD_RTOL``);
 - leaves are sometimes named like a builtin (``float``), or like the
   generated code's own names (``s0``, ``np``, a kernel function's), which
   must change nothing;
@@ -73,6 +79,12 @@ RTOL = 1e-9
 STEP_SIZE = 0.25
 #: Central differences against analytic gradients (see tapegraph.testing).
 GRAD_RTOL = 1e-6
+#: The same two bounds for graphs holding float32 values: compiled and
+#: reference then round differently at each float32 op (1.2e-7 each), and
+#: the gradients are compared with central differences of the float64
+#: value the graph approximates.
+SINGLE_RTOL = 1e-4
+SINGLE_GRAD_RTOL = 1e-3
 
 #: What the differential tests ran, printed at the end of the module.
 STATS: dict[str, collections.Counter] = {
@@ -96,6 +108,8 @@ def _print_stats():
         f"leaves named like a builtin or the generated code's own names: {graph_counts['builtin or generated-code names']}; "
         f"donated steps refused for aliasing: {graph_counts['aliased parameters refused']} (two parameters), "
         f"{graph_counts['aliased inputs refused']} (a parameter and an input)",
+        f"precision: {graph_counts['precision float64']} float64, {graph_counts['precision float32']} float32, "
+        f"{graph_counts['precision mixed']} mixed graphs; {graph_counts['float32 params']} float32 parameters",
         f"registered ops in drawn graphs: {len(primitives_seen)}/{len(REGISTRY)}; "
         f"in compiled tapes: {len(set(tape) & set(REGISTRY))}/{len(REGISTRY)}; "
         f"composites drawn: {len(set(graph_counts) & set(COMPOSITES))}/{len(COMPOSITES)}",
@@ -107,7 +121,9 @@ def _print_stats():
 
 # Comparing.
 
-def _assert_close(actual, expected, what: str, rtol: float = RTOL) -> None:
+def _assert_close_to(actual, expected, what: str, rtol: float = RTOL) -> None:
+    if isinstance(actual, float):  # the objective, a Python float whatever its dtype
+        expected = float(expected)
     actual = np.asarray(actual)
     expected = np.asarray(expected)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, reference {expected.shape}"
@@ -119,6 +135,9 @@ def _assert_close(actual, expected, what: str, rtol: float = RTOL) -> None:
     # against the size of the values in the same array
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+_assert_close = _assert_close_to
 
 
 def _assert_identical(first, second, what: str) -> None:
@@ -145,10 +164,20 @@ def _sizes(program: tg.Program, inputs) -> dict[str, int]:
     return sizes
 
 
-def _numeric_gradients(objective, params, inputs) -> dict[str, np.ndarray]:
+def _numeric_gradients(objective, params, inputs, float_dtype: str | None = None) -> dict[str, np.ndarray]:
+    if float_dtype is not None:  # perturbed in float64, computed in float64
+        params = {name: np.asarray(array, dtype=float_dtype) for name, array in params.items()}
+
     def value(trial):
-        return float(reference.evaluate(objective, trial, inputs))
+        return float(reference.evaluate(objective, trial, inputs, float_dtype=float_dtype))
     return {name: numeric_gradient(value, params, name) for name in params}
+
+
+def _assert_declared_type(array, node: tg.Node, what: str) -> None:
+    """A gradient or new parameter is an array of the parameter's own dtype and shape (0-d included)."""
+    assert type(array) is np.ndarray, f"{what}: a {type(array).__name__}, not a numpy array"
+    assert array.dtype == node.dtype and array.shape == node.shape, (
+        f"{what}: {array.dtype}{list(array.shape)}, but the parameter is declared {node.type_str}")
 
 
 def _check_against_reference(program: tg.Program, graph: DrawnGraph, batch_size: int | None) -> dict:
@@ -156,6 +185,11 @@ def _check_against_reference(program: tg.Program, graph: DrawnGraph, batch_size:
     params, inputs = _feeds(program, graph, batch_size)
     given = copy.deepcopy((params, inputs))
     where = f"batch size {batch_size}" if batch_size is not None else "no batch dimension"
+    single = graph.single_precision
+    rtol, grad_rtol = (SINGLE_RTOL, SINGLE_GRAD_RTOL) if single else (RTOL, GRAD_RTOL)
+
+    def _assert_close(actual, expected, what: str) -> None:
+        _assert_close_to(actual, expected, what, rtol)
 
     outs = program.run(params, inputs)
     outs_then = copy.deepcopy(outs)  # to see that no later call overwrites them
@@ -170,12 +204,13 @@ def _check_against_reference(program: tg.Program, graph: DrawnGraph, batch_size:
     value, grads = program.value_and_grad(params, inputs)
     grads_then = copy.deepcopy(grads)
     _assert_close(value, expected["objective"], f"value_and_grad: objective ({where})")
-    numeric = _numeric_gradients(program.objective, params, inputs)
+    numeric = _numeric_gradients(program.objective, params, inputs, "float64" if single else None)
     floor = 1e-3 * max(1.0, abs(value))
     for name, gradient in grads.items():
+        _assert_declared_type(gradient, program.params[name], f"value_and_grad: gradient of {name} ({where})")
         _assert_close(gradient, expected_grads[name], f"value_and_grad: gradient of {name} ({where})")
         errors = relative_errors(gradient, numeric[name], floor)
-        assert errors.size == 0 or errors.max() <= GRAD_RTOL, (
+        assert errors.size == 0 or errors.max() <= grad_rtol, (
             f"gradient of {name} ({where}) differs from central differences of the reference: "
             f"analytic {gradient}, numeric {numeric[name]}, worst relative error {errors.max():.3g}")
 
@@ -198,6 +233,7 @@ def _check_against_reference(program: tg.Program, graph: DrawnGraph, batch_size:
         _assert_close(donated_value, expected["objective"], f"sgd, donated: objective ({where})")
         for name, gradient in expected_grads.items():
             updated = params[name] - STEP_SIZE * gradient
+            _assert_declared_type(new_params[name], program.params[name], f"sgd: new {name} ({where})")
             _assert_close(new_params[name], updated, f"sgd: new {name} ({where})")
             _assert_close(donated_params[name], updated, f"sgd, donated: new {name} ({where})")
         _check_aliasing_is_refused(program, params, inputs, where)
@@ -267,6 +303,8 @@ def _record(program: tg.Program, graph: DrawnGraph) -> None:
     counts["builtin or generated-code names"] += sum(1 for name in graph.leaves if name in TRICKY_NAMES
                                                      or name.rsplit("_", 1)[0] in TRICKY_NAMES)
     counts["unused params"] += sum(1 for param in graph.wrt if param not in used)
+    counts[f"precision {graph.precision}"] += 1
+    counts["float32 params"] += sum(1 for param in graph.wrt if param.dtype == "float32")
     STATS["forward ops"].update(set(graph.forward_ops()))
     tape_ops = {instruction.op.name for instruction in program.tape().instructions}
     tape_ops |= {instruction.op.name for instruction in program.tape("run").instructions}

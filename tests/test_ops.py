@@ -16,6 +16,8 @@ import pytest
 import tapegraph as tg
 from tapegraph.ops import COMPOSITES, REGISTRY, REQUIRED, Arg, Op, Sample
 from tapegraph.testing import build_node, check_op
+from tapegraph.compile.graph import post_order
+from tapegraph.expr import PARAM
 
 from conftest import draw
 
@@ -118,8 +120,11 @@ def test_an_op_without_samples_cannot_be_declared():
 @pytest.mark.parametrize("name, op, index, sample", CASES, ids=_ids(CASES))
 def test_vjp_matches_central_differences(name, op, index, sample, rng):
     arrays = [draw(arg, rng) for arg in sample.args]
-    errors = check_op(op, arrays, sample.static)
-    assert all(error < 1e-6 for error in errors.values()), errors
+    # float32 (cast's samples) rounds each difference to 1e-7: wider steps, looser bound
+    single = any(np.dtype(arg.dtype) == np.float32 for arg in sample.args) or sample.static.get("dtype") == "float32"
+    eps, rtol = (1e-2, 1e-3) if single else (1e-5, 1e-6)
+    errors = check_op(op, arrays, sample.static, eps=eps, rtol=rtol)
+    assert all(error < rtol for error in errors.values()), errors
 
 
 @pytest.mark.parametrize("name, op, index, sample", CASES, ids=_ids(CASES))
@@ -165,7 +170,8 @@ def _program(op, sample, arrays, symbolic):
     out = build_node(op, nodes, sample.static)
     weights = tg.const(np.linspace(0.5, 1.5, int(np.prod(out.shape[1:], dtype=int)) or 1).reshape(out.shape[1:]))
     objective = tg.sum(tg.square(out) * weights)
-    wrt = [tg.param(name, shape=np.shape(value)) for name, value in params.items()]
+    # the parameter nodes themselves: a re-declared tg.param would be another parameter
+    wrt = [node for node in post_order([objective]) if node.op is PARAM]
     return tg.compile(objective, wrt=wrt), params, inputs
 
 

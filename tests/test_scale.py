@@ -115,8 +115,10 @@ def test_python_sum_over_10000_terms():
                                rtol=1e-11)
 
 
-def _deep(depth: int, first_scale: float = 2.0) -> tg.Node:
-    x = tg.input("x", shape=(3,))
+X = tg.input("x", shape=(3,))
+
+
+def _deep(depth: int, first_scale: float = 2.0, x: tg.Node = X) -> tg.Node:
     h = x * first_scale
     for _ in range(depth):
         h = tg.tanh(h) + x
@@ -126,8 +128,9 @@ def _deep(depth: int, first_scale: float = 2.0) -> tg.Node:
 def test_separately_built_deep_trees_are_equal_and_merge():
     depth = 10_000
     first = _deep(depth)
-    # built again, on another line: equal values, distinct objects, other origins
-    x = tg.input("x", shape=(3,))
+    # built again from the same input, on another line: equal values,
+    # distinct objects, other origins
+    x = X
     second = x * 2.0
     for _ in range(depth):
         second = tg.tanh(second) + x
@@ -179,9 +182,9 @@ def test_a_deep_program_dumps_evaluates_and_checks():
 
 def test_equal_nodes_built_in_threads_are_equal():
     built: list[tg.Node] = []
+    x = tg.input("x", shape=(4,))
 
     def build() -> None:
-        x = tg.input("x", shape=(4,))
         h = x
         for _ in range(2_000):
             h = tg.tanh(h) + x

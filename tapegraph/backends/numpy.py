@@ -11,6 +11,7 @@ buffers.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import linecache
 import math
@@ -24,7 +25,8 @@ import numpy as np
 
 from tapegraph.errors import NonFiniteError, TapeError
 from tapegraph.backends.codegen import body, identifiers, kernel_functions, tape_ops, view_of, workspace_name
-from tapegraph.compile.tape import Tape
+from tapegraph.compile.tape import Buffer, Tape
+from tapegraph.ops.registry import allocate
 from tapegraph.shapes import array_type
 
 _serial = itertools.count()
@@ -127,7 +129,8 @@ class Executable:
         """A fresh set of the arrays the generated code names: buffers
         ``s<slot>`` (constants written in) and workspaces."""
         tape = self.tape
-        buffers = [np.empty(buffer.shape, dtype=buffer.dtype) for buffer in tape.buffers]
+        buffers = [allocate(buffer.shape, buffer.dtype, functools.partial(_buffer_text, tape, buffer))
+                   for buffer in tape.buffers]
         for constant in tape.constants:
             np.copyto(buffers[constant.slot], constant.array)
         arrays = {f"s{buffer.slot}": buffers[buffer.slot] for buffer in tape.buffers}
@@ -338,3 +341,13 @@ class NumpyBackend:
 
 #: The one instance ``get_backend("numpy")`` returns.
 NUMPY = NumpyBackend()
+
+
+def _buffer_text(tape: Tape, buffer: Buffer) -> str:
+    """``buffer s1 (for %2 const at grad of sum at model.py:4)``: what an allocation error names."""
+    labels = {feed.value: f"{feed.kind} {feed.name}" for feed in tape.feeds}
+    labels.update((constant.value, constant.label) for constant in tape.constants)
+    labels.update((instruction.value, instruction.label) for instruction in tape.instructions)
+    held = ", ".join(f"%{value} {labels.get(value, '')}".rstrip() for value in buffer.values[:3])
+    more = ", ..." if len(buffer.values) > 3 else ""
+    return f"buffer s{buffer.slot} (for {held}{more})"

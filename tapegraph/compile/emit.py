@@ -148,8 +148,9 @@ def destinations(instructions: Sequence[Instruction], types: Mapping[int, tuple[
       (``donated``) when its op is a plain ufunc call, every read of that
       feed comes at or before it, and nothing reads the result later.
     - A result returned new (by one result only) is computed straight
-      into a fresh array (``fresh``) when its op is a plain ufunc call,
-      which saves writing it to a buffer and copying it out.
+      into a fresh array (``fresh``) when its op is a plain ufunc call
+      and it is not 0-d, which saves writing it to a buffer and copying
+      it out.
     - Everything else is written to its planned slot; its operands may be
       numbers where the op's call takes either (a ufunc or template).
     """
@@ -187,7 +188,9 @@ def destinations(instructions: Sequence[Instruction], types: Mapping[int, tuple[
         if (plain_ufunc and feed is not None and last_read.get(feed_value[feed], -1) <= position
                 and last_read.get(instruction.value, -1) <= position):
             destination = Destination("donated", feed)
-        elif plain_ufunc and new_count.get(instruction.value) == 1:
+        elif plain_ufunc and new_count.get(instruction.value) == 1 and instruction.shape != ():
+            # (not 0-d: a ufunc given 0-d arrays returns a numpy scalar, and
+            # a 0-d parameter must come back as a 0-d array)
             destination = Destination("fresh")
         result.append(attrs.evolve(instruction, destination=destination, operand_forms=forms))
     return result

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from tapegraph.errors import GraphError
-from tapegraph.expr import PARAM, Node, const, origin_scope
-from tapegraph.ops import add, sum_to
+from tapegraph.expr import PARAM, Node, const, const_fill, origin_scope
+from tapegraph.ops import add, cast, sum_to
 from tapegraph.compile.graph import post_order
 
 
@@ -100,6 +100,10 @@ def grad(objective: Node, wrt: Sequence[Node]) -> list[Node]:
             for operand, operand_grad in zip(node.inputs, input_grads, strict=True):
                 if operand_grad is None or operand not in active:
                     continue
+                if operand_grad.dtype != operand.dtype:
+                    # a VJP rule that computed in another dtype: the cotangent
+                    # keeps the operand's (explicit, so the dump shows it)
+                    operand_grad = cast(operand_grad, dtype=operand.dtype)
                 cotangents.setdefault(operand, []).append(sum_to(operand_grad, operand.shape))
 
     gradients = []
@@ -108,5 +112,5 @@ def grad(objective: Node, wrt: Sequence[Node]) -> list[Node]:
             if parameter in cotangents:
                 gradients.append(_accumulate(cotangents[parameter]))
             else:
-                gradients.append(const(np.zeros(parameter.shape, dtype=parameter.dtype)))
+                gradients.append(const_fill(parameter.shape, 0.0, parameter.dtype))
     return gradients

@@ -142,10 +142,31 @@ def check_names(nodes: nx.DiGraph | Iterable[Node]) -> dict[str, Node]:
             continue
         other = named.setdefault(node.name, node)
         if other is not node and other != node:
+            if other.is_leaf and node.is_leaf and other.op is node.op and node.identity is not None:
+                raise GraphError(_leaf_declared_twice(other, node))
             raise GraphError(
                 f"two different nodes are named {node.name!r}: {other.op} {other.type_str} at {other.origin} "
                 f"and {node.op} {node.type_str} at {node.origin}; give each its own name")
     return named
+
+
+def _leaf_declared_twice(first: Node, second: Node) -> str:
+    """The message for two ``tg.param`` (or ``tg.input``) calls under one name.
+
+    Each call makes a leaf of its own, so this is two parameters, not one
+    shared: the message names both lines and says how to share one.
+    """
+    noun = "parameter" if first.op.name == "param" else "input"
+    if first.origin == second.origin:
+        where = f"declared twice at {first.origin} (in a loop?)"
+        rename = f"give each its own name (such as f\"{first.name}{{i}}\")"
+    else:
+        where = f"declared at {first.origin} and again at {second.origin}"
+        rename = "give each its own name"
+    types = first.type_str if first.type_str == second.type_str else f"{first.type_str} and {second.type_str}"
+    return (f"{first.op} {first.name!r} ({types}) is {where}: each tg.{first.op} call makes a new {noun}, "
+            f"so these are two {noun}s under one name; {rename}, or, to share one {noun}, "
+            f"call tg.{first.op} once and reuse that node")
 
 
 def leaves(nodes: nx.DiGraph | Iterable[Node], kind: Leaf) -> list[Node]:

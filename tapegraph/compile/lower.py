@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tapegraph.errors import GraphError
-from tapegraph.expr import CONST, Node
+from tapegraph.errors import AllocationError, GraphError
+from tapegraph.expr import CONST, ConstValue, Node
+from tapegraph.ops.registry import fold
 from tapegraph.shapes import substitute, symbols
 from tapegraph.compile.emit import Return, Root, concrete_static, emit_tape
 from tapegraph.compile.graph import assign_sections, order_by_section, post_order
@@ -44,15 +45,23 @@ def _check_sizes_known(order: Sequence[Node], sizes: Mapping[str, int]) -> None:
 
 def fold_constants(order: Sequence[Node], shape_of: Mapping[Node, tuple[int, ...]],
                    sizes: Mapping[str, int]) -> dict[Node, np.ndarray]:
-    """The value of every node computed from constants alone."""
-    folded: dict[Node, np.ndarray] = {}
+    """The value of every node computed from constants alone.
+
+    Fills stay fills (``ops.registry.fold``): their arrays are read-only
+    broadcast views of one number, written out only when a tape is bound.
+    """
+    constants: dict[Node, ConstValue] = {}
     for node in order:
         if node.op is CONST:
-            folded[node] = node.value.array
-        elif not node.is_leaf and all(operand in folded for operand in node.inputs):
-            folded[node] = node.op.evaluate([folded[operand] for operand in node.inputs], shape_of[node],
-                                            node.dtype, dict(concrete_static(node.static, sizes)))
-    return folded
+            constants[node] = node.value
+        elif not node.is_leaf and all(operand in constants for operand in node.inputs):
+            static = dict(concrete_static(node.static, sizes))
+            try:
+                constants[node] = fold(node.op, [constants[operand] for operand in node.inputs], shape_of[node],
+                                       node.dtype, static)
+            except AllocationError as error:
+                raise AllocationError(f"{node.label}, folding constants: {error}") from None
+    return {node: constant.array for node, constant in constants.items()}
 
 
 def lower(roots: Sequence[Root], sizes: Mapping[str, int], returns: Sequence[Return] | None = None) -> Tape:

@@ -278,7 +278,7 @@ def check_tape(tape: Tape) -> None:
         if holding.get(slot) != value:
             raise TapeCheckError(f"result {name} expects %{value} in s{slot}, which holds %{holding.get(slot)} at the end")
         how = returns[name]
-        if how.kind == "float" and types[value] not in (((), "float64"), ((), "float32")):
+        if how.kind == "float" and (types[value][0] != () or np.dtype(types[value][1]).kind != "f"):
             raise TapeCheckError(f"result {name} is returned as a float, but it is "
                                  f"{format_type(*types[value])}, not a single float")
         feed = feed_of_value.get(value)

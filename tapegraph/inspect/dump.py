@@ -36,7 +36,12 @@ def format_instruction(position: int, instruction: Instruction) -> str:
 def _format_constant(array: np.ndarray) -> str:
     if array.size <= 4:
         return np.array2string(array, separator=", ", precision=6)
-    return f"{format_type(array.shape, array.dtype.name)} (min {array.min():.4g}, max {array.max():.4g})"
+    if not any(array.strides):
+        # a fill, one number broadcast (expr.ConstValue): no pass over its entries
+        low = high = array[(0,) * array.ndim]
+    else:
+        low, high = array.min(), array.max()
+    return f"{format_type(array.shape, array.dtype.name)} (min {low:.4g}, max {high:.4g})"
 
 
 def _sizes_line(tape: Tape) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tapegraph.expr import Node, is_const
-from tapegraph.ops.registry import Arg, Op, Sample, register, result_dtype
+from tapegraph.ops.registry import Arg, Op, Sample, register, require_float, result_dtype
 from tapegraph.shapes import broadcast
 
 
@@ -145,4 +145,60 @@ SIGN = register(Op(
     vjp=lambda g, ans, x: (None,),
     samples=(Sample([Arg((5,))]),),
     doc="Elementwise sign: -1, 0 or 1; piecewise constant, so no gradient flows.",
+))
+
+
+def _float_dtype_name(dtype: object) -> str:
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        raise ValueError(f"dtype {dtype!r} is not a numpy dtype") from None
+    if np.dtype(name).kind != "f":
+        raise ValueError(f"dtype {name} is not floating point; cast converts between float dtypes")
+    return name
+
+
+def _cast_normalize(x: Node, dtype: object) -> dict[str, str]:
+    return {"dtype": _float_dtype_name(dtype)}
+
+
+def _cast_rule(x: Node, dtype: str) -> tuple[tuple, str]:
+    require_float(x)
+    return x.shape, dtype
+
+
+def _cast_kernel(x: np.ndarray, out: np.ndarray, dtype: str) -> None:
+    np.copyto(out, x, casting="same_kind")
+
+
+def _drop_same_dtype_cast(node: Node) -> Node:
+    # a cast to the dtype the value already has is the value
+    (x,) = node.inputs
+    return x if x.dtype == node.dtype else node
+
+
+CAST = register(Op(
+    name="cast", operands=("x",), attributes={"dtype": "float64"}, normalize=_cast_normalize,
+    shape_rule=_cast_rule, kernel=_cast_kernel, rewrite=_drop_same_dtype_cast,
+    fill=lambda x, in_shapes, out_shape, dtype: x,
+    source="np.copyto({out}, {0}, casting='same_kind')",
+    # the cotangent goes back in the operand's own dtype: the gradient of a
+    # float32 parameter used in float64 arithmetic is float32
+    vjp=lambda g, ans, x, dtype: (CAST(g, dtype=x.dtype),),
+    samples=(
+        Sample([Arg((3,), dtype="float32")], {"dtype": "float64"}),
+        Sample([Arg((4, 3), dtype="float32", batch=True)], {"dtype": "float64"}),
+        Sample([Arg((2, 3))], {"dtype": "float32"}),
+    ),
+    doc="""``x`` converted to the float ``dtype``, rounding to nearest; d/dx is 1, cast back to x's dtype.
+
+    Operands of one op whose float dtypes differ are cast to their common
+    dtype (numpy's promotion) where the op is applied, so each promotion
+    shows in the dump as a ``cast`` instruction, and the gradient that
+    reaches a float32 parameter is float32.
+
+    >>> import tapegraph as tg
+    >>> tg.cast(tg.param("w", shape=(3,), dtype="float32"), "float64")
+    <cast f64[3] at ...>
+    """,
 ))

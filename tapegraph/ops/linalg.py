@@ -99,9 +99,18 @@ def _flags(transpose_a: bool, transpose_b: bool) -> dict[str, bool]:
     return {"transpose_a": transpose_a, "transpose_b": transpose_b}
 
 
+def _matmul_fill(a, b, in_shapes, out_shape, transpose_a, transpose_b):
+    # every entry is a sum of `inner` products a * b (Op.fill)
+    return a * b * in_shapes[0][0 if transpose_a else -1]
+
+
+def _outer_fill(a, b, in_shapes, out_shape):
+    return a * b
+
+
 MATMUL = register(Op(
     name="matmul", operands=("a", "b"), attributes={"transpose_a": False, "transpose_b": False},
-    normalize=_flag_attributes, shape_rule=_matmul_rule, kernel=_matmul_kernel, vjp=_matmul_vjp,
+    normalize=_flag_attributes, shape_rule=_matmul_rule, kernel=_matmul_kernel, vjp=_matmul_vjp, fill=_matmul_fill,
     specialize=_matmul_specialize, source=_matmul_source, scalar="np.dot({0}, {1})",
     samples=(
         Sample([Arg((4,)), Arg((4,))], _flags(False, False)),
@@ -129,7 +138,7 @@ MATMUL = register(Op(
 ))
 
 OUTER = register(Op(
-    name="outer", operands=("a", "b"), public=False, shape_rule=_outer_rule, kernel=_outer_kernel,
+    name="outer", operands=("a", "b"), public=False, shape_rule=_outer_rule, kernel=_outer_kernel, fill=_outer_fill,
     # a column times a row through BLAS: np.multiply.outer allocates a
     # temporary of the output's size at every call, this does not
     source="np.dot({0}[:, None], {1}[None, :], out={out})",

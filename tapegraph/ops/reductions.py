@@ -16,6 +16,39 @@ from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, normalize_axis, re
 from tapegraph.shapes import Shape, broadcast, format_shape
 
 
+def _count(shape: tuple[int, ...], axes: Any = None) -> int:
+    """The number of entries of ``shape`` (along ``axes`` only, when given)."""
+    return int(np.prod([shape[axis] for axis in (range(len(shape)) if axes is None else axes)], dtype=np.int64))
+
+
+# The fill rules: the one number of a result whose operands are fills
+# (``Op.fill``), so folding never materialises a large constant.
+
+def _sum_fill(x, in_shapes, out_shape, axis, keepdims):
+    return x * _count(in_shapes[0], axis)
+
+
+def _mean_fill(x, in_shapes, out_shape, axis, keepdims):
+    return x
+
+
+def _sum_squares_fill(x, in_shapes, out_shape):
+    return x * x * _count(in_shapes[0])
+
+
+def _expand_fill(g, in_shapes, out_shape, shape, axis, keepdims, mean):
+    count = _count(out_shape, axis)
+    return g * (1.0 / count) if mean and count else g
+
+
+def _sum_to_fill(x, in_shapes, out_shape, shape):
+    return x * (_count(in_shapes[0]) // max(_count(out_shape), 1))
+
+
+def _broadcast_to_fill(x, in_shapes, out_shape, shape):
+    return x
+
+
 def _reduced_shape(shape: Shape, axes: tuple[int, ...], keepdims: bool) -> Shape:
     if keepdims:
         return tuple(1 if axis in axes else dim for axis, dim in enumerate(shape))
@@ -165,7 +198,7 @@ _REDUCE_SAMPLES = (
 
 SUM = register(Op(
     name="sum", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
-    shape_rule=_reduce_rule, kernel=_sum_kernel,
+    shape_rule=_reduce_rule, kernel=_sum_kernel, fill=_sum_fill,
     # ufunc.reduce called directly skips np.sum's Python-level dispatch
     source="np.add.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
     scalar="np.add.reduce({0}, axis=None)",
@@ -183,7 +216,7 @@ SUM = register(Op(
 
 MEAN = register(Op(
     name="mean", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
-    shape_rule=_reduce_rule, kernel=_mean_kernel, specialize=_mean_specialize,
+    shape_rule=_reduce_rule, kernel=_mean_kernel, specialize=_mean_specialize, fill=_mean_fill,
     source="np.add.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})\nnp.multiply({out}, {scale}, out={out})",
     scalar="np.add.reduce({0}, axis=None) * {scale}",
     vjp=lambda g, ans, x, axis, keepdims: (EXPAND(g, x.shape, axis, keepdims, mean=True),),
@@ -197,7 +230,7 @@ MEAN = register(Op(
 
 SUM_SQUARES = register(Op(
     name="sum_squares", operands=("x",), shape_rule=_sum_squares_rule, kernel=_sum_squares_kernel,
-    rewrite=_square_of_scalar,
+    rewrite=_square_of_scalar, fill=_sum_squares_fill,
     # one BLAS dot product instead of square then sum: the homework's L2
     # penalty and squared distance, measured about 1 us faster per step
     source="{out}[()] = np.vdot({0}, {0})",
@@ -221,7 +254,7 @@ EXPAND = register(Op(
     name="expand", operands=("g",), public=False,
     attributes={"shape": REQUIRED, "axis": REQUIRED, "keepdims": REQUIRED, "mean": False},
     normalize=_expand_attributes, shape_rule=_expand_rule, kernel=_expand_kernel,
-    specialize=_expand_specialize, source=_expand_source,
+    specialize=_expand_specialize, source=_expand_source, fill=_expand_fill,
     vjp=lambda g, ans, x, shape, axis, keepdims, mean: ((MEAN if mean else SUM)(g, axis, keepdims),),
     samples=(
         Sample([Arg((3,))], {"shape": (4, 3), "axis": (0,), "keepdims": False, "mean": False}),
@@ -237,7 +270,7 @@ EXPAND = register(Op(
 SUM_TO = register(Op(
     name="sum_to", operands=("x",), attributes={"shape": REQUIRED}, normalize=_shape_attribute, public=False,
     rewrite=_drop_same_shape, shape_rule=_sum_to_rule, kernel=_sum_to_kernel,
-    specialize=_sum_to_specialize, source=_sum_to_source,
+    specialize=_sum_to_specialize, source=_sum_to_source, fill=_sum_to_fill,
     vjp=lambda g, ans, x, shape: (BROADCAST_TO(g, x.shape),),
     samples=(
         Sample([Arg((4, 3))], {"shape": (3,)}),
@@ -254,6 +287,7 @@ SUM_TO = register(Op(
 BROADCAST_TO = register(Op(
     name="broadcast_to", operands=("x",), attributes={"shape": REQUIRED}, normalize=_shape_attribute,
     public=False, rewrite=_drop_same_shape, shape_rule=_broadcast_to_rule, kernel=_broadcast_to_kernel,
+    fill=_broadcast_to_fill,
     source="np.copyto({out}, {0})",
     # the differentiation pass sums g back to x's shape by itself
     vjp=lambda g, ans, x, shape: (g,),

@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from tapegraph.errors import OpError, ShapeError
+from tapegraph.errors import AllocationError, OpError, ShapeError
 from tapegraph.expr import CONST, ConstValue, Node, caller_origin, const, refuse_name_comparison
 from tapegraph.shapes import Shape, format_type, is_concrete
 
@@ -167,6 +167,12 @@ class Op:
     #: ``source``; only for ops whose float64 arithmetic is the same in
     #: Python as in numpy.
     scalar: str | Callable[..., str] | None = None
+    #: ``fill(*fills, in_shapes, out_shape, **static) -> number``: the one
+    #: number every entry of the result holds when each operand is a
+    #: constant fill (all entries one number, given as 0-d arrays), so
+    #: folding keeps a fill a fill however large (``fold``). Elementwise
+    #: ops need none: their kernel applied to the 0-d fills gives it.
+    fill: Callable[..., Any] | None = None
     #: The generated function (see ``function``).
     _function: Callable[..., Node] = attrs.field(init=False, default=None)
 
@@ -229,7 +235,7 @@ class Op:
         in_shapes = [operand.shape for operand in operands]
         derived = self.specialize(in_shapes, shape, **static) if self.specialize else {}
         scratch = allocate_workspace(self.workspace(in_shapes, shape, dtype, **static)) if self.workspace else {}
-        out = np.empty(shape, dtype=dtype)
+        out = allocate(shape, dtype, f"the result of {self.name}")
         self.bind(list(operands), out, {**static, **derived}, scratch)()
         out.setflags(write=False)
         return out
@@ -334,8 +340,55 @@ def _make_function(op: Op) -> Callable[..., Node]:
 
 def allocate_workspace(arrays: Mapping[str, "np.ndarray | Scratch"]) -> dict[str, np.ndarray]:
     """Arrays for a ``workspace`` rule's result: scratch allocated, fixed data copied."""
-    return {name: np.empty(item.shape, dtype=item.dtype) if isinstance(item, Scratch) else np.array(item)
-            for name, item in arrays.items()}
+    return {name: allocate(item.shape, item.dtype, f"workspace {name!r}") if isinstance(item, Scratch)
+            else np.array(item) for name, item in arrays.items()}
+
+
+def allocate(shape: Sequence[int], dtype: Any, what: str | Callable[[], str]) -> np.ndarray:
+    """``np.empty(shape, dtype)``, or ``AllocationError`` naming ``what`` and its size.
+
+    numpy raises a bare ``MemoryError`` (or, past the largest possible
+    size, a ``ValueError``) that says neither which value nor why.
+    ``what`` may be a function giving the text, called only on failure.
+    """
+    try:
+        return np.empty(shape, dtype=dtype)
+    except (MemoryError, ValueError) as error:
+        if callable(what):
+            what = what()
+        raise AllocationError(f"{what}, {format_type(tuple(shape), np.dtype(dtype).name)}, needs "
+                              f"{format_bytes(np.prod(shape, dtype=float) * np.dtype(dtype).itemsize)}, "
+                              f"which cannot be allocated ({error})") from None
+
+
+def format_bytes(count: float) -> str:
+    """``7.3 TiB``: a byte count for messages."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.0f} bytes" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def fold(op: Op, constants: Sequence[ConstValue], shape: tuple[int, ...], dtype: str,
+         static: Mapping[str, Any]) -> ConstValue:
+    """The constant ``op(*constants)``, computed now (constant folding).
+
+    When every operand is a fill (``ConstValue.fill``) and the op is
+    elementwise or has a ``fill`` rule, the result is a fill computed from
+    the operands' numbers alone: nothing of the result's size is
+    allocated, so the gradient of ``tg.sum`` of a (10**6, 10**6) parameter
+    stays one number. Otherwise the op runs (``AllocationError`` if its
+    result is too large to hold).
+    """
+    if all(constant.fill is not None for constant in constants):
+        fills = [constant.fill for constant in constants]
+        if op.elementwise:
+            return ConstValue.full(shape, op.evaluate(fills, (), dtype, static), dtype)
+        if op.fill is not None:
+            in_shapes = [constant.array.shape for constant in constants]
+            return ConstValue.full(shape, op.fill(*fills, in_shapes=in_shapes, out_shape=shape, **static), dtype)
+    return ConstValue.of(op.evaluate([constant.array for constant in constants], shape, dtype, static))
 
 
 #: The built-in primitives, by name (what the registry-driven tests walk).
@@ -462,7 +515,7 @@ def apply(op: Op, *operands: Any, name: str | None = None, **static: Any) -> Nod
     if static.keys() != op.attributes.keys():
         static = _with_defaults(op, static, origin)
     like = _operand_dtype(operands)
-    nodes = tuple(as_node(operand, like) for operand in operands)
+    nodes = _promote(tuple(as_node(operand, like) for operand in operands))
     try:
         if op.normalize is not None:
             static = op.normalize(*nodes, **static)
@@ -475,13 +528,35 @@ def apply(op: Op, *operands: Any, name: str | None = None, **static: Any) -> Nod
     if all(node.op is CONST for node in nodes) and is_concrete(shape):
         # fold now, so that rules building on this node see a constant
         # (x * 1 and x + 0 simplify; gradients of constants vanish)
-        value = op.evaluate([node.value.array for node in nodes], tuple(shape), dtype, static)
-        return Node(CONST, (), (), value.shape, value.dtype.name, name=name, value=ConstValue(value), origin=origin)
+        try:
+            value = fold(op, [node.value for node in nodes], tuple(shape), dtype, static)
+        except AllocationError as error:
+            operand_text = ", ".join(_describe(node) for node in nodes)
+            raise AllocationError(f"{op.name}({operand_text}) at {origin}, folding constants: {error}") from None
+        return Node(CONST, (), (), tuple(shape), dtype, name=name, value=value, origin=origin)
     static_items = tuple(sorted(static.items()))
     node = Node(op, nodes, static_items, shape, dtype, name=name, origin=origin)
     if op.rewrite is not None and name is None:
         return op.rewrite(node)
     return node
+
+
+def _promote(nodes: tuple[Node, ...]) -> tuple[Node, ...]:
+    """Float operands of differing dtypes, each cast to their common dtype.
+
+    numpy would promote inside the kernel without a trace, and the
+    gradient would come back in the wider dtype; an explicit ``cast`` node
+    shows in the dump, and its VJP casts the cotangent back, so every
+    gradient keeps its operand's dtype. Integer operands (labels) are left
+    as they are.
+    """
+    floats = {node.dtype for node in nodes if np.dtype(node.dtype).kind == "f"}
+    if len(floats) < 2:
+        return nodes
+    common = np.result_type(*sorted(floats)).name
+    cast = REGISTRY["cast"]
+    return tuple(cast(node, dtype=common) if node.dtype in floats and node.dtype != common else node
+                 for node in nodes)
 
 
 def _with_defaults(op: Op, static: Mapping[str, Any], origin: str) -> dict[str, Any]:

@@ -64,9 +64,14 @@ def _transpose_attributes(x: Node, axes: Any) -> dict[str, Any]:
     return {"axes": tuple(reversed(range(x.ndim))) if axes is None else tuple(int(axis) for axis in axes)}
 
 
+def _same_fill(x, in_shapes, out_shape, **static):
+    # moving entries around keeps a fill a fill (Op.fill)
+    return x
+
+
 RESHAPE = register(Op(
     name="reshape", operands=("x",), attributes={"shape": REQUIRED}, normalize=_reshape_attributes,
-    rewrite=_drop_same_shape, shape_rule=_reshape_rule, kernel=_reshape_kernel,
+    rewrite=_drop_same_shape, shape_rule=_reshape_rule, kernel=_reshape_kernel, fill=_same_fill,
     source="np.copyto({out}, np.reshape({0}, {out}.shape))",
     vjp=lambda g, ans, x, shape: (RESHAPE(g, x.shape),),
     samples=(
@@ -85,7 +90,7 @@ RESHAPE = register(Op(
 
 TRANSPOSE = register(Op(
     name="transpose", operands=("x",), attributes={"axes": None}, normalize=_transpose_attributes,
-    shape_rule=_transpose_rule, kernel=_transpose_kernel,
+    shape_rule=_transpose_rule, kernel=_transpose_kernel, fill=_same_fill,
     source="np.copyto({out}, np.transpose({0}, {axes}))",
     vjp=lambda g, ans, x, axes: (TRANSPOSE(g, tuple(int(i) for i in np.argsort(axes))),),
     samples=(Sample([Arg((2, 3))], {"axes": (1, 0)}), Sample([Arg((2, 3, 4))], {"axes": (2, 0, 1)})),

@@ -53,8 +53,8 @@ def _check_program(program: Any, what: str) -> Program:
 
 #: Allowed values of each hyperparameter: (low, low included, high, high included).
 _RANGES = {
-    "step_size": (0.0, True, math.inf, False),
-    "learning_rate": (0.0, True, math.inf, False),
+    "step_size": (0.0, False, math.inf, False),
+    "learning_rate": (0.0, False, math.inf, False),
     "momentum": (0.0, True, math.inf, False),
     "weight_decay": (0.0, True, math.inf, False),
     "b1": (0.0, True, 1.0, False),
@@ -66,19 +66,25 @@ _RANGES = {
 
 def check_hyper(owner: str, name: str, value: Any, count: int | None = None) -> float:
     """``value`` as a float, or a ``CallError`` naming the hyperparameter and its allowed range."""
-    if callable(value) and count is not None:
+    scheduled = callable(value) and count is not None
+    if scheduled:
         try:
             value = value(count)
         except Exception as error:
             raise CallError(f"{owner}: the schedule for {name} failed at step count {count}: {error}") from error
         owner = f"{owner} (schedule for {name} at step count {count})"
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise CallError(f"{owner}: {name} must be a number or a schedule, got {type(value).__name__} {value!r}")
-    value = float(value)
     low, low_in, high, high_in = _RANGES.get(name, (-math.inf, False, math.inf, False))
+    # a schedule may decay the step size to zero (cosine's end); a number may not
+    low_in = low_in or scheduled
+    if (low, high) == (0.0, math.inf):
+        need = "a non-negative finite number" if low_in else "a positive finite number"
+    else:
+        need = f"a finite number in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise CallError(f"{owner}: {name} must be {need}, got {value!r}")
+    given, value = value, float(value)
     if not math.isfinite(value) or value < low or value == low and not low_in or value > high or value == high and not high_in:
-        interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
-        raise CallError(f"{owner}: {name} must be a finite number in {interval}, got {value!r}")
+        raise CallError(f"{owner}: {name} must be {need}, got {given!r}")
     return value
 
 

@@ -126,7 +126,7 @@ def test_bad_epochs_are_refused_before_any_step_runs():
     _refused(opt, state, {**data, "z": data["y"]}, r"unknown input\(s\) \['z'\]")
     _refused(opt, state, {"x": data["x"][:, :2], "y": data["y"]}, "each example has shape \\(2,\\)")
     _refused(opt, state, data, "unknown hyperparameter 'lr'", lr=0.1)
-    _refused(opt, state, data, "learning_rate must be a finite number", learning_rate=float("nan"))
+    _refused(opt, state, data, "learning_rate must be a positive finite number", learning_rate=float("nan"))
     _refused(opt, tg.rmsprop(prog).init(params), data, "made by a rmsprop optimizer")
     assert np.array_equal(state.params["w"], before) and state.count == 0
     step = tg.sgd(prog, 0.1)

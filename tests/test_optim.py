@@ -232,7 +232,7 @@ def test_the_dump_shows_hyperparameters_as_named_scalar_feeds():
 
 def test_bad_hyperparameters_and_states_are_refused_before_any_step():
     prog, data, params = _problem()
-    for bad in (-0.1, float("nan"), float("inf"), "0.1", True):
+    for bad in (-0.1, 0.0, float("nan"), float("inf"), "0.1", True):
         with pytest.raises(tg.CallError, match="step_size"):
             tg.sgd(prog, bad)
         with pytest.raises(tg.CallError, match="learning_rate"):
@@ -243,12 +243,14 @@ def test_bad_hyperparameters_and_states_are_refused_before_any_step():
     state = opt.init(params)
     with pytest.raises(tg.CallError, match="unknown hyperparameter 'learning_rat' \\(did you mean 'learning_rate'\\?\\)"):
         opt(state, _example(data, 0), learning_rat=0.1)
-    with pytest.raises(tg.CallError, match="learning_rate must be a finite number"):
+    with pytest.raises(tg.CallError, match="learning_rate must be a positive finite number"):
         opt(state, _example(data, 0), learning_rate=-1.0)
     with pytest.raises(tg.CallError, match="made with weight_decay=0"):
         opt(state, _example(data, 0), weight_decay=0.1)
     with pytest.raises(tg.CallError, match="made with weight_decay=0"):
         tg.sgd(prog, 0.1)(params, _example(data, 0), weight_decay=0.1)
+    with pytest.raises(tg.CallError, match="0 must be|step_size must be a positive"):
+        tg.sgd(prog, 0.0)
     with pytest.raises(tg.CallError, match="schedule for learning_rate at step count 3"):
         tg.adam(prog, learning_rate=lambda count: 0.1 - 0.05 * count)(state.__class__(
             state.params, 3, state.slots, state.owner), _example(data, 0))

@@ -230,6 +230,9 @@ class SGDStep(_Donation):
         donated = self._names if self.donate else ()
         self._plan = program._custom_plan(("sgd", bool(self.weight_decay), self.donate), kind, roots, returns,
                                           ("dict, value", self._names), donated, self._refuse)
+        #: Hyperparameters the tape does not read (an objective that no
+        #: parameter reaches has constant gradients): not passed.
+        self._unread = frozenset(self._hypers) - self._plan.hyper_names
         self._note_donated(donated)
 
     def init(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -252,6 +255,8 @@ class SGDStep(_Donation):
         two threads writing one array would: give each thread its own.
         """
         values = self._hypers if not hypers else {**self._hypers, **self._override(hypers)}
+        if self._unread:
+            values = {name: value for name, value in values.items() if name not in self._unread}
         if type(inputs) is dict:
             fed = {**inputs, **values}
         else:
@@ -504,6 +509,8 @@ class Optimizer(_Donation):
         self._plan = program._custom_plan((self.name, structure, self.donate), kind, roots, returns,
                                           ("tuple", ()), donated, self._refuse)
         self._plan.kind_name = self.name
+        #: Hyper feeds the tape does not read (see ``SGDStep``): not passed.
+        self._unread = frozenset(fed) - self._plan.hyper_names
         self._owner = _Owner(self._plan, self.name)
         self._note_donated(donated)
 
@@ -553,7 +560,10 @@ class Optimizer(_Donation):
             self._check_state(state)
         values = self._hypers if not hypers else self._override(hypers)
         count = state.count
-        fed = _with_hypers(inputs, self.fed(self._values(values, count), count))
+        fed_values = self.fed(self._values(values, count), count)
+        if self._unread:
+            fed_values = {name: value for name, value in fed_values.items() if name not in self._unread}
+        fed = _with_hypers(inputs, fed_values)
         feeds = dict(state.params)
         for slot, name, feed in self._slot_feeds:
             feeds[feed] = state.slots[slot][name]

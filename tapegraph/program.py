@@ -41,7 +41,7 @@ _frozen: contextvars.ContextVar[bool] = contextvars.ContextVar("tapegraph_no_new
 class Specialization(NamedTuple):
     """One cached specialisation of a program (see ``Program.specializations``)."""
 
-    #: What it computes: ``value_and_grad``, ``run <outputs>``, ``sgd step_size=...``.
+    #: What it computes: ``value_and_grad``, ``run <outputs>``, ``sgd``, ``adam donated``, ...
     kind: str
     #: The sizes of the symbolic dimensions (empty when there are none).
     sizes: dict[str, int]

@@ -274,3 +274,15 @@ def test_a_hyperparameter_named_like_a_feed_is_refused():
     prog = tg.compile(tg.sum(tg.square(w)) * step_size, wrt=[w])
     with pytest.raises(tg.GraphError, match="input named 'step_size'"):
         tg.sgd(prog, 0.1)
+
+
+def test_a_step_whose_tape_reads_no_hyperparameter_still_runs():
+    # no parameter reaches the objective: zero gradients, nothing reads the step size
+    x = tg.input("x", shape=(2,))
+    w = tg.param("w", shape=(2,))
+    prog = tg.compile(tg.sum(tg.square(x)), wrt=[w])
+    new_params, value = tg.sgd(prog, 0.1)({"w": np.ones(2)}, {"x": np.ones(2)}, step_size=0.2)
+    assert value == 2.0 and new_params["w"].tolist() == [1.0, 1.0]
+    opt = tg.adam(prog)
+    state, value = opt(opt.init({"w": np.ones(2)}), {"x": np.ones(2)})
+    assert value == 2.0 and state.params["w"].tolist() == [1.0, 1.0]

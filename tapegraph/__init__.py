@@ -23,7 +23,10 @@ from tapegraph.errors import (
 )
 from tapegraph.expr import Node, const, input, param
 from tapegraph.ops import PUBLIC_FUNCTIONS, REQUIRED, Arg, Op, Sample, register_op
-from tapegraph.optim import SGDStep, sgd
+from tapegraph import schedules
+from tapegraph.optim import (
+    SGD, Adam, Optimizer, OptimizerState, RMSProp, SGDStep, adam, adamw, rmsprop, sgd, shuffled,
+)
 from tapegraph.persist import load_params, read_npz, save_params
 from tapegraph.program import Program, Specialization, SpecializationError, compile, no_new_specializations
 
@@ -35,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "input", "param", "const", "Node", "grad", "compile", "Program", "sgd", "SGDStep", "testing",
+    "adam", "adamw", "rmsprop", "SGD", "Adam", "RMSProp", "Optimizer", "OptimizerState", "shuffled", "schedules",
     "check_finite", "no_new_specializations", "Specialization", "draw_graph", "draw_tape",
     "save_params", "load_params", "read_npz", "PersistError", "MissingFileError",
     "TapegraphError", "AllocationError", "ShapeError", "GraphError", "CallError", "TapeError", "NonFiniteError", "SpecializationError",

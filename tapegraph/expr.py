@@ -56,11 +56,11 @@ if TYPE_CHECKING:  # ops import this module, so only for the annotation
 class Leaf:
     """The kind of a leaf node, in ``Node.op`` where other nodes hold their ``Op``.
 
-    There are three, module constants compared by identity:
+    There are four, module constants compared by identity:
     ``node.op is PARAM``. ``str()`` gives the name dumps print.
     """
 
-    #: ``input``, ``param`` or ``const``.
+    #: ``input``, ``param``, ``hyper`` or ``const``.
     name: str
 
     def __str__(self) -> str:
@@ -85,7 +85,10 @@ INPUT = Leaf("input")
 PARAM = Leaf("param")
 #: A value fixed at declaration.
 CONST = Leaf("const")
-LEAVES = {leaf.name: leaf for leaf in (INPUT, PARAM, CONST)}
+#: An optimizer's hyperparameter (a step size, a momentum): a float64
+#: scalar fed at each call, so changing it compiles nothing.
+HYPER = Leaf("hyper")
+LEAVES = {leaf.name: leaf for leaf in (INPUT, PARAM, CONST, HYPER)}
 
 
 def _leaf_named(name: str) -> Leaf:

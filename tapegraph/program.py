@@ -12,13 +12,13 @@ import contextvars
 import functools
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from tapegraph.errors import CallError, GraphError, NonFiniteError
-from tapegraph.expr import INPUT, PARAM, Node
+from tapegraph.expr import HYPER, INPUT, PARAM, Node
 from tapegraph.shapes import symbols
 from tapegraph.inspect.dump import format_tape
 from tapegraph.calls import (
@@ -41,7 +41,7 @@ _frozen: contextvars.ContextVar[bool] = contextvars.ContextVar("tapegraph_no_new
 class Specialization(NamedTuple):
     """One cached specialisation of a program (see ``Program.specializations``)."""
 
-    #: What it computes: ``value_and_grad``, ``run <outputs>``, ``sgd step_size=...``.
+    #: What it computes: ``value_and_grad``, ``run <outputs>``, ``sgd``, ``adam donated``, ...
     kind: str
     #: The sizes of the symbolic dimensions (empty when there are none).
     sizes: dict[str, int]
@@ -105,7 +105,11 @@ class _Plan:
         #: How the compiled step returns each named root (``emit.Return``): lowered into its tapes.
         self.returns = tuple(returns)
         nodes = post_order(node for _, node, _ in roots)
-        self.feeds = tuple(leaves(nodes, PARAM) + leaves(nodes, INPUT))
+        # hyperparameters (``tg.adam``'s step size, say) come in the inputs
+        # dict: the optimizer adds them to the caller's inputs
+        self.feeds = tuple(leaves(nodes, PARAM) + leaves(nodes, INPUT) + leaves(nodes, HYPER))
+        #: Names of the hyperparameter feeds, which the inputs may hold too.
+        self.hyper_names = frozenset(node.name for node in self.feeds if node.op is HYPER)
         self.feed_names = tuple((node.name, node.op.name, node) for node in self.feeds)
         #: Per feed: name, is it a parameter, node, dtype, and the shape every
         #: call must match (None where the shape holds a symbol).
@@ -239,7 +243,7 @@ class Program:
                 check_shape("param" if is_param else "input", node, value, {})
             arrays.append(value)
         if count(params) + count(inputs) != len(arrays):
-            self._check_unknown(params, inputs)
+            self._check_unknown(params, inputs, self._extra_names(plan))
         if plan.symbolic:
             key = tuple(arrays[index].shape for index in plan.symbolic)
             executable = plan.cache.get(key)
@@ -275,7 +279,9 @@ class Program:
         # a backend may say which feeds its step reads only as numbers
         # (the numpy backend does); the entry then takes floats as they are
         number_feeds = getattr(executable, "number_feeds", None)
-        numbers = number_feeds() if number_feeds is not None else ()
+        numbers = number_feeds() if number_feeds is not None else frozenset()
+        if plan.hyper_names:
+            numbers = numbers | _read_as_numbers_or_either(tape, plan.hyper_names)
         #: The entry that checks a call's arguments for this specialisation
         #: and runs its step: the backend's own, with the checks at the top of
         #: its generated step, or else one calling the step (``calls``).
@@ -352,9 +358,9 @@ class Program:
         for label, given in (("params", params), ("inputs", inputs)):
             if not isinstance(given, Mapping):
                 return CallError(f"{label} must be a dict of name -> array, got {type(given).__name__}")
-        self._check_unknown(params, inputs)
+        self._check_unknown(params, inputs, self._extra_names(plan))
         missing_params = [name for name, kind, _ in plan.feed_names if kind == "param" and name not in params]
-        missing_inputs = [name for name, kind, _ in plan.feed_names if kind == "input" and name not in inputs]
+        missing_inputs = [name for name, kind, _ in plan.feed_names if kind != "param" and name not in inputs]
         parts = []
         if missing_params:
             parts.append(f"parameter(s) {missing_params} missing from params (given: {sorted(params)})")
@@ -362,13 +368,21 @@ class Program:
             parts.append(f"input(s) {missing_inputs} missing from inputs (given: {sorted(inputs)})")
         return CallError("; ".join(parts) + f". This call needs params {_names(plan, 'param')} and inputs {_names(plan, 'input')}.")
 
-    def _check_unknown(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    def _extra_names(self, plan: _Plan) -> frozenset[str]:
+        """The feeds of ``plan`` that the program does not declare: an
+        optimizer's hyperparameters and state slots."""
+        return frozenset(name for name, _, _ in plan.feed_names if name not in self.params and name not in self.inputs)
+
+    def _check_unknown(self, params: Mapping[str, Any], inputs: Mapping[str, Any],
+                       extra: Collection[str] = frozenset()) -> None:
+        """Raise for a name given that is neither declared nor in ``extra``
+        (an optimizer's hyperparameters and state slots)."""
         for label, given, declared, other, other_label in (
             ("params", params, self.params, self.inputs, "inputs"),
             ("inputs", inputs, self.inputs, self.params, "params"),
         ):
             for name in given:
-                if name in declared:
+                if name in declared or name in extra:
                     continue
                 if name in other:
                     raise CallError(f"{name!r} is declared as {'an input' if label == 'params' else 'a parameter'}; pass it in {other_label}, not {label}")
@@ -509,6 +523,23 @@ class Program:
     def __repr__(self) -> str:
         wrt = ", ".join(param.name for param in self.wrt)
         return f"<Program objective={self.objective.label} wrt=[{wrt}] outputs={list(self.outputs)}>"
+
+
+def _read_as_numbers_or_either(tape: Tape, names: Collection[str]) -> frozenset[str]:
+    """The hyperparameter feeds among ``names`` that a Python float serves.
+
+    Every read of such a feed takes a number (``float(feed)``) or either
+    form (a ufunc's operand), and it is not returned: a float is as good
+    as a 0-d array there, so an optimizer passes its floats unconverted.
+    """
+    forms: dict[int, set[str]] = {}
+    for instruction in tape.instructions:
+        for index, value in enumerate(instruction.input_values):
+            forms.setdefault(value, set()).add(instruction.form(index))
+    returned = {value for _, value in tape.results.values()}
+    return frozenset(feed.name for feed in tape.feeds
+                     if feed.name in names and feed.shape == () and feed.dtype == "float64" and feed.in_place
+                     and feed.value not in returned and forms.get(feed.value, set()) <= {"number", "either"})
 
 
 def _format_sizes(sizes: Mapping[str, int]) -> str:

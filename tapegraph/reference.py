@@ -28,7 +28,7 @@ import numpy as np
 
 from tapegraph.expr import CONST, INPUT, PARAM, Node
 from tapegraph.ops import Op
-from tapegraph.ops.elementwise import ADD, CAST, DIV, EXP, LOG, MUL, NEG, RELU, SIGN, SQUARE, SUB, TANH
+from tapegraph.ops.elementwise import ADD, CAST, DIV, EXP, LOG, MUL, NEG, RELU, SIGN, SQRT, SQUARE, SUB, TANH
 from tapegraph.ops.reductions import BROADCAST_TO, EXPAND, MEAN, SUM, SUM_SQUARES, SUM_TO
 from tapegraph.ops.linalg import MATMUL, OUTER
 from tapegraph.ops.shaping import RESHAPE, TRANSPOSE
@@ -102,6 +102,7 @@ RULES: dict[Op, Rule] = {
     NEG: lambda x: -x,
     EXP: np.exp,
     LOG: np.log,
+    SQRT: np.sqrt,
     TANH: np.tanh,
     SQUARE: lambda x: x * x,
     RELU: lambda x: np.where(x > 0, x, 0.0),

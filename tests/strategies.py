@@ -366,6 +366,9 @@ class _Builder:
         if name == "log":
             x = self.positive(x)
             return self.push(tg.log(x.node), max(abs(math.log(x.low)), abs(math.log(x.bound))))
+        if name == "sqrt":
+            x = self.positive(x)
+            return self.push(tg.sqrt(x.node), math.sqrt(x.bound), math.sqrt(x.low))
         if name == "square":
             x = self.tame(x, 30.0)
             return self.push(tg.square(x.node), x.bound ** 2, x.low ** 2)
@@ -554,7 +557,7 @@ class _Builder:
         """Apply the op or composite ``name`` once, to drawn operands."""
         if name in ("add", "sub", "mul", "div"):
             return self.binary(name)
-        if name in ("neg", "exp", "log", "tanh", "square", "relu", "sign", "sigmoid"):
+        if name in ("neg", "exp", "log", "sqrt", "tanh", "square", "relu", "sign", "sigmoid"):
             return self.unary(name)
         if name in ("sum", "mean", "sum_squares"):
             return self.reduction(name)

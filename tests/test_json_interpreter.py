@@ -91,7 +91,9 @@ def _check_every_kind(program: tg.Program, params: dict, inputs: dict, where: st
     if program.wrt:
         step = tg.sgd(program, STEP_SIZE)
         new_params, step_value = step(params, inputs)
-        from_json = run_json(_exported(step.tape()), feeds)
+        # the step size is the tape's hyper feed: given like any other
+        hyper = {"step_size": np.array(STEP_SIZE)}
+        from_json = run_json(_exported(step.tape()), {**feeds, **hyper})
         _assert_close(from_json["objective"], step_value, f"{where}: sgd, objective", precision)
         for name, array in new_params.items():
             _assert_close(from_json[f"new {name}"], array, f"{where}: sgd, new {name}", precision)
@@ -99,7 +101,7 @@ def _check_every_kind(program: tg.Program, params: dict, inputs: dict, where: st
         donated_step = tg.sgd(program, STEP_SIZE, donate=True)
         mine, theirs = copy.deepcopy(params), copy.deepcopy(params)
         donated_params, _ = donated_step(mine, inputs)
-        from_json = run_json(_exported(donated_step.tape()), {**theirs, **inputs})
+        from_json = run_json(_exported(donated_step.tape()), {**theirs, **inputs, **hyper})
         for name, array in donated_params.items():
             # the donated arrays are updated in place and returned
             assert from_json[f"new {name}"] is theirs[name], f"{where}: donated sgd returned a new array for {name}"

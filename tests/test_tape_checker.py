@@ -108,7 +108,9 @@ def test_a_workspace_of_an_op_that_takes_none_or_of_no_instruction_is_refused():
     extra = Workspace(0, "spare", (2,), "float64")
     _refused(attrs.evolve(tape, workspaces=tape.workspaces + (extra,)), r"has workspaces \['spare'\], but matmul takes none")
     stray = Workspace(len(tape.instructions), "spare", (2,), "float64")
-    _refused(attrs.evolve(tape, workspaces=tape.workspaces + (stray,)), "belongs to instruction 21, but the tape has 21")
+    count = len(tape.instructions)
+    _refused(attrs.evolve(tape, workspaces=tape.workspaces + (stray,)),
+             f"belongs to instruction {count}, but the tape has {count} instructions")
 
 
 # Destinations.

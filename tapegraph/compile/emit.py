@@ -9,7 +9,7 @@ import attrs
 import numpy as np
 
 from tapegraph.errors import GraphError
-from tapegraph.expr import INPUT, PARAM, Node
+from tapegraph.expr import HYPER, INPUT, PARAM, Node
 from tapegraph.ops.registry import Scratch
 from tapegraph.shapes import substitute
 from tapegraph.compile.plan import BufferPlan
@@ -63,7 +63,7 @@ def emit_tape(roots: Sequence[Root], kept: Sequence[Node], computed: Sequence[No
     slot_of = plan.slot_of
     feeds, constants = [], []
     for node in kept:
-        if node.op is INPUT or node.op is PARAM:
+        if node.op is INPUT or node.op is PARAM or node.op is HYPER:
             feeds.append(Feed(node.name, node.op.name, slot_of[node], value_of[node], shape_of[node], node.dtype))
         elif node in folded:
             array = folded[node]

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 import numpy as np
 
-from tapegraph.expr import INPUT, PARAM, Node
+from tapegraph.expr import HYPER, INPUT, PARAM, Node
 from tapegraph.compile.tape import Buffer
 
 
@@ -69,7 +69,7 @@ def plan_buffers(kept: Sequence[Node], computed: Sequence[Node], folded: Mapping
     pool = SlotPool()
     slot_of: dict[Node, int] = {}
     for node in kept:
-        if node.op is INPUT or node.op is PARAM or node in folded:
+        if node.op is INPUT or node.op is PARAM or node.op is HYPER or node in folded:
             # feeds and constants are never released: constants are written
             # once at bind time, feeds are the caller's
             slot_of[node] = pool.take(shape_of[node], node.dtype, value_of[node])

@@ -6,7 +6,8 @@ penalty, whose gradient is ``2 l2 w + ...``, seeded with the step size):
 
     a - (c * a + t)   becomes   (1 - c) * a - t
 
-for a single constant ``c``, when the sum is used by nothing else. That is
+for a single value ``c`` (a 0-d float: a constant, or a scalar computed
+from the step size feed), when the sum is used by nothing else. That is
 two array operations (the multiply, the subtraction) after ``t`` where the
 written form takes three (multiply, add, subtract): ``(1 - 2 eta l2) w - 2
 eta r x`` for ridge regression, which is how a careful hand-written step
@@ -23,17 +24,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tapegraph.expr import CONST, Node, const, is_const, origin_scope
+from tapegraph.expr import CONST, Node, const, origin_scope
 from tapegraph.ops.elementwise import ADD, MUL, SUB
 from tapegraph.compile.emit import Root
 from tapegraph.compile.graph import post_order
 
 
-def _single_constant(node: Node) -> float | None:
-    """The value of a 0-d floating-point constant, else None."""
-    if node.op is CONST and node.shape == () and np.dtype(node.dtype).kind == "f" and is_const(node):
-        return float(node.value.array)
-    return None
+def _single_value(node: Node, dtype: str) -> Node | None:
+    """``node`` if it is one floating-point number of ``dtype`` (and not a
+    non-finite constant), else None."""
+    if node.shape != () or node.dtype != dtype:
+        return None
+    if node.op is CONST and not np.isfinite(node.value.array).all():
+        return None
+    return node
 
 
 def _decayed_update(node: Node, users: dict[Node, int]) -> Node | None:
@@ -51,11 +55,13 @@ def _decayed_update(node: Node, users: dict[Node, int]) -> Node | None:
         if product.op is not MUL:
             continue
         first, second = product.inputs
-        factor = _single_constant(second) if first == a else _single_constant(first) if second == a else None
-        if factor is None or not np.isfinite(factor):
+        factor = _single_value(second, node.dtype) if first == a else \
+            _single_value(first, node.dtype) if second == a else None
+        if factor is None:
             continue
         with origin_scope(node.origin):
-            kept = const(np.array(1.0 - factor, dtype=node.dtype))
+            # folded at once when the factor is a constant
+            kept = SUB(const(np.array(1.0, dtype=node.dtype)), factor)
             return SUB(MUL(kept, a), rest)
     return None
 

@@ -96,7 +96,7 @@ class Feed:
     """A slot filled from the caller's arrays at every call."""
 
     name: str
-    #: ``input`` or ``param``.
+    #: ``input``, ``param`` or ``hyper`` (an optimizer's hyperparameter).
     kind: str
     slot: int
     value: int

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 NODE_COLOURS = {
     "input": "#cfe2f3",
     "param": "#fce5cd",
+    "hyper": "#fff2cc",
     "const": "#eeeeee",
     "op": "#ffffff",
     "output": "#d9ead3",
@@ -55,6 +56,7 @@ NODE_COLOURS = {
 NODE_KIND_NAMES = {
     "input": "input",
     "param": "param",
+    "hyper": "hyperparameter",
     "const": "const",
     "op": "op",
     "output": "output",
@@ -68,6 +70,7 @@ REVERSE_EDGE_COLOUR = "#7e57c2"
 VALUE_COLOURS = {
     "input": NODE_COLOURS["input"],
     "param": NODE_COLOURS["param"],
+    "hyper": NODE_COLOURS["hyper"],
     "constant": "#d9d9d9",
     "forward": "#b6d7a8",
     "reverse": NODE_COLOURS["gradient"],

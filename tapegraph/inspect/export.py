@@ -226,8 +226,9 @@ TAPE_SCHEMA: dict[str, Any] = {
                               {"enum": list(SECTIONS)}),
             "feeds": _list("slots filled from the caller's arrays at every call", _object("one feed", {
                 "name": _text("the parameter's or input's name"),
-                "kind": {"enum": ["param", "input"], "description": "param (gradients are taken with respect to "
-                                                                     "it) or input (data)"},
+                "kind": {"enum": ["param", "input", "hyper"],
+                         "description": "param (gradients are taken with respect to it), input (data) or hyper "
+                                        "(an optimizer's hyperparameter: a float64 scalar)"},
                 "slot": _integer("buffer slot the feed occupies in the plan"),
                 "value": _integer("value number (%n in the dump)"),
                 "shape": _ref("shape", _SHAPE),

@@ -116,6 +116,13 @@ LOG = register(Op(
     samples=_POSITIVE_SAMPLES, doc="Elementwise natural logarithm; d/dx = 1/x.",
 ))
 
+SQRT = register(Op(
+    name="sqrt", operands=("x",), shape_rule=_unary_rule, kernel=np.sqrt, elementwise=True,
+    # 1 / (2 sqrt x), from the forward result
+    vjp=lambda g, ans, x: (DIV(g, MUL(ans, 2.0)),),
+    samples=_POSITIVE_SAMPLES, doc="Elementwise square root (Adam's and RMSProp's denominators); d/dx = 1/(2 sqrt x).",
+))
+
 TANH = register(Op(
     name="tanh", operands=("x",), shape_rule=_unary_rule, kernel=np.tanh, elementwise=True,
     # 1 - tanh^2 from the forward result, as the homework's TanhNode does

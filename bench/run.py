@@ -319,15 +319,18 @@ def profile_step(case, number):
     inputs = {"x": x, "y": y}
     step(params, inputs)
     plan = step._plan
-    executable, arrays = program._prepare(plan, params, inputs)
+    # the step feeds its hyperparameters (the step size) with the inputs
+    fed = {**inputs, **step._hypers}
+    executable, arrays = program._prepare(plan, params, fed)
     compiled = executable.function()
     enter = executable.enter
     pieces = [
         ("whole pure step: step(params, inputs)", lambda: step(params, inputs)),
         ("whole donated step", lambda: case.donated_step(params, inputs)),
-        ("generated entry: argument checks, then step", lambda: enter(params, inputs)),
+        ("inputs merged with the hyperparameters", lambda: {**inputs, **step._hypers}),
+        ("generated entry: argument checks, then step", lambda: enter(params, fed)),
         ("generated step alone, arrays given", lambda: compiled(*arrays)),
-        ("general path: Program._prepare alone", lambda: program._prepare(plan, params, inputs)),
+        ("general path: Program._prepare alone", lambda: program._prepare(plan, params, fed)),
         ("empty Python call, for scale", lambda: None),
     ]
     print(f"\nprofile: tapegraph pure step on {case.name}, median µs per call "

@@ -9,6 +9,8 @@ where numpy gives inf and nan (which the check mode must see).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from tapegraph.expr import Node, is_const
@@ -45,24 +47,23 @@ def _same_type(node: Node, like: Node) -> bool:
     return node.shape == like.shape and node.dtype == like.dtype
 
 
-def _drop_added_zero(node: Node) -> Node:
-    # x + 0 is x: keeps gradient expressions free of no-op instructions
-    a, b = node.inputs
-    if is_const(b, 0) and _same_type(a, node):
-        return a
-    if is_const(a, 0) and _same_type(b, node):
-        return b
-    return node
+def _drop_identity(identity: float) -> Callable[[Node], Node]:
+    """A rewrite that drops an operand equal to the op's identity element
+    (``x + 0`` is ``x``, ``x * 1`` is ``x``) when the other has the result's type."""
+    def rewrite(node: Node) -> Node:
+        a, b = node.inputs
+        if is_const(b, identity) and _same_type(a, node):
+            return a
+        if is_const(a, identity) and _same_type(b, node):
+            return b
+        return node
+    return rewrite
 
 
-def _drop_unit_factor(node: Node) -> Node:
-    # x * 1 is x; the cotangent of the objective starts as the constant 1
-    a, b = node.inputs
-    if is_const(b, 1) and _same_type(a, node):
-        return a
-    if is_const(a, 1) and _same_type(b, node):
-        return b
-    return node
+# x + 0 keeps gradient expressions free of no-op instructions; the
+# cotangent of the objective starts as the constant 1 (x * 1)
+_drop_added_zero = _drop_identity(0.0)
+_drop_unit_factor = _drop_identity(1.0)
 
 
 ADD = register(Op(

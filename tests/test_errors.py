@@ -225,6 +225,17 @@ def test_a_string_given_as_a_shape_is_refused_with_a_hint():
         tg.param("w", shape="3")
 
 
+def test_a_string_given_as_a_target_shape_is_refused_too():
+    """``tg.reshape(x, "batch")`` was a reshape to [b,a,t,c,h]; ``broadcast_to(w, "ab")`` to [a,b]."""
+    x = tg.input("x", shape=("batch", 3))
+    with pytest.raises(tg.ShapeError, match=r"^reshape\(x: f64\[batch,3\]\) at test_errors.py:\d+: shape 'batch' is a "
+                                            r"string, not a tuple of dimensions; for one symbolic dimension write"):
+        tg.reshape(x, "batch")
+    with pytest.raises(tg.ShapeError, match=r"^broadcast_to\(w: f64\[3\]\) at test_errors.py:\d+: shape 'ab' is a string"):
+        tg.ops.broadcast_to(tg.param("w", shape=(3,)), "ab")
+    assert tg.reshape(tg.param("v", shape=(6,)), 6).shape == (6,)  # a single size is still one dimension
+
+
 def test_labels_that_the_declared_integer_dtype_cannot_hold_are_refused_by_value():
     """2**64 - 1 for an int64 label became -1 (``astype`` wraps), and 300 for
     an int8 label became 44, a valid label: a silently wrong loss."""

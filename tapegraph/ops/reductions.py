@@ -13,7 +13,7 @@ import numpy as np
 from tapegraph.expr import Node
 from tapegraph.ops.elementwise import MUL, SQUARE
 from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, normalize_axis, register, result_dtype
-from tapegraph.shapes import Shape, broadcast, format_shape
+from tapegraph.shapes import Shape, as_shape, broadcast, format_shape
 
 
 def _count(shape: tuple[int, ...], axes: Any = None) -> int:
@@ -173,7 +173,8 @@ def _same_type(node: Node, like: Node) -> bool:
 
 
 def _shape_attribute(x: Node, shape: Any) -> dict[str, Any]:
-    return {"shape": tuple(shape)}
+    # as_shape refuses a string (one dimension per character) with a hint
+    return {"shape": as_shape(shape)}
 
 
 def _drop_same_shape(node: Node) -> Node:

@@ -44,6 +44,10 @@ def _transpose_kernel(x: np.ndarray, out: np.ndarray, axes) -> None:
 
 
 def _reshape_attributes(x: Node, shape: Any) -> dict[str, Any]:
+    if isinstance(shape, (str, int, np.integer)):
+        # a string would be read as one dimension per character: as_shape
+        # refuses it with the missing-comma hint; an int is one dimension
+        shape = as_shape(shape)
     # one -1 entry is inferred when the other sizes are known
     shape = tuple(shape)
     if -1 in shape and is_concrete(x.shape):

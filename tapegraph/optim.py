@@ -101,12 +101,33 @@ def _check_hypers(owner: str, given: Mapping[str, Any], known: Mapping[str, Any]
     return result
 
 
-class _Donation:
-    """What every step that may take ``donate=True`` shares: refusing arrays it cannot update in place."""
+class _Step:
+    """What every optimizer step shares: its tape and how it prints, and,
+    since any may take ``donate=True``, refusing arrays it cannot update in place."""
 
     _plan: Any
     _donated: tuple[str, ...]
     _undonated: tuple[tuple[str, bool], ...]
+    _hypers: Mapping[str, Any]
+    _names: tuple[str, ...]
+    donate: bool
+
+    def _label(self) -> str:
+        """The rule's name, as its repr and dump print it: ``sgd``, ``adam``."""
+        raise NotImplementedError
+
+    def tape(self, sizes: Mapping[str, int] | None = None):
+        """The step's tape: forward, reverse and update sections."""
+        return _tape(self._plan, sizes)
+
+    def dump(self, sizes: Mapping[str, int] | None = None) -> str:
+        """The step's tape as text (see ``Program.dump``); the hyperparameters are its ``hyper`` feeds."""
+        from tapegraph.inspect.dump import format_tape
+        return format_tape(self.tape(sizes), f"{self._label()} step: {_format_hypers(self._hypers)}")
+
+    def __repr__(self) -> str:
+        donated = ", donate=True" if self.donate else ""
+        return f"<{self._label()} step {_format_hypers(self._hypers)}{donated} over {list(self._names)}>"
 
     def _note_donated(self, donated: tuple[str, ...]) -> None:
         feeds = self._plan.feed_names
@@ -172,7 +193,7 @@ class _Donation:
                         f"of {node.type_str}; got {given}")
 
 
-class SGDStep(_Donation):
+class SGDStep(_Step):
     """``step(params, inputs) -> (new_params, objective_value)``: plain SGD.
 
     One tape computes the objective, the gradients, and ``p - step_size *
@@ -292,18 +313,8 @@ class SGDStep(_Donation):
             self._override(hypers)
         return _run_epoch(lambda state, inputs: self(state, inputs, **hypers), params, rows, progress)
 
-    def tape(self, sizes: Mapping[str, int] | None = None):
-        """The step's tape: forward, reverse and update sections."""
-        return _tape(self._plan, sizes)
-
-    def dump(self, sizes: Mapping[str, int] | None = None) -> str:
-        """The step's tape as text (see ``Program.dump``); the hyperparameters are its ``hyper`` feeds."""
-        from tapegraph.inspect.dump import format_tape
-        return format_tape(self.tape(sizes), f"sgd step: {_format_hypers(self._hypers)}")
-
-    def __repr__(self) -> str:
-        donated = ", donate=True" if self.donate else ""
-        return f"<sgd step {_format_hypers(self._hypers)}{donated} over {list(self._names)}>"
+    def _label(self) -> str:
+        return "sgd"
 
 
 def _with_hypers(inputs: Any, values: Mapping[str, float]) -> Any:
@@ -462,7 +473,7 @@ class OptimizerState:
         return f"<{self.owner.kind} state: count={self.count}, params={list(self.params)}, slots: {slots}>"
 
 
-class Optimizer(_Donation):
+class Optimizer(_Step):
     """The common form of a stateful optimizer over a compiled program.
 
     ``state = opt.init(params)``; ``state, value = opt(state, inputs)``
@@ -638,18 +649,8 @@ class Optimizer(_Donation):
                             f"start from {self.name}.init(state.params)")
         # the same rule and program, another optimizer object (say, new hyperparameters): fine
 
-    def tape(self, sizes: Mapping[str, int] | None = None):
-        """The step's tape: forward, reverse and update sections."""
-        return _tape(self._plan, sizes)
-
-    def dump(self, sizes: Mapping[str, int] | None = None) -> str:
-        """The step's tape as text (see ``Program.dump``); the hyperparameters are its ``hyper`` feeds."""
-        from tapegraph.inspect.dump import format_tape
-        return format_tape(self.tape(sizes), f"{self.name} step: {_format_hypers(self._hypers)}")
-
-    def __repr__(self) -> str:
-        donated = ", donate=True" if self.donate else ""
-        return f"<{self.name} {_format_hypers(self._hypers)}{donated} over {list(self._names)}>"
+    def _label(self) -> str:
+        return self.name
 
 
 @attrs.frozen(eq=False)

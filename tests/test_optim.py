@@ -201,7 +201,7 @@ def test_adam_state_is_a_frozen_record_and_pure_steps_change_nothing():
     with pytest.raises(AttributeError):
         state.count = 3
     assert repr(state) == "<adam state: count=0, params=['w', 'b'], slots: exp_avg, exp_avg_sq>"
-    assert repr(opt) == "<adam learning_rate=0.01, b1=0.9, b2=0.999, eps=1e-08 over ['w', 'b']>"
+    assert repr(opt) == "<adam step learning_rate=0.01, b1=0.9, b2=0.999, eps=1e-08 over ['w', 'b']>"
     # init copies: the caller's arrays are never the state's
     assert state.params["w"] is not params["w"]
 

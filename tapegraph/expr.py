@@ -75,7 +75,7 @@ class Leaf:
     __hash__ = object.__hash__
 
     def __reduce__(self) -> tuple:
-        # the three leaf kinds are singletons: unpickle to the same object
+        # the leaf kinds are singletons: unpickle to the same object
         return (_leaf_named, (self.name,))
 
 

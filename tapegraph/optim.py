@@ -46,6 +46,9 @@ def hyper(name: str) -> Node:
 def _check_program(program: Any, what: str) -> Program:
     if not isinstance(program, Program):
         raise TypeError(f"{what} needs a program made by tg.compile, got {type(program).__name__}")
+    if program.objective is None:
+        raise CallError(f"{what} needs a program with an objective to minimise, but this one was compiled with "
+                        f"outputs only ({sorted(program.outputs)}): tg.compile(loss, wrt=[...], outputs=...)")
     if not program.wrt:
         raise ValueError(f"{what} needs a program compiled with wrt=[...] parameters to update")
     return program
@@ -346,13 +349,21 @@ def _tape(plan: Any, sizes: Mapping[str, int] | None):
 
 
 class _EpochPlan:
-    """The checked data of one epoch: each step's rows, refused before any step runs."""
+    """The checked data of one epoch (or ``Program.map``): each step's rows, refused before any step runs.
 
-    def __init__(self, plan: Any, program: Program, owner: str, data: Any, order: Any, batch_size: Any) -> None:
+    ``whole_by_default``: with no ``batch_size``, a program with a batch
+    dimension takes every row of ``order`` in one step (``map``) instead of
+    being refused (``epoch``, where a full-batch step is rarely what is meant).
+    """
+
+    def __init__(self, plan: Any, program: Program, owner: str, data: Any, order: Any, batch_size: Any,
+                 whole_by_default: bool = False) -> None:
         from tapegraph.calls import convert, did_you_mean
         self.owner = owner
         inputs = [(name, node) for name, kind, node in plan.feed_names if kind == "input"]
         batched = [name for name, node in inputs if symbols(node.shape)]
+        #: Whether each step takes a batch of rows (the program has a batch dimension), or one row.
+        self.batched = bool(batched)
         if not isinstance(data, Mapping):
             raise CallError(f"{owner}: data must be a dict of input name -> array (one row per example), "
                             f"got {type(data).__name__}")
@@ -385,7 +396,12 @@ class _EpochPlan:
             raise CallError(f"{owner}: the data arrays' leading axes differ: {lengths}; each must have one row per example")
         self.examples = next(iter(lengths.values())) if lengths else 0
         self.order = self._check_order(order)
-        if batched:
+        #: With no order given, each step's rows are consecutive: C-contiguous data is sliced
+        #: (a view with the layout a gather would give) rather than copied.
+        self.consecutive = order is None
+        if batched and batch_size is None and whole_by_default:
+            self.steps = [self.order] if len(self.order) else []
+        elif batched:
             if batch_size is None:
                 raise CallError(f"{owner}: the program has a batch dimension (inputs {batched}): give batch_size "
                                 f"(batch_size={len(self.order)} for one full-batch step)")
@@ -419,6 +435,9 @@ class _EpochPlan:
 
     def inputs(self, index: int) -> dict[str, Any]:
         rows = self.steps[index]
+        if self.consecutive and not isinstance(rows, int) and len(rows):
+            start, stop = int(rows[0]), int(rows[-1]) + 1
+            return {name: array[start:stop] if array.flags.c_contiguous else array[rows] for name, array in self.arrays}
         return {name: array[rows] for name, array in self.arrays}
 
 

@@ -141,23 +141,36 @@ class _Plan:
 
 
 class Program:
-    """A compiled objective with its gradients and named outputs.
+    """A compiled objective with its gradients and named outputs, or a predictor.
 
-    Made by ``tg.compile``; see there for an example. Calls may come from
+    Made by ``tg.compile``; see there for an example. Without an objective
+    (``tg.compile(outputs={...})``) the program computes its outputs only:
+    ``run`` and ``map`` work, while ``value_and_grad`` and the optimizers,
+    which need an objective, raise a ``CallError`` saying so. Calls may come from
     several threads at once: each runs on buffers of its own, and a new
     specialisation is made once however many threads need it (see
     docs/tape.md, "Calls from several threads").
     """
 
-    def __init__(self, objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None,
+    def __init__(self, objective: Node | None, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None,
                  backend: str = "numpy") -> None:
         #: What runs this program's tapes (``tapegraph.backends``).
         self.backend = get_backend(backend)
-        self.objective = check_objective(objective)
-        self.wrt = tuple(check_wrt(wrt))
         self.outputs = self._check_outputs(outputs or {})
-        self.gradients = tuple(grad(self.objective, self.wrt))
-        nodes = post_order([self.objective, *self.outputs.values(), *self.wrt, *self.gradients])
+        #: The scalar objective, or None for a forward-only program (a predictor).
+        self.objective = None if objective is None else check_objective(objective)
+        if self.objective is None:
+            if wrt is not None and (isinstance(wrt, Node) or len(wrt)):
+                raise GraphError("wrt=[...] needs an objective to differentiate, but this program has none; "
+                                 "give one (tg.compile(loss, wrt=..., outputs=...)), or put a gradient in the "
+                                 "outputs: outputs={'g': tg.grad(loss, w)}")
+            if not self.outputs:
+                raise GraphError("a program needs an objective or at least one output: "
+                                 "tg.compile(loss, wrt=[...]) or tg.compile(outputs={'prediction': ...})")
+        self.wrt = tuple(check_wrt(wrt))
+        self.gradients = () if self.objective is None else tuple(grad(self.objective, self.wrt))
+        objective_nodes = [] if self.objective is None else [self.objective]
+        nodes = post_order([*objective_nodes, *self.outputs.values(), *self.wrt, *self.gradients])
         check_names(nodes)
         #: Declared parameters and inputs by name.
         self.params = {node.name: node for node in leaves(nodes, PARAM)}
@@ -165,6 +178,13 @@ class Program:
         self._plans: dict[Any, _Plan] = {}
         self._plans_lock = threading.Lock()
         self._wrt_names = tuple(param.name for param in self.wrt)
+
+    def _require_objective(self, what: str) -> None:
+        """Raise for a call that needs an objective (``value_and_grad``, say) on a forward-only program."""
+        if self.objective is None:
+            raise CallError(f"{what} needs an objective, but this program was compiled with outputs only "
+                            f"({sorted(self.outputs)}); compile it with one, tg.compile(loss, wrt=[...], outputs=...), "
+                            f"or use run or map for its outputs")
 
     def _check_outputs(self, outputs: Mapping[str, Node]) -> dict[str, Node]:
         if not isinstance(outputs, Mapping):
@@ -181,6 +201,7 @@ class Program:
     def _value_and_grad_plan(self) -> _Plan:
         plan = self._plans.get("value_and_grad")
         if plan is None:
+            self._require_objective("value_and_grad")
             roots = [("objective", self.objective, "forward")]
             roots += [(f"grad {param.name}", gradient, "reverse") for param, gradient in zip(self.wrt, self.gradients)]
             returns = ["float"] + ["new"] * len(self.gradients)
@@ -191,7 +212,9 @@ class Program:
     def _run_plan(self, names: tuple[str, ...]) -> _Plan:
         plan = self._plans.get(("run", names))
         if plan is None:
-            available = {"objective": self.objective, **self.outputs}
+            if "objective" in names:
+                self._require_objective("outputs=['objective']")
+            available = {"objective": self.objective, **self.outputs} if self.objective is not None else dict(self.outputs)
             unknown = [name for name in names if name not in available]
             if unknown:
                 raise CallError(f"unknown output(s) {unknown}{did_you_mean(unknown, available)}; "
@@ -410,25 +433,102 @@ class Program:
 
         With ``outputs=["prediction"]`` only those are computed, from only
         the parameters and inputs they need (a prediction needs no label).
+        A program without an objective computes its outputs.
         """
-        names = ("objective", *self.outputs) if outputs is None else tuple(outputs)
+        names = self._default_outputs() if outputs is None else tuple(outputs)
         if isinstance(outputs, str):
             names = (outputs,)
         return self._run_plan(names).enter(params, inputs)
 
+    def map(self, params: Mapping[str, Any], data: Mapping[str, Any], outputs: Iterable[str] | None = None,
+            batch_size: int | None = None) -> dict[str, np.ndarray]:
+        """``run`` over a whole data set: each output stacked, one row per example.
+
+        ``data`` maps each input the outputs need to an array whose leading
+        axis runs over the examples (as ``epoch``'s data; inputs the outputs
+        do not need may be left out). A per-example program runs once per
+        row, and each output comes back stacked: shape ``(n, *its shape)``
+        (the objective too, as ``n`` floats). A program with a ``"batch"``
+        dimension runs on all rows at once, or on ``batch_size`` rows at a
+        time (the last, shorter batch too), and its outputs, which must
+        have the batch as their leading axis, are concatenated. The default
+        ``outputs`` are those ``run`` computes, except, for a batched
+        program, those that do not run over the batch (the objective).
+        Everything is checked before the first call: the data's names and
+        row shapes, leading axes that differ, the outputs, and a
+        ``batch_size`` for a program without a batch dimension.
+
+        The result equals a loop of ``run`` calls on each row (or batch),
+        bit for bit: it is that loop.
+
+        >>> import numpy as np, tapegraph as tg
+        >>> x = tg.input("x", shape=(2,))
+        >>> w = tg.param("w", shape=(2,))
+        >>> predictor = tg.compile(outputs={"prediction": x @ w, "scaled": 2.0 * x})
+        >>> results = predictor.map({"w": np.array([1.0, -1.0])}, {"x": np.array([[3.0, 1.0], [0.0, 2.0]])})
+        >>> results["prediction"], results["scaled"].shape
+        (array([ 2., -2.]), (2, 2))
+        """
+        from tapegraph.optim import _EpochPlan  # optim imports this module
+        if isinstance(outputs, str):
+            outputs = (outputs,)
+        batched = any(symbols(node.shape) for node in self.inputs.values())
+        if outputs is None:
+            names = self._default_outputs()
+            if batched:
+                names = tuple(name for name in names if name != "objective" and _leading_symbol(self.outputs[name]))
+        else:
+            names = tuple(outputs)
+        if not names:
+            raise CallError("map: no output runs over the examples (none has a leading batch dimension); "
+                            "name the outputs to compute, or use run")
+        plan = self._run_plan(names)
+        rows = _EpochPlan(plan, self, "map", data, None, batch_size, whole_by_default=True)
+        if not rows.arrays:
+            raise CallError(f"map: the outputs {list(names)} read no input, so there are no examples to map over; "
+                            f"use run")
+        if rows.batched:
+            leading = {_leading_symbol(node) for name, kind, node in plan.feed_names if kind == "input"}
+            for name in names:
+                node = self.objective if name == "objective" else self.outputs[name]
+                if _leading_symbol(node) not in leading:
+                    raise CallError(f"map: output {name!r} ({node.type_str}) does not run over the batch (its leading "
+                                    f"axis is not the inputs' {sorted(leading)}), so its batches cannot be put together "
+                                    f"row by row; compute it with run, or leave it out of outputs=[...]")
+        # one run per step, as a backend may replace: the loop is the meaning
+        results = [plan.enter(params, rows.inputs(index)) for index in range(len(rows.steps))]
+        stacked = {}
+        for name in names:
+            node = self.objective if name == "objective" else self.outputs[name]
+            if not results:
+                stacked[name] = _no_rows(node, rows.batched)
+            elif rows.batched and len(results) == 1:
+                stacked[name] = results[0][name]  # a new array already: no copy
+            elif rows.batched:
+                stacked[name] = np.concatenate([result[name] for result in results])
+            else:
+                stacked[name] = np.stack([np.asarray(result[name], dtype=node.dtype) for result in results])
+        return stacked
+
+    def _default_outputs(self) -> tuple[str, ...]:
+        """What ``run`` computes when not told: the objective (if any), then every output."""
+        return (*(("objective",) if self.objective is not None else ()), *self.outputs)
+
     # Inspecting.
 
-    def tape(self, kind: str = "value_and_grad", sizes: Mapping[str, int] | None = None,
+    def tape(self, kind: str | None = None, sizes: Mapping[str, int] | None = None,
              outputs: Sequence[str] | None = None) -> Tape:
         """The tape of ``value_and_grad`` (or ``run`` with ``kind="run"``).
 
-        Symbolic dimensions need ``sizes`` (``{"batch": 32}``) unless the
-        program has already been called with them.
+        The default kind is ``value_and_grad``, or ``run`` for a program
+        without an objective. Symbolic dimensions need ``sizes``
+        (``{"batch": 32}``) unless the program has already been called with them.
         """
+        kind = self._kind(kind)
         if kind == "value_and_grad":
             plan = self._value_and_grad_plan()
         elif kind == "run":
-            plan = self._run_plan(tuple(outputs) if outputs else ("objective", *self.outputs))
+            plan = self._run_plan(tuple(outputs) if outputs else self._default_outputs())
         else:
             raise ValueError(f"kind must be 'value_and_grad' or 'run', got {kind!r}")
         needed = sorted({name for _, _, node in plan.feed_names for name in symbols(node.shape)})
@@ -445,15 +545,26 @@ class Program:
             raise CallError(f"give the size of {missing} to see the tape, e.g. sizes={{{missing[0]!r}: 32}}")
         return lower(plan.roots, {name: int(sizes[name]) for name in needed}, plan.returns)
 
-    def dump(self, kind: str = "value_and_grad", sizes: Mapping[str, int] | None = None,
+    def dump(self, kind: str | None = None, sizes: Mapping[str, int] | None = None,
              outputs: Sequence[str] | None = None) -> str:
         """The tape as text: feeds, forward and reverse instructions, buffers.
 
         The format is described in ``docs/tape.md``.
         """
+        kind = self._kind(kind)
+        return format_tape(self.tape(kind, sizes, outputs), f"program: {self._describe()}; {kind}")
+
+    def _kind(self, kind: str | None) -> str:
+        if kind is None:
+            return "value_and_grad" if self.objective is not None else "run"
+        return kind
+
+    def _describe(self) -> str:
+        """What the program computes, as dumps title it: ``objective = %3 add; wrt = [w, b]``."""
+        if self.objective is None:
+            return f"outputs = [{', '.join(self.outputs)}] (no objective)"
         wrt = ", ".join(param.name for param in self.wrt)
-        title = f"program: objective = {self.objective.label}; wrt = [{wrt}]; {kind}"
-        return format_tape(self.tape(kind, sizes, outputs), title)
+        return f"objective = {self.objective.label}; wrt = [{wrt}]"
 
     def specializations(self) -> list[Specialization]:
         """Each cached specialisation, in the order they were made.
@@ -479,7 +590,7 @@ class Program:
                                             len(tape.instructions), tape.total_bytes))
         return found
 
-    def source(self, kind: str = "value_and_grad", sizes: Mapping[str, int] | None = None,
+    def source(self, kind: str | None = None, sizes: Mapping[str, int] | None = None,
                outputs: Sequence[str] | None = None, name: str | None = None) -> str:
         """The tape as a standalone Python function that needs only numpy.
 
@@ -505,10 +616,9 @@ class Program:
         {'objective': 5.0, 'grad w': array([2., 4.])}
         """
         from tapegraph.backends.source import standalone_source
+        kind = self._kind(kind)
         tape = self.tape(kind, sizes, outputs)
-        wrt = ", ".join(self._wrt_names)
-        title = f"{kind} of objective = {self.objective.label}; wrt = [{wrt}]"
-        return standalone_source(tape, name or kind, title)
+        return standalone_source(tape, name or kind, f"{kind} of {self._describe()}")
 
     def _repr_html_(self) -> str:
         """The dump and a picture of the graph, for Jupyter (never raises)."""
@@ -521,6 +631,8 @@ class Program:
         return program_png(self)
 
     def __repr__(self) -> str:
+        if self.objective is None:
+            return f"<Program outputs={list(self.outputs)} (no objective)>"
         wrt = ", ".join(param.name for param in self.wrt)
         return f"<Program objective={self.objective.label} wrt=[{wrt}] outputs={list(self.outputs)}>"
 
@@ -542,6 +654,22 @@ def _read_as_numbers_or_either(tape: Tape, names: Collection[str]) -> frozenset[
                      and feed.value not in returned and forms.get(feed.value, set()) <= {"number", "either"})
 
 
+def _leading_symbol(node: Node) -> str | None:
+    """The symbol of ``node``'s leading dimension (``"batch"``), or None."""
+    if node.shape and isinstance(node.shape[0], str):
+        return node.shape[0]
+    return None
+
+
+def _no_rows(node: Node, batched: bool) -> np.ndarray:
+    """What ``map`` gives for ``node`` over a data set of no rows: an empty stack of its rows."""
+    row = node.shape[1:] if batched else node.shape
+    if symbols(row):
+        raise CallError(f"map: the data has no rows, and output {node.label} ({node.type_str}) has sizes that only "
+                        f"a call would fix, so its empty result has no known shape")
+    return np.empty((0, *row), dtype=node.dtype)
+
+
 def _format_sizes(sizes: Mapping[str, int]) -> str:
     return ", ".join(f"{name}={size}" for name, size in sizes.items()) or "fixed shapes"
 
@@ -550,9 +678,13 @@ def _names(plan: _Plan, kind: str) -> list[str]:
     return sorted(name for name, feed_kind, _ in plan.feed_names if feed_kind == kind)
 
 
-def compile(objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None,
+def compile(objective: Node | None = None, wrt: Sequence[Node] = (), outputs: Mapping[str, Node] | None = None,
             backend: str = "numpy") -> Program:
     """Compile a scalar objective, its gradients wrt ``wrt``, and named outputs.
+
+    Without an objective, ``tg.compile(outputs={"prediction": pred})``
+    compiles a predictor: ``run`` and ``map`` compute its outputs, which may
+    have any shape, gradients included (``outputs={"g": tg.grad(loss, w)}``).
 
     ``backend`` names what runs the program's tapes; ``"numpy"`` (generated
     straight-line numpy code) is the default and, for now, the only one.

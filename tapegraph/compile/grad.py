@@ -62,21 +62,33 @@ def _accumulate(contributions: list[Node]) -> Node:
     return total
 
 
-def grad(objective: Node, wrt: Sequence[Node]) -> list[Node]:
+def grad(objective: Node, wrt: Node | Sequence[Node]) -> Node | list[Node]:
     """Gradient expressions of a scalar ``objective`` with respect to ``wrt``.
 
-    Only nodes that lie between a parameter and the objective get
-    cotangents (activity analysis). A parameter the objective does not use
-    gets a constant zero gradient.
+    ``wrt`` is one parameter (the gradient is one node) or a list of them
+    (a list of nodes, in the same order). A gradient is an expression like
+    any other: an output of a program (``tg.compile(outputs={"g": g})``),
+    or an objective's part (gradients of gradients). Only nodes that lie
+    between a parameter and the objective get cotangents (activity
+    analysis). A parameter the objective does not use gets a constant zero
+    gradient.
 
     >>> import tapegraph as tg
     >>> x = tg.param("x", shape=(3,))
     >>> (gx,) = tg.grad(tg.sum(tg.square(x)), [x])
     >>> gx.shape
     (3,)
+    >>> tg.grad(tg.sum(tg.square(x)), x).shape
+    (3,)
     """
     objective = check_objective(objective)
-    wrt = check_wrt(wrt)
+    if isinstance(wrt, Node):
+        return _gradients(objective, check_wrt([wrt]))[0]
+    return _gradients(objective, check_wrt(wrt))
+
+
+def _gradients(objective: Node, wrt: list[Node]) -> list[Node]:
+    """The gradient of ``objective`` (checked) for each parameter of ``wrt`` (checked)."""
     order = post_order([objective])
     # activity in one sweep, operands before users: a node is active when
     # it is a parameter or reads an active node (every node of the order is

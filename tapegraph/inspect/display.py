@@ -63,7 +63,8 @@ def program_png(prog: Any) -> bytes | None:
     try:
         from tapegraph.inspect.draw import draw_graph
 
-        roots = [prog.objective, *prog.outputs.values(), *prog.gradients]
+        objective = [] if prog.objective is None else [prog.objective]  # a predictor has none
+        roots = [*objective, *prog.outputs.values(), *prog.gradients]
         if len(post_order(roots)) > MAX_PICTURE_NODES:
             return None
         return _png(draw_graph(prog))

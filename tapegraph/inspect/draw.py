@@ -231,17 +231,21 @@ def _graph_parts(target: Any, gradients: bool) -> tuple[dict[Node, list[str]], d
     elif _is_program(target):
         objective, wrt, outputs = target.objective, list(target.wrt), dict(target.outputs)
         names = ", ".join(param.name for param in wrt)
-        title = f"program: objective = {objective.label}; wrt = [{names}]"
+        if objective is None:  # a predictor: outputs only
+            title = f"program: outputs = [{', '.join(outputs)}] (no objective)"
+        else:
+            title = f"program: objective = {objective.label}; wrt = [{names}]"
     else:
         raise TypeError(f"draw_graph draws a Program (from tg.compile) or an expression node, "
                         f"got {type(target).__name__}")
     gradient_nodes: list[Node] = []
     if gradients and wrt:
         gradient_nodes = list(target.gradients) if _is_program(target) else _gradients(objective, wrt)
-    forward_roots = [objective, *outputs.values()]
+    forward_roots = [*([] if objective is None else [objective]), *outputs.values()]
     graph = build_graph(forward_roots + gradient_nodes)
     roles: dict[Node, list[str]] = {}
-    roles.setdefault(objective, []).append("objective")
+    if objective is not None:
+        roles.setdefault(objective, []).append("objective")
     for name, node in outputs.items():
         roles.setdefault(node, []).append(name if name != node.name else "output")
     for param, gradient in zip(wrt, gradient_nodes):
@@ -598,6 +602,8 @@ def _tape_of(target: Any, sizes: Mapping[str, int], kind: str) -> tuple[Tape, st
     if isinstance(target, Tape):
         return target, "tape"
     if _is_program(target):
+        if target.objective is None:  # a predictor: only its run tape
+            return target.tape("run", sizes or None), f"program: {target._describe()}; run"
         names = ", ".join(param.name for param in target.wrt)
         return (target.tape(kind, sizes or None),
                 f"program: objective = {target.objective.label}; wrt = [{names}]; {kind}")

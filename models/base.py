@@ -1,4 +1,4 @@
-"""What the four estimators share: parameters, input checks, the SGD loop, the log.
+"""What the four estimators share: parameters, input checks, training by epochs, the log.
 
 scikit-learn's conventions without importing scikit-learn: constructor
 arguments are stored as given and checked in ``fit``; ``get_params`` reads
@@ -8,7 +8,18 @@ A subclass declares its model once, with a symbolic ``"batch"`` leading
 dimension (``_declare``), and says how to start its parameters
 (``_init_params``). The same compiled program then trains one example per
 step (``batch_size=1``, the homework's SGD), on minibatches, and predicts
-on any number of rows.
+on any number of rows (``Program.map``).
+
+Training is ``tapegraph``'s own: one ``epoch`` of the chosen optimizer per
+epoch, over a fresh random order of the rows. ``optimizer=`` chooses it:
+
+- ``"sgd"`` (the default): the homework's plain SGD, ``tg.sgd(program,
+  step_size)``, so the homework's figures and log are reproduced;
+- ``"adam"``, ``"adamw"``, ``"rmsprop"``: ``tg.adam`` (and so on) with
+  ``learning_rate=step_size`` and their other defaults;
+- a callable ``optimizer(program) -> optimizer`` for anything else, say
+  ``lambda program: tg.sgd(program, 0.01, momentum=0.9)`` (a model trained
+  with one cannot be saved: ``save`` keeps only named choices).
 """
 
 from __future__ import annotations
@@ -27,6 +38,14 @@ import tapegraph as tg
 
 #: The homework logs every 50 epochs.
 LOG_EVERY = 50
+
+#: ``optimizer=`` by name: how each makes its optimizer from the program and the step size.
+OPTIMIZERS = {
+    "sgd": lambda program, step_size: tg.sgd(program, step_size),
+    "adam": lambda program, step_size: tg.adam(program, learning_rate=step_size),
+    "adamw": lambda program, step_size: tg.adamw(program, learning_rate=step_size),
+    "rmsprop": lambda program, step_size: tg.rmsprop(program, learning_rate=step_size),
+}
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -76,6 +95,10 @@ class Estimator:
         _check_number(self, "step_size", positive=True)
         _check_int(self, "max_num_epochs", minimum=1)
         _check_int(self, "batch_size", minimum=1)
+        optimizer = self.optimizer
+        if not callable(optimizer) and not (isinstance(optimizer, str) and optimizer in OPTIMIZERS):
+            raise ValueError(f"{type(self).__name__}: optimizer must be one of {sorted(OPTIMIZERS)} or a callable "
+                             f"optimizer(program) -> a tapegraph optimizer, got {optimizer!r}")
         rs = self.random_state
         if not (rs is None or isinstance(rs, np.random.Generator)
                 or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and rs >= 0)):
@@ -126,13 +149,14 @@ class Estimator:
     # Training.
 
     def fit(self, X: Any, y: Any) -> "Estimator":
-        """Train by SGD on ``X`` (n, d) and ``y`` (n,); returns ``self``.
+        """Train on ``X`` (n, d) and ``y`` (n,) with ``optimizer`` (SGD by default); returns ``self``.
 
         Each epoch visits the rows in a fresh random order, ``batch_size``
         at a time (the last batch may be smaller), stepping on the mean
-        objective of the batch. With ``verbose``, prints the homework's log
-        line every 50 epochs (counted from 0) and after the last one.
-        Raises ``DivergenceError`` if the objective becomes NaN or infinite.
+        objective of the batch: one ``epoch`` of the optimizer. With
+        ``verbose``, prints the homework's log line every 50 epochs
+        (counted from 0) and after the last one. Raises
+        ``DivergenceError`` if the objective becomes NaN or infinite.
         """
         self._check_hyperparameters()
         X, y = self._check_X(X, fitting=True), self._check_targets(y)
@@ -146,31 +170,64 @@ class Estimator:
         self.n_features_in_ = num_features
         self.params_ = self._init_params(num_features, rng)
         self.history_: list[dict[str, float]] = []
-        step = tg.sgd(self.program_, self.step_size)
+        optimizer = self._make_optimizer()
+        data = {"x": X, "y": y}
         batch = min(int(self.batch_size), num_rows)
+        sizes = [min(batch, num_rows - low) for low in range(0, num_rows, batch)]
         epochs = int(self.max_num_epochs)
         start = time.perf_counter()
-        params = previous = self.params_
-        # Overflow is detected below, from the objective, with a clearer message than numpy's warnings.
+        state = optimizer.init(self.params_)
+        before = (state, None)  # the state an epoch started from, and its order: to replay up to a failing step
+        # Overflow is detected below, from the objectives, with a clearer message than numpy's warnings.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for epoch in range(epochs):
                 order = rng.permutation(num_rows)
-                # one gather per epoch, then each batch is a slice (a view, no copy)
-                X_epoch, y_epoch = X[order], y[order]
+                new_state, objectives = optimizer.epoch(state, data, order=order, batch_size=batch)
+                failed = np.flatnonzero(~np.isfinite(objectives))
+                if len(failed):
+                    previous = self._before_step(optimizer, data, batch, int(failed[0]), (state, order), before)
+                    self._diverged(epoch, int(failed[0]), float(objectives[failed[0]]), previous, start)
                 total = 0.0
-                for low in range(0, num_rows, batch):
-                    high = min(low + batch, num_rows)
-                    new_params, value = step(params, {"x": X_epoch[low:high], "y": y_epoch[low:high]})
-                    if not math.isfinite(value):
-                        self._diverged(epoch, low // batch, value, previous, start)
-                    total += value * (high - low)
-                    previous, params = params, new_params
-                self.params_ = params
+                for value, size in zip(objectives.tolist(), sizes):
+                    total += value * size
+                before, state = (state, order), new_state
+                self.params_ = _params_of(state)
                 if epoch % LOG_EVERY == 0 or epoch == epochs - 1:
                     self._log(epoch, total / num_rows, X, y, start)
         self.n_iter_ = epochs
         self.fit_time_ = time.perf_counter() - start
         return self
+
+    def _make_optimizer(self) -> Any:
+        """The optimizer ``optimizer=`` names, for ``program_``."""
+        if isinstance(self.optimizer, str):
+            return OPTIMIZERS[self.optimizer](self.program_, self.step_size)
+        optimizer = self.optimizer(self.program_)
+        if not all(callable(getattr(optimizer, name, None)) for name in ("init", "epoch")):
+            raise TypeError(f"{type(self).__name__}: optimizer(program) must return a tapegraph optimizer "
+                            f"(with init and epoch, as tg.adam(program) does), got {type(optimizer).__name__}")
+        return optimizer
+
+    @staticmethod
+    def _before_step(optimizer: Any, data: dict[str, np.ndarray], batch: int, failed: int,
+                     current: tuple[Any, np.ndarray], before: tuple[Any, np.ndarray | None]) -> dict[str, np.ndarray]:
+        """The parameters given to the step before step ``failed`` of this epoch: the last with a finite objective.
+
+        ``current`` and ``before`` are (state, order) of this epoch and the
+        one before. The epochs are pure and deterministic, so replaying the
+        steps up to that one, from the state its epoch started from, gives
+        exactly those parameters.
+        """
+        state, order = current
+        if failed == 0:
+            state, order = before
+            if order is None:  # the very first step: nothing came before the initial parameters
+                return _params_of(state)
+            failed = -(-len(order) // batch)  # the previous epoch's number of steps
+        if failed == 1:
+            return _params_of(state)
+        replayed, _ = optimizer.epoch(state, data, order=order[:(failed - 1) * batch], batch_size=batch)
+        return _params_of(replayed)
 
     def _diverged(self, epoch: int, step: int, value: float, previous: dict[str, np.ndarray], start: float) -> None:
         # The parameters given to the failing step already have a non-finite
@@ -233,7 +290,7 @@ class Estimator:
 
     def _forward(self, X: Any, output: str) -> np.ndarray:
         X = self._check_X(X)
-        return self.program_.run(self.params_, {"x": X}, outputs=[output])[output]
+        return self.program_.map(self.params_, {"x": X}, outputs=[output])[output]
 
 
 class Regressor(Estimator):
@@ -254,6 +311,11 @@ class Regressor(Estimator):
         if total == 0.0:  # constant y: as scikit-learn, 1 if perfect, else 0
             return 1.0 if residual == 0.0 else 0.0
         return 1.0 - residual / total
+
+
+def _params_of(state: Any) -> dict[str, np.ndarray]:
+    """The parameters of an optimizer's state (plain SGD's state is the parameters)."""
+    return state.params if isinstance(state, tg.OptimizerState) else state
 
 
 def _finite_floats(values: Any, name: str, ndim: int = 1, owner: str = "") -> np.ndarray:

@@ -1,10 +1,9 @@
 """The homework's four models as scikit-learn-style estimators.
 
-Each declares its graph once with a symbolic batch dimension: ``x`` is
-``(batch, d)``, ``y`` is ``(batch,)``, and the objective is the mean over
-the batch of the homework's per-example objective, so ``batch_size=1`` is
-exactly the homework's SGD step and larger batches average it.
-
+Each declares its graph once with a symbolic batch dimension (``x`` is
+``(batch, d)``, ``y`` is ``(batch,)``; the objective is the batch's mean of
+the homework's per-example objective, so ``batch_size=1`` is exactly the
+homework's SGD step); ``optimizer=`` picks what trains it (``models.base``).
 After ``fit``, ``program_`` is the compiled ``tapegraph.Program``
 (``est.program_.dump(sizes={"batch": 1})`` prints the per-example tape) and
 ``params_`` its parameters by name. ``history_`` holds the logged epochs.
@@ -39,12 +38,13 @@ class LinearRegression(Regressor):
     """
 
     def __init__(self, step_size: float = 0.005, max_num_epochs: int = 5000, batch_size: int = 1,
-                 random_state: Any = None, verbose: bool = False) -> None:
+                 random_state: Any = None, verbose: bool = False, optimizer: Any = "sgd") -> None:
         self.step_size = step_size
         self.max_num_epochs = max_num_epochs
         self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
+        self.optimizer = optimizer
 
     def _penalty(self, w: tg.Node) -> tg.Node | None:
         return None
@@ -72,9 +72,9 @@ class RidgeRegression(LinearRegression):
     """
 
     def __init__(self, l2_reg: float = 1, step_size: float = 0.005, max_num_epochs: int = 5000, batch_size: int = 1,
-                 random_state: Any = None, verbose: bool = False) -> None:
+                 random_state: Any = None, verbose: bool = False, optimizer: Any = "sgd") -> None:
         super().__init__(step_size=step_size, max_num_epochs=max_num_epochs, batch_size=batch_size,
-                         random_state=random_state, verbose=verbose)
+                         random_state=random_state, verbose=verbose, optimizer=optimizer)
         self.l2_reg = l2_reg
 
     def _check_hyperparameters(self) -> None:
@@ -94,7 +94,7 @@ class MLPRegression(Regressor):
 
     def __init__(self, num_hidden_units: int = 10, step_size: float = 0.005, init_param_scale: float = 0.01,
                  max_num_epochs: int = 5000, batch_size: int = 1, random_state: Any = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, optimizer: Any = "sgd") -> None:
         self.num_hidden_units = num_hidden_units
         self.step_size = step_size
         self.init_param_scale = init_param_scale
@@ -102,6 +102,7 @@ class MLPRegression(Regressor):
         self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
+        self.optimizer = optimizer
 
     def _check_hyperparameters(self) -> None:
         super()._check_hyperparameters()
@@ -140,7 +141,7 @@ class MulticlassClassifier(Estimator):
 
     def __init__(self, num_hidden_units: int = 10, step_size: float = 0.005, init_param_scale: float = 0.01,
                  max_num_epochs: int = 1000, num_class: int = 3, batch_size: int = 1, random_state: Any = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, optimizer: Any = "sgd") -> None:
         self.num_hidden_units = num_hidden_units
         self.step_size = step_size
         self.init_param_scale = init_param_scale
@@ -149,6 +150,7 @@ class MulticlassClassifier(Estimator):
         self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
+        self.optimizer = optimizer
 
     def _check_hyperparameters(self) -> None:
         super()._check_hyperparameters()

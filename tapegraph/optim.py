@@ -396,11 +396,9 @@ class _EpochPlan:
             raise CallError(f"{owner}: the data arrays' leading axes differ: {lengths}; each must have one row per example")
         self.examples = next(iter(lengths.values())) if lengths else 0
         self.order = self._check_order(order)
-        #: With no order given, each step's rows are consecutive: C-contiguous data is sliced
-        #: (a view with the layout a gather would give) rather than copied.
-        self.consecutive = order is None
         if batched and batch_size is None and whole_by_default:
             self.steps = [self.order] if len(self.order) else []
+            self._starts = [0]
         elif batched:
             if batch_size is None:
                 raise CallError(f"{owner}: the program has a batch dimension (inputs {batched}): give batch_size "
@@ -409,12 +407,20 @@ class _EpochPlan:
                 raise CallError(f"{owner}: batch_size must be a positive integer, got {batch_size!r}")
             batch_size = int(batch_size)
             self.steps = [self.order[start:start + batch_size] for start in range(0, len(self.order), batch_size)]
+            self._starts = list(range(0, len(self.order), batch_size))
         else:
             if batch_size is not None:
                 raise CallError(f"{owner}: batch_size={batch_size!r} given, but the program has no batch dimension "
                                 f"(declare inputs with shape ('batch', ...) for minibatches); each step takes one row")
             self.steps = [int(row) for row in self.order]
         self.arrays = list(arrays.items())
+        #: A batched epoch gathers the rows in ``order`` once, so each step's
+        #: batch is a slice of that copy (a view with a gather's layout), not
+        #: a gather of its own; with no order, C-contiguous data is sliced as it is.
+        self._gathered = []
+        if batched:
+            self._gathered = [(name, array if order is None and array.flags.c_contiguous else array[self.order])
+                              for name, array in self.arrays]
 
     def _check_order(self, order: Any) -> np.ndarray:
         owner = self.owner
@@ -434,10 +440,12 @@ class _EpochPlan:
         return rows
 
     def inputs(self, index: int) -> dict[str, Any]:
+        """The inputs of step ``index``: its row of each array, or its batch of rows."""
+        if self._gathered:
+            start = self._starts[index]
+            stop = start + len(self.steps[index])
+            return {name: array[start:stop] for name, array in self._gathered}
         rows = self.steps[index]
-        if self.consecutive and not isinstance(rows, int) and len(rows):
-            start, stop = int(rows[0]), int(rows[-1]) + 1
-            return {name: array[start:stop] if array.flags.c_contiguous else array[rows] for name, array in self.arrays}
         return {name: array[rows] for name, array in self.arrays}
 
 

@@ -187,13 +187,104 @@ def test_divergence_names_the_epoch_and_keeps_finite_parameters(features):
     assert linear.predict(X[:2]).shape == (2,)
 
 
+# with the conftest's rng, these fail at step 8 (1), step 0 after a 3-step epoch (7),
+# step 1 (10) and step 0 after a 1-step epoch (20): each way of finding the parameters
+@pytest.mark.parametrize("batch_size", [1, 7, 10, 20])
+def test_after_divergence_params_are_those_before_the_last_finite_step(batch_size, rng):
+    # fit runs whole epochs and replays up to the failing step: the same
+    # parameters as a loop that stops at once
+    X, y = _small_regression(rng, rows=20, columns=3)
+    X = 10.0 * X
+    linear = LinearRegression(step_size=0.5, max_num_epochs=200, batch_size=batch_size, random_state=5)
+    with pytest.raises(DivergenceError) as info:
+        linear.fit(X, y)
+    step = tg.sgd(linear.program_, 0.5)
+    order_rng = np.random.default_rng(5)
+    params = previous = {"w": np.zeros(3), "b": np.array(0.0)}
+    with np.errstate(all="ignore"):
+        for epoch in range(200):
+            order = order_rng.permutation(20)
+            for low in range(0, 20, batch_size):
+                rows = order[low:low + batch_size]
+                new_params, value = step(params, {"x": X[rows], "y": y[rows]})
+                if not np.isfinite(value):
+                    break
+                previous, params = params, new_params
+            else:
+                continue
+            break
+    assert info.value.epoch == epoch
+    for name in ("w", "b"):
+        assert np.array_equal(linear.params_[name], previous[name])
+
+
+def _ridge_solution(X, y, l2_reg):
+    # minimises mean((X w + b - y)^2) + l2_reg ||w||^2, b unpenalised
+    n, d = X.shape
+    A = np.hstack([X, np.ones((n, 1))])
+    penalty = np.diag([l2_reg] * d + [0.0]) * n
+    solution = np.linalg.solve(A.T @ A + penalty, A.T @ y)
+    return solution[:d], solution[d]
+
+
+def test_adam_fits_ridge(rng):
+    X, y = _small_regression(rng, rows=30, columns=4)
+    ridge = RidgeRegression(l2_reg=0.1, optimizer="adam", step_size=0.01, max_num_epochs=3000, batch_size=30,
+                            random_state=0).fit(X, y)
+    assert any(entry.kind.startswith("adam") for entry in ridge.program_.specializations())
+    w, b = _ridge_solution(X, y, 0.1)
+    np.testing.assert_allclose(ridge.params_["w"], w, atol=1e-4)
+    np.testing.assert_allclose(ridge.params_["b"], b, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["adamw", "rmsprop"])
+def test_each_named_optimizer_trains(name, rng):
+    X, y = _small_regression(rng, rows=30, columns=4)
+    before = LinearRegression(max_num_epochs=1, step_size=1e-9, random_state=0).fit(X, y).score(X, y)
+    model = LinearRegression(optimizer=name, step_size=0.01, max_num_epochs=200, batch_size=5, random_state=0).fit(X, y)
+    assert any(entry.kind.startswith(name) for entry in model.program_.specializations())
+    assert model.score(X, y) > 0.99 > before
+
+
+def test_a_callable_optimizer_is_run_epoch_by_epoch(rng):
+    X, y = _small_regression(rng, rows=30, columns=4)
+    momentum = RidgeRegression(l2_reg=0.1, optimizer=lambda program: tg.sgd(program, 0.01, momentum=0.9),
+                               max_num_epochs=5, batch_size=4, random_state=2).fit(X, y)
+    optimizer = tg.sgd(momentum.program_, 0.01, momentum=0.9)
+    state = optimizer.init({"w": np.zeros(4), "b": np.array(0.0)})
+    order_rng = np.random.default_rng(2)
+    for _ in range(5):
+        state, _ = optimizer.epoch(state, {"x": X, "y": y}, order=order_rng.permutation(30), batch_size=4)
+    for name in ("w", "b"):
+        assert np.array_equal(momentum.params_[name], state.params[name])
+
+
+def test_a_bad_optimizer_is_refused(features):
+    X, y = features
+    with pytest.raises(ValueError, match=r"optimizer must be one of \['adam', 'adamw', 'rmsprop', 'sgd'\] or a callable"):
+        RidgeRegression(optimizer="adagrad").fit(X, y)
+    with pytest.raises(TypeError, match=r"optimizer\(program\) must return a tapegraph optimizer.*got int"):
+        RidgeRegression(optimizer=lambda program: 3, max_num_epochs=1).fit(X, y)
+
+
+def test_a_named_optimizer_is_saved_and_a_callable_is_not(tmp_path, rng):
+    X, y = _small_regression(rng)
+    adam = RidgeRegression(optimizer="adam", step_size=0.01, max_num_epochs=3, random_state=0).fit(X, y)
+    adam.save(tmp_path / "adam.npz")
+    loaded = RidgeRegression.load(tmp_path / "adam.npz")
+    assert loaded.optimizer == "adam" and np.array_equal(loaded.predict(X), adam.predict(X))
+    custom = RidgeRegression(optimizer=lambda program: tg.adam(program), max_num_epochs=1, random_state=0).fit(X, y)
+    with pytest.raises(tg.PersistError, match="cannot save hyper-parameter optimizer="):
+        custom.save(tmp_path / "custom.npz")
+
+
 # scikit-learn's conventions, without scikit-learn.
 
 def test_estimator_conventions(features, blobs):
     X, y = features
     ridge = RidgeRegression(l2_reg=0.5, max_num_epochs=2)
     assert ridge.get_params() == {"l2_reg": 0.5, "step_size": 0.005, "max_num_epochs": 2, "batch_size": 1,
-                                  "random_state": None, "verbose": False}
+                                  "random_state": None, "verbose": False, "optimizer": "sgd"}
     assert repr(ridge) == "RidgeRegression(l2_reg=0.5, max_num_epochs=2)"
     assert ridge.set_params(random_state=1) is ridge and ridge.random_state == 1
     assert not [name for name in vars(ridge) if name.endswith("_")]

@@ -402,8 +402,7 @@ def _tape_and_title(program: Program, kind: str, sizes: Mapping[str, int], step:
     # the titles Program.dump and SGDStep.dump print
     if step is not None:
         return step.tape(sizes), f"sgd step: step_size = {step.step_size}"
-    wrt = ", ".join(param.name for param in program.wrt)
-    return program.tape(kind, sizes), f"program: objective = {program.objective.label}; wrt = [{wrt}]; {kind}"
+    return program.tape(kind, sizes), f"program: {program._describe()}; {kind}"
 
 
 def _sgd_step(target: Target, step_size: float | None) -> SGDStep:

@@ -87,6 +87,29 @@ def test_minibatches_with_a_shorter_last_batch_are_the_steps_one_by_one(donate):
     assert state.count == 5
 
 
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batched_epochs_on_any_memory_layout_are_the_steps_one_by_one(layout, shuffle):
+    # the epoch gathers its rows once and slices the batches from that copy
+    # (or slices the data itself, without an order): the same values as a gather per step
+    prog = _batched()
+    data, params = _data()
+    if layout == "F":
+        data = {name: np.asfortranarray(array) for name, array in data.items()}
+    elif layout == "strided":
+        data = {name: np.repeat(array, 2, axis=0)[::2] for name, array in data.items()}
+    order = tg.shuffled(23, seed=2) if shuffle else None
+    step = tg.sgd(prog, 0.05)
+    new_params, objectives = step.epoch(params, data, order=order, batch_size=4)
+    rows_in_order = np.arange(23) if order is None else order
+    by_hand = params
+    for start in range(0, 23, 4):
+        rows = rows_in_order[start:start + 4]
+        by_hand, value = step(by_hand, {"x": data["x"][rows], "y": data["y"][rows]})
+        assert value == objectives[start // 4]
+    assert np.array_equal(new_params["w"], by_hand["w"]) and np.array_equal(new_params["b"], by_hand["b"])
+
+
 def test_progress_prints_to_stderr_only_when_asked(capsys):
     prog = _per_example()
     data, params = _data()

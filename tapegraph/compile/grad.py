@@ -25,7 +25,7 @@ def check_objective(objective: object) -> Node:
     if objective.shape != ():
         raise GraphError(
             f"the objective must be a scalar, but {objective.label} has shape {objective.type_str}; "
-            f"reduce it with tg.sum or tg.mean")
+            f"reduce it with tg.sum or tg.mean (to compute it whole, make it an output: tg.compile(outputs={{...}}))")
     if np.dtype(objective.dtype).kind != "f":
         raise GraphError(f"the objective {objective.label} has integer dtype {objective.dtype}; it must be floating point")
     return objective

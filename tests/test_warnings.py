@@ -147,6 +147,11 @@ def test_instructions_from_several_files_name_the_file_that_declared_most(tmp_pa
     assert found == [("overflow encountered in exp", helper, 9)]
     assert linecache.getline(helper, 9).strip() == "return tg.log(tg.exp(w * 1000.0))"
 
+    # one instruction each (log there, sum here): on a tie, the file of the first instruction
+    program = tg.compile(tg.sum(layers.log_of(w)), wrt=[w])
+    found = _runtime_warnings(lambda: program.run({"w": np.array([-1.0, 2.0])}, {}))
+    assert found == [("invalid value encountered in log", helper, 5)]
+
 
 def test_without_a_line_of_the_users_the_generated_line_is_shown():
     """Named values carry no line in the tape: the step keeps its generated lines,

@@ -369,16 +369,22 @@ def user_lines(tape: Tape, spans: Sequence[tuple[int, int, int]]) -> tuple[str |
     from other files or with no line) is absent, and is given line 0.
     (None, {}) when no instruction has a line of the user's.
     """
-    origins = {index: instruction_origin(tape.instructions[index].label) for _, _, index in spans}
-    counts = collections.Counter(origin[0] for origin in origins.values() if origin is not None)
+    of_label: dict[str, tuple[str, int] | None] = {}  # many instructions share a label
+    origins = []
+    for _, _, index in spans:
+        label = tape.instructions[index].label
+        if label not in of_label:
+            of_label[label] = instruction_origin(label)
+        origins.append(of_label[label])
+    counts = collections.Counter(origin[0] for origin in origins if origin is not None)
     if not counts:
         return None, {}
     home = counts.most_common(1)[0][0]
     lines = {}
-    for first, last, index in spans:
-        origin = origins[index]
+    for (first, last, _), origin in zip(spans, origins):
         if origin is not None and origin[0] == home:
-            lines.update(dict.fromkeys(range(first, last + 1), origin[1]))
+            for line in range(first, last + 1):
+                lines[line] = origin[1]
     return home, lines
 
 
@@ -401,31 +407,32 @@ def _line_table(code: types.CodeType, lines: Mapping[int, int], first_line: int)
     """A location table for ``code``'s bytecode giving each line in ``lines``
     its mapped line, every other line 0, and no columns (so a traceback
     draws no carets under the user's line)."""
-    table = bytearray()
-    previous = first_line
-
-    def emit(line: int | None, units: int) -> None:
-        nonlocal previous
-        while units > 0:
-            length = min(units, 8)
-            if line is None:
-                table.append(0x80 | _NO_LOCATION << 3 | (length - 1))
-            else:
-                table.append(0x80 | _NO_COLUMNS << 3 | (length - 1))
-                delta = line - previous
-                _write_varint(table, (-delta << 1) | 1 if delta < 0 else delta << 1)
-                previous = line
-            units -= length
-
-    pending_line, pending_units = None, 0
+    # runs of bytecode on one new line (None: no line), as (line, bytes); a
+    # large step has a million ranges of bytecode, so this loop is kept plain
+    runs: list[tuple[int | None, int]] = []
+    run_line, run_size = None, 0
     for start, end, line in code.co_lines():
         if line is not None:
             line = lines.get(line, 0)
-        if line != pending_line:
-            emit(pending_line, pending_units)
-            pending_line, pending_units = line, 0
-        pending_units += (end - start) // 2
-    emit(pending_line, pending_units)
+        if line != run_line:
+            runs.append((run_line, run_size))
+            run_line, run_size = line, 0
+        run_size += end - start
+    runs.append((run_line, run_size))
+    table = bytearray()
+    previous = first_line
+    for line, size in runs:
+        units = size // 2  # a code unit is two bytes
+        while units > 0:
+            length = min(units, 8)
+            units -= length
+            if line is None:
+                table.append(0x80 | _NO_LOCATION << 3 | (length - 1))
+                continue
+            table.append(0x80 | _NO_COLUMNS << 3 | (length - 1))
+            delta = line - previous
+            _write_varint(table, (-delta << 1) | 1 if delta < 0 else delta << 1)
+            previous = line
     return bytes(table)
 
 

@@ -161,9 +161,10 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("SpecializationError", ["would specialise to batch=5 inside no_new_specializations(); cached: batch=4"]),
     ],
     "too-large": [
-        ("AllocationError", ["buffer s", "param H), f64[10000000,10000000], needs 727.6 TiB, which cannot be allocated"]),
+        ("AllocationError", ["buffer s", "param H), f64[10000000,10000000], needs 727.6 TiB, which cannot be "
+                             "allocated (not enough memory)"]),
         ("AllocationError", ["broadcast_to(f64[3]) at errors.md:", "folding constants: the result of broadcast_to, "
-                             "f64[10000000,10000000,3], needs 2.1 PiB"]),
+                             "f64[10000000,10000000,3], needs 2.1 PiB, which cannot be allocated (not enough memory)"]),
     ],
     "step-size": [
         ("CallError", ["tg.sgd: step_size must be a positive finite number, got 0"]),

@@ -475,7 +475,8 @@ def relocation_works() -> bool:
         columns = {position[2:] for position in moved.co_positions()}
         if got != expected or columns != {(None, None)} or moved.co_filename != "probe.py":
             return False
-    return len(pairs) == 2  # the function and its list comprehension
+    # (Python 3.11 makes the comprehension a code object of its own, 3.12 inlines it)
+    return bool(pairs)
 
 
 def _line_at(code: types.CodeType, offset: int) -> int | None:

@@ -126,7 +126,29 @@ def caller_origin() -> str:
         frame = frame.f_back
     if frame is None:
         return "<unknown>"
-    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+    filename = frame.f_code.co_filename
+    name = os.path.basename(filename)
+    known = _ORIGIN_FILES.setdefault(name, filename)
+    if known is not None and known != filename:
+        _ORIGIN_FILES[name] = None  # two files of one name: an origin cannot tell which
+    return f"{name}:{frame.f_lineno}"
+
+
+#: The file behind each name that origins print (``model.py`` of
+#: ``model.py:12``): the path Python ran it under, or None once two files
+#: of that name have declared nodes in this process.
+_ORIGIN_FILES: dict[str, str | None] = {}
+
+
+def origin_file(name: str) -> str | None:
+    """The file an origin's ``name`` (``model.py``) stands for, as Python ran it.
+
+    Origins print a file's name alone, for short dumps; numpy's warnings
+    from generated code need the whole path, so that they show the user's
+    line. None when no node was declared in a file of that name, or when
+    two files of that name declared nodes (then the name is ambiguous).
+    """
+    return _ORIGIN_FILES.get(name)
 
 
 @contextlib.contextmanager

@@ -240,8 +240,9 @@ class SGDStep(_Step):
         scaled = grad(mul(program.objective, step_size_node), program.wrt)
         roots = [("objective", program.objective, "forward")]
         roots += [(None, gradient, "reverse") for gradient in scaled]
+        made_at = caller_origin()  # the user's line that made the step, which its update comes from
         for param_node, gradient in zip(program.wrt, scaled):
-            with origin_scope(f"sgd update of {param_node.name}"):
+            with origin_scope(f"sgd update of {param_node.name} at {made_at}"):
                 if self.weight_decay:
                     decay = mul(mul(step_size_node, hyper("weight_decay")), param_node)
                     gradient = add(gradient, decay)
@@ -528,11 +529,12 @@ class Optimizer(_Step):
         roots = [("objective", program.objective, "forward")]
         roots += [(None, gradient, "reverse") for gradient in program.gradients]
         updates, slot_feeds = [], []
+        made_at = caller_origin()  # the user's line that made the optimizer, which its update comes from
         for param_node, gradient in zip(program.wrt, program.gradients):
             slots = {slot: param(f"{slot}.{param_node.name}", param_node.shape, param_node.dtype)
                      for slot in self.slot_names}
             _check_free(program, {node.name: None for node in slots.values()})
-            with origin_scope(f"{self.name} update of {param_node.name}"):
+            with origin_scope(f"{self.name} update of {param_node.name} at {made_at}"):
                 new_param, new_slots = self.update(param_node, gradient, slots, nodes)
             updates.append((param_node.name, new_param))
             for slot in self.slot_names:

@@ -39,6 +39,47 @@ def test_the_dump_shows_the_reuse():
     assert 1 <= len(activation_lines) <= 3
 
 
+def _buffer_rows(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("  slot"))
+    return lines[start:-1]  # the header, a row per slot (the total follows)
+
+
+def _layout(header: str, row: str) -> tuple[int, int, int]:
+    """Where the type, the byte count's end and the values start in ``row``, from the header's words."""
+    slot, kind, size, values = row.split()[:4]
+    type_at = row.index(kind, row.index(slot) + len(slot))
+    bytes_end = row.index(size, type_at + len(kind)) + len(size)
+    return (header.index("type") - type_at, header.index("bytes") + 5 - bytes_end,
+            header.index("values") - row.index(values, bytes_end))
+
+
+def _usual_layout() -> tuple[int, int, int]:
+    w = tg.param("w", shape=(3,))
+    header, row, *_ = _buffer_rows(tg.compile(tg.sum(tg.square(w)), wrt=[w]).dump())
+    return _layout(header, row)
+
+
+def test_the_dumps_buffer_columns_widen_for_13_digit_byte_counts_and_long_types():
+    H = tg.param("H", shape=(10**6, 10**6))  # 8e12 bytes: dumped, never allocated
+    header, *rows = _buffer_rows(tg.compile(tg.sum(tg.square(H)), wrt=[H]).dump())
+    assert rows[0].split() == ["s0", "f64[1000000,1000000]", "8000000000000", "%0,", "%4"]
+    assert rows[-1].split() == ["s3", "f64[]", "8", "%2"]
+    # every row keeps its columns where the headings are, as in a dump of small buffers
+    assert {_layout(header, row) for row in rows} == {_usual_layout()}
+
+
+def test_the_dumps_slot_column_widens_past_999_slots():
+    xs = [tg.input(f"x{index}", shape=(2,)) for index in range(1001)]
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    header, *rows = _buffer_rows(tg.compile(tg.sum(total), wrt=[]).dump("run"))
+    assert len(rows) > 1000
+    assert rows[1000].split()[:3] == ["s1000", "f64[2]", "16"]
+    assert {_layout(header, row) for row in rows} == {_usual_layout()}
+
+
 def test_values_the_reverse_pass_needs_stay_alive():
     program = _deep_tanh_mlp(6)
     rng = np.random.default_rng(3)

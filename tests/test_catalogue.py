@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import linecache
 import pathlib
 import re
 
@@ -153,15 +154,17 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("ValueError", ["RidgeRegression: X contains NaN or infinity (1 entries; first at index (0, 1))"]),
     ],
     "numpy-warning": [
-        ("RuntimeWarning", ["invalid value encountered in log", "# %1 log at errors.md:"]),
+        ("RuntimeWarning", ["invalid value encountered in log",
+                            "; at errors.md:", ": log_w = tg.compile(tg.sum(tg.log(w)), wrt=[w])"]),
     ],
     "no-new-specialization": [
         ("SpecializationError", ["would specialise to batch=5 inside no_new_specializations(); cached: batch=4"]),
     ],
     "too-large": [
-        ("AllocationError", ["buffer s", "param H), f64[10000000,10000000], needs 727.6 TiB, which cannot be allocated"]),
+        ("AllocationError", ["buffer s", "param H), f64[10000000,10000000], needs 727.6 TiB, which cannot be "
+                             "allocated (not enough memory)"]),
         ("AllocationError", ["broadcast_to(f64[3]) at errors.md:", "folding constants: the result of broadcast_to, "
-                             "f64[10000000,10000000,3], needs 2.1 PiB"]),
+                             "f64[10000000,10000000,3], needs 2.1 PiB, which cannot be allocated (not enough memory)"]),
     ],
     "step-size": [
         ("CallError", ["tg.sgd: step_size must be a positive finite number, got 0"]),
@@ -263,6 +266,8 @@ TEXT, SETUP, ROWS, TABLE = _page()
 
 def _run(source: str, first_line: int, namespace: dict) -> str:
     output = io.StringIO()
+    # the page's lines, for what shows a source line (numpy-warning), as tests/test_docs.py does
+    linecache.cache[PAGE.name] = (len(TEXT), None, TEXT.splitlines(True), PAGE.name)
     with contextlib.redirect_stdout(output):
         # compiled under the page's name and lines, so source lines in messages read errors.md:NN
         exec(compile("\n" * (first_line - 1) + source, PAGE.name, "exec"), namespace)

@@ -11,13 +11,14 @@ buffers.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import linecache
 import math
 import re
 import threading
-import traceback
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 from tapegraph.errors import NonFiniteError, TapeError
 from tapegraph.backends.codegen import body, identifiers, kernel_functions, tape_ops, view_of, workspace_name
 from tapegraph.compile.tape import Buffer, Tape
+from tapegraph.expr import origin_file
 from tapegraph.ops.registry import allocate
 from tapegraph.shapes import array_type
 
@@ -113,8 +115,12 @@ class Executable:
         self.arguments = dict(zip(self.feed_order, identifiers(self.feed_order, tape_ops(tape))))
         self._functions: dict[bool, Callable] = {}
         self._texts: dict[Callable, str] = {}
-        #: Per generated file name: (first line, last line, instruction) spans.
-        self._spans: dict[str, list[tuple[int, int, int]]] = {}
+        #: Per code object of a compiled step (and each code object nested
+        #: in one): the code as compiled from the generated text, whose lines
+        #: are the text's, and the (first line, last line, instruction) spans
+        #: of that text. A step runs with its lines moved to the user's (see
+        #: ``_compile``); this is how a failure finds its instruction.
+        self._generated: dict[types.CodeType, tuple[types.CodeType, list[tuple[int, int, int]]]] = {}
         #: Per check mode: the buffer sets its step and entry share.
         self._pools: dict[bool, _Pool] = {}
         #: Per check mode: the generated lines, made once for both.
@@ -276,23 +282,42 @@ class Executable:
             "",
         ])
         filename = f"<tapegraph tape {next(_serial)}>"
-        # registered so that tracebacks through generated code show its lines
-        linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
         scope = {"nan": math.nan, "inf": math.inf, "_nonfinite": self._nonfinite, **kernel_functions(text, tape_ops(self.tape), arguments)}
         exec(compile(text, filename, "exec"), scope)
         function = scope["make"](np, math, pool.free, pool.allocate, self.failure, *namespace.values())
+        generated = function.__code__
+        home, lines = user_lines(self.tape, spans)
+        pairs: dict[types.CodeType, types.CodeType] = {}
+        if home is not None and relocation_works():
+            # numpy's warnings name the line of the innermost Python frame:
+            # with the user's lines in the step's own code object they name
+            # the line that declared the node, at no cost per call
+            function.__code__ = relocated(generated, home, lines, pairs, name=filename)
+        else:
+            # no line of the user's to point at: warnings and tracebacks show
+            # the generated line, whose comment names the op and its node
+            linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+            pairs = {code: code for code in _code_objects(generated)}
+        for running, compiled in pairs.items():
+            self._generated[running] = (compiled, spans)
         self._texts[function] = text
-        self._spans[filename] = spans
         return function
 
     def failure(self, error: Exception) -> TapeError:
         """A ``TapeError`` naming the instruction that raised ``error``."""
         from tapegraph.inspect.dump import format_instruction
         position = None
-        for frame, line in traceback.walk_tb(error.__traceback__):
-            spans = self._spans.get(frame.f_code.co_filename)
-            if spans is not None:
-                position = next((index for first, last, index in spans if first <= line <= last), position)
+        trace = error.__traceback__
+        while trace is not None:
+            found = self._generated.get(trace.tb_frame.f_code)
+            if found is not None:
+                compiled, spans = found
+                # the compiled code runs the same bytecode: its line at the
+                # failing offset is the generated text's
+                line = _line_at(compiled, trace.tb_lasti)
+                if line is not None:
+                    position = next((index for first, last, index in spans if first <= line <= last), position)
+            trace = trace.tb_next
         if position is None:
             return TapeError(f"running the tape failed ({type(error).__name__}: {error})")
         instruction = self.tape.instructions[position]
@@ -310,6 +335,165 @@ class Executable:
             f"{instruction.section} instruction {position} ({instruction.op}, from {instruction.label}) "
             f"produced {_summary(result)}:\n  {format_instruction(position, instruction).strip()}\n"
             + "\n".join(described))
+
+
+def instruction_origin(label: str) -> tuple[str, int] | None:
+    """The user's file and line an instruction came from, read off its label.
+
+    A label ends with its node's origin (``log at model.py:12``, ``mul at
+    grad of log at model.py:12``, ``sub at sgd update of w at fit.py:30``),
+    which names the file alone; the file is the one ``expr.origin_file``
+    knows by that name. None for a label without a line (a named value,
+    ``add at grad of w``) or whose file is not known in this process (two
+    files of that name declared nodes, or the tape was loaded from JSON).
+    """
+    at = label.rfind(" at ")
+    while at >= 0:
+        match = re.fullmatch(r"(.+):(\d+)", label[at + 4:])
+        if match is not None:
+            filename = origin_file(match.group(1))
+            if filename is not None:
+                return filename, int(match.group(2))
+        at = label.rfind(" at ", 0, at)  # a file name with " at " in it
+    return None
+
+
+def user_lines(tape: Tape, spans: Sequence[tuple[int, int, int]]) -> tuple[str | None, dict[int, int]]:
+    """The user's file a step's code object should name, and each generated line's line in it.
+
+    ``spans`` are (first line, last line, instruction) of the generated
+    text. A code object names one file: the one that declared the most
+    instructions (the first of those, on a tie). The lines of each
+    instruction declared in it map to its declaring line; every other
+    generated line (argument checks, buffer sets, results, instructions
+    from other files or with no line) is absent, and is given line 0.
+    (None, {}) when no instruction has a line of the user's.
+    """
+    of_label: dict[str, tuple[str, int] | None] = {}  # many instructions share a label
+    origins = []
+    for _, _, index in spans:
+        label = tape.instructions[index].label
+        if label not in of_label:
+            of_label[label] = instruction_origin(label)
+        origins.append(of_label[label])
+    counts = collections.Counter(origin[0] for origin in origins if origin is not None)
+    if not counts:
+        return None, {}
+    home = counts.most_common(1)[0][0]
+    lines = {}
+    for (first, last, _), origin in zip(spans, origins):
+        if origin is not None and origin[0] == home:
+            for line in range(first, last + 1):
+                lines[line] = origin[1]
+    return home, lines
+
+
+# CPython's location table (Objects/locations.md, the same from 3.11 on): an
+# entry covers 1 to 8 code units; its first byte is 0x80 | code << 3 |
+# (units - 1); code 13 is "a line, no columns" followed by the signed
+# varint change of line from the last entry that had one, code 15 "no line".
+_NO_COLUMNS = 13
+_NO_LOCATION = 15
+
+
+def _write_varint(table: bytearray, value: int) -> None:
+    while value >= 64:
+        table.append(0x40 | (value & 63))
+        value >>= 6
+    table.append(value)
+
+
+def _line_table(code: types.CodeType, lines: Mapping[int, int], first_line: int) -> bytes:
+    """A location table for ``code``'s bytecode giving each line in ``lines``
+    its mapped line, every other line 0, and no columns (so a traceback
+    draws no carets under the user's line)."""
+    # runs of bytecode on one new line (None: no line), as (line, bytes); a
+    # large step has a million ranges of bytecode, so this loop is kept plain
+    runs: list[tuple[int | None, int]] = []
+    run_line, run_size = None, 0
+    for start, end, line in code.co_lines():
+        if line is not None:
+            line = lines.get(line, 0)
+        if line != run_line:
+            runs.append((run_line, run_size))
+            run_line, run_size = line, 0
+        run_size += end - start
+    runs.append((run_line, run_size))
+    table = bytearray()
+    previous = first_line
+    for line, size in runs:
+        units = size // 2  # a code unit is two bytes
+        while units > 0:
+            length = min(units, 8)
+            units -= length
+            if line is None:
+                table.append(0x80 | _NO_LOCATION << 3 | (length - 1))
+                continue
+            table.append(0x80 | _NO_COLUMNS << 3 | (length - 1))
+            delta = line - previous
+            _write_varint(table, (-delta << 1) | 1 if delta < 0 else delta << 1)
+            previous = line
+    return bytes(table)
+
+
+def relocated(code: types.CodeType, filename: str, lines: Mapping[int, int],
+              pairs: dict[types.CodeType, types.CodeType], name: str | None = None) -> types.CodeType:
+    """``code`` (and the code objects nested in it) with the same bytecode,
+    naming ``filename`` and the lines ``lines`` maps its lines to (0 for
+    the others); each new code object is recorded in ``pairs`` with the
+    one it was made from. ``name`` renames the outermost one (a traceback
+    then says ``in <tapegraph tape 4>`` under the user's line)."""
+    first_line = next(iter(lines.values()), 1)
+    consts = tuple(relocated(const, filename, lines, pairs) if isinstance(const, types.CodeType) else const
+                   for const in code.co_consts)
+    renamed = {} if name is None else {"co_name": name, "co_qualname": name}
+    moved = code.replace(co_filename=filename, co_firstlineno=first_line, co_consts=consts,
+                         co_linetable=_line_table(code, lines, first_line), **renamed)
+    pairs[moved] = code
+    return moved
+
+
+@functools.cache
+def relocation_works() -> bool:
+    """True when ``relocated`` gives this Python the lines it means to.
+
+    The location table is CPython's own format: checked once, on a small
+    function, through the interpreter's own reading of it. Where it does
+    not hold, steps keep the generated lines (warnings then show the
+    generated line, whose comment names the declaring line).
+    """
+    text = "def probe(a, b):\n    c = [a + x for x in b]\n    d = c[0] - a\n    return d\n"
+    scope: dict[str, Any] = {}
+    exec(compile(text, "<tapegraph probe>", "exec"), scope)
+    lines = {2: 400, 3: 7}
+    pairs: dict[types.CodeType, types.CodeType] = {}
+    relocated(scope["probe"].__code__, "probe.py", lines, pairs, name="<probe>")
+    for moved, code in pairs.items():
+        expected = [None if line is None else lines.get(line, 0)
+                    for start, end, line in code.co_lines() for _ in range(start, end, 2)]
+        got = [line for start, end, line in moved.co_lines() for _ in range(start, end, 2)]
+        columns = {position[2:] for position in moved.co_positions()}
+        if got != expected or columns != {(None, None)} or moved.co_filename != "probe.py":
+            return False
+    # (Python 3.11 makes the comprehension a code object of its own, 3.12 inlines it)
+    return bool(pairs)
+
+
+def _line_at(code: types.CodeType, offset: int) -> int | None:
+    """The line of ``code`` that the bytecode at ``offset`` belongs to."""
+    for start, end, line in code.co_lines():
+        if start <= offset < end:
+            return line
+    return None
+
+
+def _code_objects(code: types.CodeType) -> list[types.CodeType]:
+    """``code`` and the code objects nested in it."""
+    found = [code]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found.extend(_code_objects(const))
+    return found
 
 
 def _summary(value) -> str:

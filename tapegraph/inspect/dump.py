@@ -93,10 +93,17 @@ def format_tape(tape: Tape, title: str = "") -> str:
         lines.append(f"        {name} <- s{slot}{_returned(tape, name)}  # %{value}")
     lines.extend(_destination_lines(tape))
     lines.append(f"buffers ({len(tape.buffers)} slots):")
-    lines.append("  slot  type                 bytes  values")
-    for buffer in tape.buffers:
+    types = [format_type(buffer.shape, buffer.dtype) for buffer in tape.buffers]
+    # columns widen for long slot numbers, types and byte counts, so that
+    # neighbours never run together; the usual widths are the minimum
+    slot_width = max([4] + [len(str(buffer.slot)) + 1 for buffer in tape.buffers])
+    type_width = max([18] + [len(text) + 2 for text in types])
+    bytes_width = max([8] + [len(str(buffer.nbytes)) for buffer in tape.buffers])
+    padding = " " * (slot_width - 4 + 2)
+    lines.append(f"  slot{padding}type{' ' * (17 + type_width - 18 + bytes_width - 8)}bytes  values")
+    for buffer, text in zip(tape.buffers, types):
         values = ", ".join(f"%{value}" for value in buffer.values)
-        lines.append(f"  s{buffer.slot:<4d}{format_type(buffer.shape, buffer.dtype):<18}{buffer.nbytes:>8d}  {values}")
+        lines.append(f"  s{buffer.slot:<{slot_width}d}{text:<{type_width}}{buffer.nbytes:>{bytes_width}d}  {values}")
     scratch = tape.total_bytes - sum(buffer.nbytes for buffer in tape.buffers)
     if scratch:
         users = len({workspace.instruction for workspace in tape.workspaces})

@@ -356,9 +356,17 @@ def allocate(shape: Sequence[int], dtype: Any, what: str | Callable[[], str]) ->
     except (MemoryError, ValueError) as error:
         if callable(what):
             what = what()
+        # numpy's own text repeats the size, rounded otherwise ("728. TiB"):
+        # say why in a few words of ours instead
+        if isinstance(error, MemoryError):
+            why = "not enough memory"
+        elif "too big" in str(error):
+            why = "larger than the largest array numpy can make"
+        else:
+            why = f"numpy: {error}"
         raise AllocationError(f"{what}, {format_type(tuple(shape), np.dtype(dtype).name)}, needs "
                               f"{format_bytes(np.prod(shape, dtype=float) * np.dtype(dtype).itemsize)}, "
-                              f"which cannot be allocated ({error})") from None
+                              f"which cannot be allocated ({why})") from None
 
 
 def format_bytes(count: float) -> str:

@@ -1,13 +1,14 @@
 """Loading the TARGET of a ``tapegraph`` command: a built-in model or a user's function.
 
 A TARGET is a built-in model name (``linear``, ``ridge``, ``mlp``,
-``multiclass``: ``models/catalog.py``), ``path/to/script.py:function``
+``multiclass``: ``models/catalog.py``), ``path/to/script.py:NAME``
 (loaded by file path, with the script's folder on ``sys.path`` while it
-loads) or ``package.module:function`` (imported, the current folder
-first). The function is called with no arguments and returns a
-``tg.Program``, a ``(program, params, inputs)`` tuple or an ``(objective,
-[params...])`` pair, which is compiled. Everything that can go wrong is a
-``TargetError`` with one line saying what; ``sys.path`` and
+loads) or ``package.module:NAME`` (imported, the current folder first).
+NAME is a module-level ``tg.Program`` or optimizer (``tg.sgd``,
+``tg.adam``, ...), taken as it is, or a function called with no arguments
+that returns one of those, a ``(program, params, inputs)`` tuple or an
+``(objective, [params...])`` pair, which is compiled. Everything that can
+go wrong is a ``TargetError`` with one line saying what; ``sys.path`` and
 ``sys.modules`` are left as they were.
 """
 
@@ -25,9 +26,13 @@ from typing import Any, NamedTuple
 
 from tapegraph.errors import TapegraphError
 from tapegraph.expr import Node
+from tapegraph.optim import Optimizer, SGDStep
 from tapegraph.program import Program, compile as compile_program
 
-_RETURN_FORMS = "a tg.Program, a (program, params, inputs) tuple, or an (objective, [params...]) pair"
+_RETURN_FORMS = ("a tg.Program, an optimizer (tg.sgd, tg.adam, ...), a (program, params, inputs) tuple, "
+                 "or an (objective, [params...]) pair")
+#: What a module-level name can be, taken as it is instead of called.
+_VALUES = (Program, SGDStep, Optimizer)
 
 
 class TargetError(Exception):
@@ -45,6 +50,9 @@ class Target(NamedTuple):
     inputs: dict[str, Any] | None
     #: The SGD step size the target trains with, if it has one.
     step_size: float | None
+    #: The optimizer the target named (``tg.adam(prog)``, say), whose
+    #: program is ``program``; None for other targets.
+    optimizer: SGDStep | Optimizer | None = None
 
 
 def builtin_models() -> dict[str, Any]:
@@ -144,15 +152,20 @@ def _import_module(name: str) -> Any:
 
 
 def _call(module: Any, name: str, text: str) -> Any:
+    """What ``module.name`` gives: a program or optimizer as it is, else what the function returns."""
     function = getattr(module, name, None)
     if function is None:
         defined = sorted(key for key, value in vars(module).items()
-                         if inspect.isfunction(value) and value.__module__ == module.__name__
+                         if (inspect.isfunction(value) and value.__module__ == module.__name__
+                             or isinstance(value, _VALUES))
                          and not key.startswith("_"))
         listing = f"; it defines {', '.join(defined)}" if defined else "; it defines no functions"
         raise TargetError(f"{text.rpartition(':')[0]!r} has no function {name!r}{listing}")
+    if isinstance(function, _VALUES):  # an optimizer is callable, but takes a state
+        return function
     if not callable(function):
-        raise TargetError(f"TARGET {text!r}: {name!r} is a {type(function).__name__}, not a function")
+        raise TargetError(f"TARGET {text!r}: {name!r} is a {type(function).__name__}, not a function, "
+                          f"a tg.Program or an optimizer")
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
@@ -184,6 +197,8 @@ def _interpret(result: Any, text: str) -> Target:
     """A Target from what the function returned, or an error naming what it returned."""
     if isinstance(result, Program):
         return Target(text, result, None, None, None)
+    if isinstance(result, (SGDStep, Optimizer)):
+        return Target(text, result.program, None, None, getattr(result, "step_size", None), result)
     if isinstance(result, tuple) and len(result) == 3 and isinstance(result[0], Program):
         program, params, inputs = result
         if not isinstance(params, Mapping) or not isinstance(inputs, Mapping):

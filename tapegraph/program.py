@@ -166,6 +166,14 @@ class Program:
         self._plans_lock = threading.Lock()
         self._wrt_names = tuple(param.name for param in self.wrt)
 
+    def __reduce__(self) -> tuple:
+        # A program pickles as its expressions (nodes pickle by structure,
+        # leaves with their identity, ops by registered name) and its
+        # backend's name; the copy differentiates them again and compiles
+        # its tapes on first use. Specialisations, buffers and generated
+        # code are this process's, and are not pickled.
+        return (type(self), (self.objective, self.wrt, self.outputs, self.backend.name))
+
     def _check_outputs(self, outputs: Mapping[str, Node]) -> dict[str, Node]:
         if not isinstance(outputs, Mapping):
             raise GraphError(f"outputs must be a dict of name -> node, got {type(outputs).__name__}")

@@ -1,7 +1,8 @@
 """Loading the TARGET of a ``tapegraph`` command: a built-in model or a user's function.
 
 A TARGET is a built-in model name (``linear``, ``ridge``, ``mlp``,
-``multiclass``: ``models/catalog.py``), ``path/to/script.py:NAME``
+``multiclass``: ``models/catalog.py``, installed as
+``tapegraph.models.catalog``), ``path/to/script.py:NAME``
 (loaded by file path, with the script's folder on ``sys.path`` while it
 loads) or ``package.module:NAME`` (imported, the current folder first).
 NAME is a module-level ``tg.Program`` or optimizer (``tg.sgd``,
@@ -56,9 +57,39 @@ class Target(NamedTuple):
 
 
 def builtin_models() -> dict[str, Any]:
-    """The built-in models by name (``models.catalog.MODELS``), imported when first needed."""
-    from models.catalog import MODELS
-    return MODELS
+    """The built-in models by name (``models/catalog.py``: ``MODELS``), imported when first needed."""
+    return homework_models("catalog").MODELS
+
+
+#: The name the homework's models (``models/`` of the repository) are installed under.
+MODELS_PACKAGE = "tapegraph.models"
+
+
+def homework_models(submodule: str) -> Any:
+    """``tapegraph.models.<submodule>``: a module of the homework's models (``models/`` of the repository).
+
+    ``pip install`` puts the folder in ``tapegraph`` as its subpackage
+    ``models`` (claiming no top-level name). A tapegraph imported from a
+    source checkout, installed or not, takes the ``models/`` beside it,
+    under the same name: that one belongs with this tapegraph's code.
+    """
+    if MODELS_PACKAGE not in sys.modules:
+        import tapegraph
+        root = os.path.dirname(os.path.dirname(os.path.abspath(tapegraph.__file__)))
+        folder = os.path.join(root, "models")
+        # pyproject.toml beside it: the repository, not an installed tree
+        if os.path.isfile(os.path.join(root, "pyproject.toml")) and os.path.isfile(os.path.join(folder, "__init__.py")):
+            spec = importlib.util.spec_from_file_location(MODELS_PACKAGE, os.path.join(folder, "__init__.py"),
+                                                          submodule_search_locations=[folder])
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[MODELS_PACKAGE] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[MODELS_PACKAGE]
+                raise
+            tapegraph.models = module
+    return importlib.import_module(f"{MODELS_PACKAGE}.{submodule}")
 
 
 def names_a_function(text: str) -> bool:
@@ -80,8 +111,7 @@ def load_target(text: str, *, features: int | None = None, batch: int = 1, seed:
                 raise TargetError(f"{text!r} names a script but no function in it: write {text}:FUNCTION")
             raise TargetError(f"unknown model {text!r}: the built-in models are {', '.join(models)}; "
                            f"or name a function as path/to/script.py:FUNCTION or package.module:FUNCTION")
-        from models.catalog import build
-        program, params, inputs = build(text, features, batch=batch, seed=seed)
+        program, params, inputs = homework_models("catalog").build(text, features, batch=batch, seed=seed)
         return Target(text, program, params, inputs, models[text].step_size)
     if features is not None:
         raise TargetError("--features applies to the built-in models only")

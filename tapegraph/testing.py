@@ -20,7 +20,8 @@ from ``SETTINGS``: float64 steps by ``eps = 1e-5`` and passes errors up to
 gradient, steps by 1e-2 and passes up to 1e-2 (floor factor 1e-2). Either
 can be overridden by passing ``eps=`` and ``rtol=``; a float16 program
 needs both (central differences in float16 resolve nothing finer than
-about 10%), or checking in float32. See docs/testing.md, "float32".
+about 10%), or checking in float32. See docs/testing.md, "Gradient checks
+in float32".
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ def numeric_gradient(function: Callable[[dict[str, np.ndarray]], float], params:
         below = float(values[index])
         lower = function(trial)
         values[index] = original
+        if above == below:
+            raise CallError(f"numeric gradient of {name!r} at index {tuple(int(i) for i in index)}: a step of "
+                            f"{step:g} vanishes in {values.dtype} at {float(original)!r}; give a larger eps")
         result[index] = (upper - lower) / (above - below)
     return result
 

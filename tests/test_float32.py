@@ -176,6 +176,9 @@ def test_central_differences_divide_by_the_step_as_stored():
         point = {"x": np.array([value], dtype="float32")}
         assert numeric_gradient(lambda trial: float(trial["x"][0]), point, "x", eps=1e-5)[0] == 1.0
     assert point["x"].dtype == np.float32 and point["x"][0] == np.float32(123.456)  # not modified
+    with pytest.raises(tg.CallError, match=r"numeric gradient of 'x' at index \(0,\): a step of 1e-09 vanishes in "
+                                           r"float32 at 1\.0; give a larger eps"):
+        numeric_gradient(lambda trial: float(trial["x"][0]), {"x": np.ones(1, dtype="float32")}, "x", eps=1e-9)
 
 
 def test_tapegraph_testing_exports_its_own_names_only():

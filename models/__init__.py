@@ -8,10 +8,10 @@
 (3,)
 """
 
-from models.base import DivergenceError, Estimator, NotFittedError
-from models.data import Problem, generate_problem, load_problem, make_blobs, save_problem
-from models.estimators import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
-from models.persist import load
+from .base import DivergenceError, Estimator, NotFittedError
+from .data import Problem, generate_problem, load_problem, make_blobs, save_problem
+from .estimators import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
+from .persist import load
 
 __all__ = [
     "LinearRegression", "RidgeRegression", "MLPRegression", "MulticlassClassifier",

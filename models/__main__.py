@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from models.base import DivergenceError, Estimator
-from models.data import Problem, classification_problem, generate_problem, load_problem
-from models.estimators import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
+from .base import DivergenceError, Estimator
+from .data import Problem, classification_problem, generate_problem, load_problem
+from .estimators import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
 
 
 class Experiment(NamedTuple):
@@ -160,7 +160,7 @@ def format_table(rows: Sequence[Row]) -> str:
 
 def draw(out: str, results: list[tuple[Experiment, Estimator]], problem: Problem, blobs, grid: np.ndarray) -> list[str]:
     """Write one PNG per figure that has curves; returns their paths."""
-    from models import plots  # matplotlib only when drawing
+    from . import plots  # matplotlib only when drawing
     target = ("Target function (Bayes optimal)", problem.target_fn(grid))
     figures: dict[str, list[tuple[str, np.ndarray]]] = {}
     paths = []

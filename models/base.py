@@ -276,7 +276,7 @@ class Estimator:
 
         ``models.load(path)`` reads it back; see ``models/persist.py``.
         """
-        from models.persist import save
+        from .persist import save
         save(self, path)
 
     @classmethod
@@ -285,7 +285,7 @@ class Estimator:
 
         The same as ``models.load(path, model=cls)`` (any model when called on ``Estimator`` itself).
         """
-        from models.persist import load
+        from .persist import load
         return load(path, model=None if cls is Estimator else cls)
 
     def _forward(self, X: Any, output: str) -> np.ndarray:

@@ -21,9 +21,9 @@ import attrs
 import numpy as np
 
 import tapegraph as tg
-from models.base import Estimator
-from models.data import BLOB_CENTERS, classification_problem, generate_problem, make_blobs, step_features
-from models.estimators import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
+from .base import Estimator
+from .data import BLOB_CENTERS, classification_problem, generate_problem, make_blobs, step_features
+from .estimators import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
 
 
 @attrs.frozen

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 import tapegraph as tg
-from models.base import Estimator, Regressor, _check_int, _check_number
+from .base import Estimator, Regressor, _check_int, _check_number
 
 
 def _inputs(num_features: int, label_dtype: str = "float64") -> tuple[tg.Node, tg.Node]:

@@ -26,11 +26,11 @@ import numpy as np
 
 import tapegraph as tg
 
-from models.base import Estimator
+from .base import Estimator
 
 
 def _estimator_classes() -> dict[str, type[Estimator]]:
-    from models.estimators import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
+    from .estimators import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
     return {cls.__name__: cls for cls in (LinearRegression, RidgeRegression, MLPRegression, MulticlassClassifier)}
 
 

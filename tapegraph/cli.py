@@ -8,11 +8,11 @@
 
 A TARGET is a built-in model name (``linear``, ``ridge``, ``mlp``,
 ``multiclass``: the homework's models as ``fit`` trains them, from
-``models/catalog.py``) or ``path/to/script.py:function`` /
-``package.module:function``: a function called with no arguments that
-returns a ``tg.Program``, a ``(program, params, inputs)`` tuple, or an
-``(objective, [params...])`` pair to compile. ``docs/cli.md`` has the
-details and real output.
+``models/catalog.py``) or ``path/to/script.py:NAME`` /
+``package.module:NAME``: a module-level ``tg.Program`` or optimizer, or a
+function called with no arguments that returns one of those, a
+``(program, params, inputs)`` tuple, or an ``(objective, [params...])``
+pair to compile. ``docs/cli.md`` has the details and real output.
 
 Mistakes in what is typed (a bad option, an unknown model, a missing
 file, a function returning the wrong thing) print one line,
@@ -35,10 +35,10 @@ import numpy as np
 from tapegraph.errors import TapegraphError
 from tapegraph.expr import INPUT
 from tapegraph.ops.softmax import CROSS_ENTROPY, PICK, SOFTMAX_MINUS_ONEHOT
-from tapegraph.optim import SGDStep, sgd
+from tapegraph.optim import Optimizer, SGDStep, sgd
 from tapegraph.program import Program
 from tapegraph.shapes import format_type, substitute, symbols
-from tapegraph.testing import check_grads
+from tapegraph.testing import SETTINGS, check_grads, settings_for
 from tapegraph.inspect.dump import format_section, format_tape
 from tapegraph.compile.graph import build_graph
 from tapegraph.inspect.export import dumps, tape_to_dict
@@ -58,7 +58,9 @@ DEFAULT_STEP_SIZE = 0.01
 #: Ops that index their first operand's last axis with an integer input
 #: (class labels): gradient checks draw labels below that axis's size.
 _LABEL_OPS = (PICK, CROSS_ENTROPY, SOFTMAX_MINUS_ONEHOT)
-_TARGET_FORMS = "a built-in model name, path/to/script.py:FUNCTION or package.module:FUNCTION"
+_TARGET_FORMS = "a built-in model name, path/to/script.py:NAME or package.module:NAME"
+#: The tapes ``--kind`` chooses; ``step`` is the target optimizer's.
+_KINDS = ("value_and_grad", "run", "sgd", "step")
 
 
 class CliError(Exception):
@@ -116,9 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print, check and draw the compiled tapes of a tapegraph model.",
         epilog=f"""TARGET is one of:
 {builtins}
-  path/to/script.py:FUNCTION, package.module:FUNCTION
-              a function called with no arguments that returns a tg.Program,
-              a (program, params, inputs) tuple, or an (objective, [params...])
+  path/to/script.py:NAME, package.module:NAME
+              a module-level tg.Program or optimizer (tg.sgd, tg.adam, ...),
+              or a function called with no arguments that returns one, a
+              (program, params, inputs) tuple, or an (objective, [params...])
               pair
 
 Symbolic dimensions (the built-in models' batch) take their sizes from
@@ -149,10 +152,11 @@ a function that returns the wrong thing). See docs/cli.md.""")
     only.add_argument("--reverse", dest="section", action="store_const", const="reverse",
                       help="only the reverse section (computing the gradients)")
     only.add_argument("--update", dest="section", action="store_const", const="update",
-                      help="only the update section (with --kind sgd)")
-    dump.add_argument("--kind", choices=("value_and_grad", "run", "sgd"), default="value_and_grad",
+                      help="only the update section (with --kind sgd or step)")
+    dump.add_argument("--kind", choices=_KINDS,
                       help="which tape: value_and_grad (objective and gradients, the default), run (forward "
-                           "only: objective and named outputs) or sgd (a training step with its update section)")
+                           "only: objective and named outputs), sgd (a training step with its update section) "
+                           "or step (the step of the optimizer named as TARGET, its default)")
     dump.add_argument("--step-size", type=_positive_float, metavar="FLOAT",
                       help=f"step size of --kind sgd (default: the built-in model's training step size, "
                            f"else {DEFAULT_STEP_SIZE})")
@@ -176,10 +180,12 @@ a function that returns the wrong thing). See docs/cli.md.""")
 
 exit code 0 when every gradient is within --rtol, 1 when one is not.""")
     _add_target_arguments(gradcheck)
-    gradcheck.add_argument("--eps", type=_positive_float, default=1e-5, metavar="FLOAT",
-                           help="relative step of the central differences (default 1e-5)")
-    gradcheck.add_argument("--rtol", type=_non_negative_float, default=1e-6, metavar="FLOAT",
-                           help="largest relative error that passes (default 1e-6)")
+    gradcheck.add_argument("--eps", type=_positive_float, metavar="FLOAT",
+                           help=f"relative step of the central differences (default by the program's precision: "
+                                f"{_defaults('eps')})")
+    gradcheck.add_argument("--rtol", type=_non_negative_float, metavar="FLOAT",
+                           help=f"largest relative error that passes (default by the program's precision: "
+                                f"{_defaults('rtol')})")
     gradcheck.add_argument("--seed", type=_non_negative_int, default=0, metavar="INT",
                            help="seed of the drawn parameters and inputs (default 0)")
     gradcheck.add_argument("--random-params", action="store_true",
@@ -202,14 +208,19 @@ exit code 0 when every gradient is within --rtol, 1 when one is not.""")
                       help="the picture to write, ending in .png or .svg")
     draw.add_argument("--what", choices=("graph", "tape"), default="graph",
                       help="graph (the expression graph, the default) or tape (the buffer timeline)")
-    draw.add_argument("--kind", choices=("value_and_grad", "run", "sgd"),
-                      help="which tape, with --what tape (default value_and_grad)")
+    draw.add_argument("--kind", choices=_KINDS,
+                      help="which tape, with --what tape (default value_and_grad, or step for an optimizer)")
     draw.add_argument("--step-size", type=_positive_float, metavar="FLOAT",
                       help="step size of --kind sgd (default as for dump)")
     draw.add_argument("--no-gradients", dest="gradients", action="store_false",
                       help="with --what graph, draw only the forward expressions")
     draw.set_defaults(run=_draw)
     return parser
+
+
+def _defaults(setting: str) -> str:
+    """``1e-05 in float64, 0.01 in float32``: a setting's defaults (``tapegraph.testing.SETTINGS``)."""
+    return ", ".join(f"{getattr(settings, setting):g} in {dtype}" for dtype, settings in SETTINGS.items())
 
 
 def _wrap(text: str) -> str:
@@ -293,15 +304,16 @@ def _non_negative_int(text: str) -> int:
 
 def _dump(args: argparse.Namespace) -> int:
     target = load_target(args.target, features=args.features, batch=_requested_batch(args, "dump"))
-    if args.kind != "sgd" and args.step_size is not None:
+    kind = _kind(args.kind, target)
+    if kind != "sgd" and args.step_size is not None:
         raise CliError("--step-size applies to --kind sgd only")
     sizes = resolve_sizes(target, _merged_shapes(args.shapes), DEFAULT_SIZE["dump"])
-    step = _sgd_step(target, args.step_size) if args.kind == "sgd" else None
-    tape, title = _tape_and_title(target.program, args.kind, sizes, step)
+    step = _sgd_step(target, args.step_size) if kind == "sgd" else target.optimizer if kind == "step" else None
+    tape, title = _tape_and_title(target.program, kind, sizes, step)
     available = {"value_and_grad": ("forward", "reverse"), "run": ("forward",),
-                 "sgd": ("forward", "reverse", "update")}[args.kind]
+                 "sgd": ("forward", "reverse", "update"), "step": ("forward", "reverse", "update")}[kind]
     if args.section is not None and args.section not in available:
-        raise CliError(f"a {args.kind} tape has no {args.section} section (it has {', '.join(available)}); "
+        raise CliError(f"a {kind} tape has no {args.section} section (it has {', '.join(available)}); "
                        + ("use --kind sgd for the update section" if args.section == "update"
                           else "use --kind value_and_grad or sgd for the reverse section"))
     if args.format == "json":
@@ -332,19 +344,23 @@ def _gradcheck(args: argparse.Namespace) -> int:
         params, inputs = target.params, target.inputs or {}
         origin = "the arrays it returned" if names_a_function(target.text) else "fit's starting parameters, on data rows"
     drawn = target.params is None or args.random_params
+    try:
+        eps, rtol, _ = settings_for(program, args.eps, args.rtol)
+    except TapegraphError as error:  # a float16 program without --eps and --rtol
+        raise CliError(str(error).replace("eps= and rtol=", "--eps and --rtol")) from None
     shown = ", ".join(f"{name}={size}" for name, size in sorted(sizes.items())) or "fixed shapes"
     # a NaN or overflow is reported below, as a failed check, not as numpy warnings
     with np.errstate(all="ignore"):
         objective = program.run(params, inputs, outputs=["objective"])["objective"]
         print(f"gradcheck {target.text} ({shown}) at {origin}: objective {objective:.6g}, "
-              f"eps {args.eps:g}, rtol {args.rtol:g}")
+              f"eps {eps:g}, rtol {rtol:g}")
         if not math.isfinite(objective):
             raise CliError(f"gradient check failed: the objective is {objective} at these values, so its "
                            f"gradients cannot be compared" + (" (try another --seed)" if drawn else ""),
                            FAILURE)
         try:
             # rtol=inf: every parameter's largest error, to print them all before judging
-            errors = check_grads(program, params, inputs, eps=args.eps, rtol=math.inf)
+            errors = check_grads(program, params, inputs, eps=eps, rtol=math.inf)
         except AssertionError:  # a NaN error: check_grads says where, below
             errors = {}
         if errors:
@@ -353,14 +369,14 @@ def _gradcheck(args: argparse.Namespace) -> int:
             for name, error in errors.items():
                 node = program.params[name]
                 print(f"{name:<{width}}  {format_type(node.shape, node.dtype):<12}  {error:.2e}")
-        failed = [name for name, error in errors.items() if not error <= args.rtol]
+        failed = [name for name, error in errors.items() if not error <= rtol]
         if failed or not errors:
             try:  # again with the real tolerance, for check_grads' account of the worst entry
-                check_grads(program, params, inputs, eps=args.eps, rtol=args.rtol)
+                check_grads(program, params, inputs, eps=eps, rtol=rtol)
             except AssertionError as error:
                 raise CliError(f"gradient check failed: {error}", FAILURE) from None
             raise CliError(f"gradient check failed for {', '.join(failed) or 'a parameter'}", FAILURE)
-    print(f"ok: {len(errors)} gradient(s) agree with central differences within rtol {args.rtol:g}")
+    print(f"ok: {len(errors)} gradient(s) agree with central differences within rtol {rtol:g}")
     return 0
 
 
@@ -378,16 +394,18 @@ def _draw(args: argparse.Namespace) -> int:
         raise CliError("--kind and --step-size choose a tape: use them with --what tape")
     if args.what == "tape" and not args.gradients:
         raise CliError("--no-gradients applies to --what graph only")
-    kind = args.kind or "value_and_grad"
-    if kind != "sgd" and args.step_size is not None:
+    if args.kind not in ("sgd", None) and args.step_size is not None:
         raise CliError("--step-size applies to --kind sgd only")
     target = load_target(args.target, features=args.features, batch=_requested_batch(args, "draw"))
+    kind = _kind(args.kind, target)
     sizes = resolve_sizes(target, _merged_shapes(args.shapes), DEFAULT_SIZE["draw"])
     try:
         if args.what == "graph":
             draw_graph(target.program, args.output, gradients=args.gradients, sizes=sizes)
         elif kind == "sgd":
             draw_tape(_sgd_step(target, args.step_size), args.output, sizes=sizes)
+        elif kind == "step":
+            draw_tape(target.optimizer.tape(sizes), args.output, sizes=sizes)
         else:
             draw_tape(target.program, args.output, sizes=sizes, kind=kind)
     except OSError as error:
@@ -398,8 +416,21 @@ def _draw(args: argparse.Namespace) -> int:
 
 # Tapes and their text.
 
-def _tape_and_title(program: Program, kind: str, sizes: Mapping[str, int], step: SGDStep | None) -> tuple[Tape, str]:
+def _kind(requested: str | None, target: Target) -> str:
+    """The tape ``--kind`` chooses: by default an optimizer's step, else value_and_grad."""
+    if requested is None:
+        return "step" if target.optimizer is not None else "value_and_grad"
+    if requested == "step" and target.optimizer is None:
+        raise CliError(f"--kind step is the step of an optimizer, and {target.text} is not one: name a "
+                       f"module-level optimizer (script.py:opt, with opt = tg.adam(prog)), or use --kind sgd")
+    return requested
+
+
+def _tape_and_title(program: Program, kind: str, sizes: Mapping[str, int],
+                    step: SGDStep | Optimizer | None) -> tuple[Tape, str]:
     # the titles Program.dump and SGDStep.dump print
+    if kind == "step":
+        return step.tape(sizes), step.dump(sizes).partition("\n")[0]
     if step is not None:
         return step.tape(sizes), f"sgd step: step_size = {step.step_size}"
     return program.tape(kind, sizes), f"program: {program._describe()}; {kind}"

@@ -132,6 +132,16 @@ class _Step:
         donated = ", donate=True" if self.donate else ""
         return f"<{self._label()} step {_format_hypers(self._hypers)}{donated} over {list(self._names)}>"
 
+    def __reduce__(self) -> tuple:
+        # pickled as how it was made: its program (which pickles as its
+        # expressions), hyperparameters (numbers or schedules) and flags;
+        # the copy compiles its tape again on first use
+        return (_made_again, (type(self), self.program, self._arguments()))
+
+    def _arguments(self) -> dict[str, Any]:
+        """The keyword arguments that, with the program, make this step again."""
+        return {**self._hypers, "donate": self.donate}
+
     def _note_donated(self, donated: tuple[str, ...]) -> None:
         feeds = self._plan.feed_names
         #: The feed nodes by name (a slot's node is not the program's).
@@ -319,6 +329,11 @@ class SGDStep(_Step):
 
     def _label(self) -> str:
         return "sgd"
+
+
+def _made_again(kind: type, program: Program, arguments: Mapping[str, Any]) -> _Step:
+    """An unpickled step or optimizer: made again on its (unpickled) program."""
+    return kind(program, **arguments)
 
 
 def _with_hypers(inputs: Any, values: Mapping[str, float]) -> Any:
@@ -552,7 +567,7 @@ class Optimizer(_Step):
         self._plan.kind_name = self.name
         #: Hyper feeds the tape does not read (see ``SGDStep``): not passed.
         self._unread = frozenset(fed) - self._plan.hyper_names
-        self._owner = _Owner(self._plan, self.name)
+        self._owner = _Owner(self._plan, self.name, self)
         self._note_donated(donated)
 
     # The rule, declared by each optimizer.
@@ -667,7 +682,7 @@ class Optimizer(_Step):
             raise CallError(f"{self.name}: the state must be what {self.name}.init(params) or a step returned, "
                             f"got {type(state).__name__}{hint}")
         other = state.owner
-        if other.plan is not self._plan:
+        if other.plan is not self._plan and not _same_form(other, self._owner):
             if other.plan.kind_name != self.name:
                 what = f"a {other.plan.kind_name} optimizer"
             elif other.plan not in self.program._plans.values():
@@ -688,6 +703,24 @@ class _Owner:
 
     plan: Any
     kind: str
+    #: The optimizer that made it: a pickled state carries it (as it was
+    #: made, see ``_Step.__reduce__``), and unpickles owned by it.
+    optimizer: Any
+
+    def __reduce__(self) -> tuple:
+        return (_owner_of, (self.optimizer,))
+
+
+def _owner_of(optimizer: Optimizer) -> _Owner:
+    return optimizer._owner
+
+
+def _same_form(first: _Owner, second: _Owner) -> bool:
+    """Two owners of one rule, flags and donation over equal programs (say, a
+    program and its unpickled copy): their states are interchangeable."""
+    one, other = first.optimizer.program, second.optimizer.program
+    return (first.plan.kind == second.plan.kind
+            and (one is other or one.objective == other.objective and one.wrt == other.wrt))
 
 
 class SGD(Optimizer):
@@ -718,6 +751,9 @@ class SGD(Optimizer):
         structure = tuple(flag for flag, on in (("momentum", self._has_momentum), ("nesterov", self.nesterov),
                                                 ("weight_decay", self._has_decay)) if on)
         super().__init__(program, hypers, donate, structure)
+
+    def _arguments(self) -> dict[str, Any]:
+        return {**super()._arguments(), "nesterov": self.nesterov}
 
     def absent_hypers(self) -> tuple[str, ...]:
         return tuple(name for name, on in (("momentum", self._has_momentum), ("weight_decay", self._has_decay)) if not on)
@@ -760,6 +796,9 @@ class Adam(Optimizer):
         if self._has_decay:
             hypers["weight_decay"] = weight_decay
         super().__init__(program, hypers, donate, ("weight_decay",) if self._has_decay else ())
+
+    def _arguments(self) -> dict[str, Any]:
+        return {**super()._arguments(), "decoupled": self.decoupled}
 
     def absent_hypers(self) -> tuple[str, ...]:
         return () if self._has_decay else ("weight_decay",)

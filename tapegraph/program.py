@@ -185,6 +185,13 @@ class Program:
             raise CallError(f"{what} needs an objective, but this program was compiled with outputs only "
                             f"({sorted(self.outputs)}); compile it with one, tg.compile(loss, wrt=[...], outputs=...), "
                             f"or use run or map for its outputs")
+    def __reduce__(self) -> tuple:
+        # A program pickles as its expressions (nodes pickle by structure,
+        # leaves with their identity, ops by registered name) and its
+        # backend's name; the copy differentiates them again and compiles
+        # its tapes on first use. Specialisations, buffers and generated
+        # code are this process's, and are not pickled.
+        return (type(self), (self.objective, self.wrt, self.outputs, self.backend.name))
 
     def _check_outputs(self, outputs: Mapping[str, Node]) -> dict[str, Node]:
         if not isinstance(outputs, Mapping):

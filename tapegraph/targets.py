@@ -1,13 +1,15 @@
 """Loading the TARGET of a ``tapegraph`` command: a built-in model or a user's function.
 
 A TARGET is a built-in model name (``linear``, ``ridge``, ``mlp``,
-``multiclass``: ``models/catalog.py``), ``path/to/script.py:function``
+``multiclass``: ``models/catalog.py``, installed as
+``tapegraph.models.catalog``), ``path/to/script.py:NAME``
 (loaded by file path, with the script's folder on ``sys.path`` while it
-loads) or ``package.module:function`` (imported, the current folder
-first). The function is called with no arguments and returns a
-``tg.Program``, a ``(program, params, inputs)`` tuple or an ``(objective,
-[params...])`` pair, which is compiled. Everything that can go wrong is a
-``TargetError`` with one line saying what; ``sys.path`` and
+loads) or ``package.module:NAME`` (imported, the current folder first).
+NAME is a module-level ``tg.Program`` or optimizer (``tg.sgd``,
+``tg.adam``, ...), taken as it is, or a function called with no arguments
+that returns one of those, a ``(program, params, inputs)`` tuple or an
+``(objective, [params...])`` pair, which is compiled. Everything that can
+go wrong is a ``TargetError`` with one line saying what; ``sys.path`` and
 ``sys.modules`` are left as they were.
 """
 
@@ -25,9 +27,13 @@ from typing import Any, NamedTuple
 
 from tapegraph.errors import TapegraphError
 from tapegraph.expr import Node
+from tapegraph.optim import Optimizer, SGDStep
 from tapegraph.program import Program, compile as compile_program
 
-_RETURN_FORMS = "a tg.Program, a (program, params, inputs) tuple, or an (objective, [params...]) pair"
+_RETURN_FORMS = ("a tg.Program, an optimizer (tg.sgd, tg.adam, ...), a (program, params, inputs) tuple, "
+                 "or an (objective, [params...]) pair")
+#: What a module-level name can be, taken as it is instead of called.
+_VALUES = (Program, SGDStep, Optimizer)
 
 
 class TargetError(Exception):
@@ -45,12 +51,45 @@ class Target(NamedTuple):
     inputs: dict[str, Any] | None
     #: The SGD step size the target trains with, if it has one.
     step_size: float | None
+    #: The optimizer the target named (``tg.adam(prog)``, say), whose
+    #: program is ``program``; None for other targets.
+    optimizer: SGDStep | Optimizer | None = None
 
 
 def builtin_models() -> dict[str, Any]:
-    """The built-in models by name (``models.catalog.MODELS``), imported when first needed."""
-    from models.catalog import MODELS
-    return MODELS
+    """The built-in models by name (``models/catalog.py``: ``MODELS``), imported when first needed."""
+    return homework_models("catalog").MODELS
+
+
+#: The name the homework's models (``models/`` of the repository) are installed under.
+MODELS_PACKAGE = "tapegraph.models"
+
+
+def homework_models(submodule: str) -> Any:
+    """``tapegraph.models.<submodule>``: a module of the homework's models (``models/`` of the repository).
+
+    ``pip install`` puts the folder in ``tapegraph`` as its subpackage
+    ``models`` (claiming no top-level name). A tapegraph imported from a
+    source checkout, installed or not, takes the ``models/`` beside it,
+    under the same name: that one belongs with this tapegraph's code.
+    """
+    if MODELS_PACKAGE not in sys.modules:
+        import tapegraph
+        root = os.path.dirname(os.path.dirname(os.path.abspath(tapegraph.__file__)))
+        folder = os.path.join(root, "models")
+        # pyproject.toml beside it: the repository, not an installed tree
+        if os.path.isfile(os.path.join(root, "pyproject.toml")) and os.path.isfile(os.path.join(folder, "__init__.py")):
+            spec = importlib.util.spec_from_file_location(MODELS_PACKAGE, os.path.join(folder, "__init__.py"),
+                                                          submodule_search_locations=[folder])
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[MODELS_PACKAGE] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[MODELS_PACKAGE]
+                raise
+            tapegraph.models = module
+    return importlib.import_module(f"{MODELS_PACKAGE}.{submodule}")
 
 
 def names_a_function(text: str) -> bool:
@@ -72,8 +111,7 @@ def load_target(text: str, *, features: int | None = None, batch: int = 1, seed:
                 raise TargetError(f"{text!r} names a script but no function in it: write {text}:FUNCTION")
             raise TargetError(f"unknown model {text!r}: the built-in models are {', '.join(models)}; "
                            f"or name a function as path/to/script.py:FUNCTION or package.module:FUNCTION")
-        from models.catalog import build
-        program, params, inputs = build(text, features, batch=batch, seed=seed)
+        program, params, inputs = homework_models("catalog").build(text, features, batch=batch, seed=seed)
         return Target(text, program, params, inputs, models[text].step_size)
     if features is not None:
         raise TargetError("--features applies to the built-in models only")
@@ -144,15 +182,20 @@ def _import_module(name: str) -> Any:
 
 
 def _call(module: Any, name: str, text: str) -> Any:
+    """What ``module.name`` gives: a program or optimizer as it is, else what the function returns."""
     function = getattr(module, name, None)
     if function is None:
         defined = sorted(key for key, value in vars(module).items()
-                         if inspect.isfunction(value) and value.__module__ == module.__name__
+                         if (inspect.isfunction(value) and value.__module__ == module.__name__
+                             or isinstance(value, _VALUES))
                          and not key.startswith("_"))
         listing = f"; it defines {', '.join(defined)}" if defined else "; it defines no functions"
         raise TargetError(f"{text.rpartition(':')[0]!r} has no function {name!r}{listing}")
+    if isinstance(function, _VALUES):  # an optimizer is callable, but takes a state
+        return function
     if not callable(function):
-        raise TargetError(f"TARGET {text!r}: {name!r} is a {type(function).__name__}, not a function")
+        raise TargetError(f"TARGET {text!r}: {name!r} is a {type(function).__name__}, not a function, "
+                          f"a tg.Program or an optimizer")
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
@@ -184,6 +227,8 @@ def _interpret(result: Any, text: str) -> Target:
     """A Target from what the function returned, or an error naming what it returned."""
     if isinstance(result, Program):
         return Target(text, result, None, None, None)
+    if isinstance(result, (SGDStep, Optimizer)):
+        return Target(text, result.program, None, None, getattr(result, "step_size", None), result)
     if isinstance(result, tuple) and len(result) == 3 and isinstance(result[0], Program):
         program, params, inputs = result
         if not isinstance(params, Mapping) or not isinstance(inputs, Mapping):

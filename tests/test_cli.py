@@ -122,7 +122,8 @@ def validator() -> jsonschema.Draft202012Validator:
 def test_top_level_help_names_every_command_target_form_and_exit_code(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for text in ("dump", "gradcheck", "draw", *BUILTINS, "path/to/script.py:FUNCTION", "package.module:FUNCTION",
+    for text in ("dump", "gradcheck", "draw", *BUILTINS, "path/to/script.py:NAME", "package.module:NAME",
+                 "module-level tg.Program or optimizer",
                  "--shapes", "Exit codes"):
         assert text in out
 
@@ -379,8 +380,10 @@ BAD_INPUTS = [
     (["dump", "{script}:number"], "returned an object of type int; expected a tg.Program"),
     (["dump", "{script}:wrong_tuple"], ("returned a tuple (Program, list, dict); in (program, params, inputs), "
                                         "params and inputs must be dicts")),
-    (["dump", "{script}:program_and_list"], ("returned a tuple (Program, list); expected a tg.Program, a (program, "
-                                             "params, inputs) tuple, or an (objective, [params...]) pair")),
+    (["dump", "{script}:program_and_list"], ("returned a tuple (Program, list); expected a tg.Program, an optimizer "
+                                             "(tg.sgd, tg.adam, ...), a (program, params, inputs) tuple, or an "
+                                             "(objective, [params...]) pair")),
+    (["dump", "{script}:program", "--kind", "step"], "--kind step is the step of an optimizer, and "),
     (["dump", "{script}:not_a_list"], "the second item must be a list of tg.param nodes"),
     (["dump", "{script}:needs"], "needs() needs arguments (argument)"),
     (["dump", "{script}:fails"], "ZeroDivisionError: division by zero (at target.py:"),
@@ -492,3 +495,88 @@ def test_cli_module_does_not_import_matplotlib_until_drawing():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, check=False)
     assert result.stdout.strip().endswith("False"), result.stderr
+
+
+# Issue 14: module-level programs and optimizers as targets; float32 gradient checks.
+
+MODULE_LEVEL = '''
+import tapegraph as tg
+
+x = tg.input("x", shape=("batch", 3))
+w = tg.param("w", shape=(3,))
+prog = tg.compile(tg.mean(tg.tanh(x @ w)), wrt=[w])
+opt = tg.adam(prog, learning_rate=0.01)
+step = tg.sgd(prog, step_size=0.25)
+
+w32 = tg.param("w32", shape=(3,), dtype="float32")
+x32 = tg.input("x32", shape=("batch", 3), dtype="float32")
+prog32 = tg.compile(tg.mean(tg.tanh(x32 @ w32)), wrt=[w32])
+# a float32 program whose gradient is 3% too large
+wrong32 = tg.compile(tg.mean(tg.tanh(x32 @ w32)), wrt=[w32])
+wrong32.value_and_grad = lambda params, inputs=None: (lambda value, grads: (value, {"w32": grads["w32"] * 1.03}))(
+    *prog32.value_and_grad(params, inputs))
+
+w16 = tg.param("w16", shape=(3,), dtype="float16")
+prog16 = tg.compile(tg.sum(tg.square(w16)), wrt=[w16])
+
+
+def make_rmsprop():
+    return tg.rmsprop(prog)
+'''
+
+
+@pytest.fixture
+def module_level(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "module_level.py"
+    path.write_text(MODULE_LEVEL)
+    return path
+
+
+def test_a_module_level_program_is_a_target(capsys, module_level):
+    code, out, _ = run(capsys, "dump", f"{module_level}:prog", "--shapes", "batch=2")
+    assert code == 0
+    assert out.startswith("program: objective = mean at module_level.py:6; wrt = [w]; value_and_grad\nsizes: batch=2")
+    code, out, _ = run(capsys, "gradcheck", f"{module_level}:prog")
+    assert code == 0 and "ok: 1 gradient(s) agree" in out
+
+
+@pytest.mark.parametrize("name, title", [("opt", "adam step: learning_rate=0.01, b1=0.9, b2=0.999, eps=1e-08"),
+                                         ("step", "sgd step: step_size=0.25"),
+                                         ("make_rmsprop", "rmsprop step: learning_rate=0.01, alpha=0.99, eps=1e-08")])
+def test_an_optimizer_is_a_target_and_its_step_is_the_default_tape(capsys, module_level, name, title):
+    code, out, _ = run(capsys, "dump", f"{module_level}:{name}", "--shapes", "batch=2")
+    assert code == 0
+    assert out.startswith(title + "\nsizes: batch=2") and "update tape (" in out
+    code, update, _ = run(capsys, "dump", f"{module_level}:{name}", "--update", "--shapes", "batch=2")
+    assert code == 0 and update.startswith(title) and "forward tape" not in update and "update tape (" in update
+    # the optimizer's program, as the other kinds see it
+    code, out, _ = run(capsys, "dump", f"{module_level}:{name}", "--kind", "value_and_grad")
+    assert code == 0 and out.startswith("program: objective = mean at module_level.py:6")
+    code, out, _ = run(capsys, "gradcheck", f"{module_level}:{name}")
+    assert code == 0 and "ok: 1 gradient(s) agree" in out
+
+
+def test_an_optimizer_targets_step_tape_is_drawn(capsys, module_level, tmp_path):
+    picture = tmp_path / "adam.png"
+    code, out, _ = run(capsys, "draw", f"{module_level}:opt", "-o", str(picture), "--what", "tape")
+    assert code == 0 and picture.read_bytes().startswith(b"\x89PNG")
+
+
+def test_gradcheck_takes_float32_settings_for_a_float32_program(capsys, module_level):
+    code, out, _ = run(capsys, "gradcheck", f"{module_level}:prog32")
+    assert code == 0, out
+    assert "eps 0.01, rtol 0.01" in out and "w32        f32[3]" in out
+    code, out, err = run(capsys, "gradcheck", f"{module_level}:wrong32")
+    assert_one_line_error(code, err, expected_code=1)
+    assert "gradient check failed: gradient of parameter 'w32' is wrong" in err
+    # the float64 settings, asked for, call the correct float32 gradient wrong
+    code, _, err = run(capsys, "gradcheck", f"{module_level}:prog32", "--eps", "1e-5", "--rtol", "1e-6")
+    assert code == 1
+
+
+def test_gradcheck_of_float16_needs_eps_and_rtol(capsys, module_level):
+    code, _, err = run(capsys, "gradcheck", f"{module_level}:prog16")
+    assert_one_line_error(code, err)
+    assert "computes in float16" in err and "pass both --eps and --rtol" in err
+    code, out, _ = run(capsys, "gradcheck", f"{module_level}:prog16", "--eps", "0.1", "--rtol", "0.1")
+    assert code == 0 and "eps 0.1, rtol 0.1" in out

@@ -319,16 +319,17 @@ def profile_step(case, number):
     inputs = {"x": x, "y": y}
     step(params, inputs)
     plan = step._plan
-    # the step feeds its hyperparameters (the step size) with the inputs
+    # the general path takes the hyperparameters in the inputs
     fed = {**inputs, **step._hypers}
     executable, arrays = program._prepare(plan, params, fed)
     compiled = executable.function()
     enter = executable.enter
+    # the step passes its hyperparameters (the step size) apart from the inputs
+    hypers = step._hyper_values
     pieces = [
         ("whole pure step: step(params, inputs)", lambda: step(params, inputs)),
         ("whole donated step", lambda: case.donated_step(params, inputs)),
-        ("inputs merged with the hyperparameters", lambda: {**inputs, **step._hypers}),
-        ("generated entry: argument checks, then step", lambda: enter(params, fed)),
+        ("generated entry: argument checks, then step", lambda: enter(params, inputs, None, hypers)),
         ("generated step alone, arrays given", lambda: compiled(*arrays)),
         ("general path: Program._prepare alone", lambda: program._prepare(plan, params, fed)),
         ("empty Python call, for scale", lambda: None),

@@ -233,8 +233,9 @@ def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collec
             not_scalar = f"type({variable}) is not r0_scalar{index}"
             if variable in passed:
                 lines.append(f"if {not_float} and ({exact}) and {not_scalar}:")
-            else:
-                # a numpy scalar (what Y[i] gives) is tested for first
+            elif is_param:  # most often the 0-d array a step returned
+                lines.append(f"if ({exact}) and {not_scalar} and {not_float}:")
+            else:  # most often a numpy scalar, what Y[i] gives
                 lines.append(f"if {not_scalar} and {not_float} and ({exact}):")
             lines.append(f"    {fallback}")
         else:

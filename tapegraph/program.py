@@ -106,8 +106,9 @@ class _Plan:
         #: How the compiled step returns each named root (``emit.Return``): lowered into its tapes.
         self.returns = tuple(returns)
         nodes = post_order(node for _, node, _ in roots)
-        # hyperparameters (``tg.adam``'s step size, say) come in the inputs
-        # dict: the optimizer adds them to the caller's inputs
+        # hyperparameters (``tg.adam``'s step size, say) come from the
+        # optimizer, apart from the inputs (``calls.check_lines``); the
+        # general path takes them in the inputs dict
         self.feeds = tuple(leaves(nodes, PARAM) + leaves(nodes, INPUT) + leaves(nodes, HYPER))
         #: Names of the hyperparameter feeds, which the inputs may hold too.
         self.hyper_names = frozenset(node.name for node in self.feeds if node.op is HYPER)

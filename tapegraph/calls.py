@@ -163,7 +163,7 @@ def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collec
                 hypers: Collection[str] = ()) -> list[str]:
     """The statements that check one specialisation's arguments, generated with it.
 
-    They run first in a function of ``r0_params, r0_inputs, r0_arrays``.
+    They run first in a function of ``ENTRY_PARAMETERS``.
     The general path, which has checked and converted the arguments
     itself, passes them as the tuple ``r0_arrays``: they are unpacked into
     the variables unchecked. Otherwise (``r0_arrays`` is None) they take

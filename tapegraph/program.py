@@ -25,7 +25,7 @@ from tapegraph.calls import (
     Packing, check_lines, check_namespace, check_shape, convert, count, did_you_mean, make_entry, pack_expression,
     with_hypers,
 )
-from tapegraph.backends import Executable, Return, checking, get_backend
+from tapegraph.backends import Executable, Return, checking, checking_now, get_backend
 from tapegraph.compile.graph import check_names, leaves, post_order
 from tapegraph.compile.grad import check_objective, check_wrt, grad
 from tapegraph.compile.lower import Root, lower
@@ -300,11 +300,11 @@ class Program:
             executable.enter = executable.entry(
                 lambda arguments: check_lines(feeds, arguments, plan.donated, numbers,
                                               overlap=plan.overlap is not None, hypers=plan.hyper_names),
-                check_namespace(feeds, plan.fallback, checking, plan.overlap, plan.hyper_names),
+                check_namespace(feeds, plan.fallback, checking_now, plan.overlap, plan.hyper_names),
                 lambda results: pack_expression(plan.packing, results))
         if executable.enter is None:
             executable.enter = make_entry(feeds, executable.function(), executable.failure,
-                                          plan.fallback, checking, plan.packing, plan.donated, numbers,
+                                          plan.fallback, checking_now, plan.packing, plan.donated, numbers,
                                           plan.overlap, plan.hyper_names)
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,

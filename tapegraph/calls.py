@@ -135,6 +135,12 @@ CHECK_BUILTINS = frozenset({"type", "len", "float", "int", "Exception", "TypeErr
 
 Feed = tuple[str, bool, np.dtype, tuple[int, ...]]
 
+#: The parameters of every generated entry: the call's two dicts, the
+#: tuple of feeds the general path has checked and converted already,
+#: and the hyperparameter values an optimizer passes apart from the inputs
+#: (see ``check_lines``).
+ENTRY_PARAMETERS = "r0_params, r0_inputs, r0_arrays=None, r0_hypers=None"
+
 
 def pack_expression(packing: Packing, results: str) -> str:
     """Python source of what a call returns, from the tuple named ``results``."""
@@ -153,10 +159,11 @@ def pack_expression(packing: Packing, results: str) -> str:
 
 
 def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collection[str] = (),
-                numbers: Collection[str] = (), indent: str = "        ", overlap: bool = False) -> list[str]:
+                numbers: Collection[str] = (), indent: str = "        ", overlap: bool = False,
+                hypers: Collection[str] = ()) -> list[str]:
     """The statements that check one specialisation's arguments, generated with it.
 
-    They run first in a function of ``r0_params, r0_inputs, r0_arrays``.
+    They run first in a function of ``ENTRY_PARAMETERS``.
     The general path, which has checked and converted the arguments
     itself, passes them as the tuple ``r0_arrays``: they are unpacked into
     the variables unchecked. Otherwise (``r0_arrays`` is None) they take
@@ -178,46 +185,63 @@ def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collec
     other feed is one of them or a view of one. Where that does not hold,
     they call ``r0_overlap(r0_params, r0_inputs)``, which looks closer and
     raises if memory is shared. (The general path calls it itself.)
+    The hyperparameter feeds named in ``hypers`` come instead in the
+    tuple ``r0_hypers``, in the order of ``feeds`` (an optimizer passes the
+    values it has checked itself, which saves merging them into the
+    inputs); a float serves each at once. When ``r0_hypers`` is None they
+    are looked for in the inputs, on the general path. The general path
+    is given them merged into the inputs: ``r0_fallback(r0_params,
+    r0_inputs, r0_hypers)`` (see ``check_namespace``).
     The dtypes and numpy scalar types are ``r0_dtype<i>``, ``r0_scalar<i>``
     (see ``check_namespace``).
     """
-    fallback = "return r0_fallback(r0_params, r0_inputs)"
+    fallback = "return r0_fallback(r0_params, r0_inputs, r0_hypers)"
     lines = [
         "if r0_inputs is None:",
         "    r0_inputs = {}",
         "if r0_checking():",
         f"    {fallback}",
     ]
-    if feeds:
-        lines.append("try:")
-        for variable, (name, is_param, _, _) in zip(variables, feeds):
-            lines.append(f"    {variable} = {'r0_params' if is_param else 'r0_inputs'}[{name!r}]")
-        lines += ["except Exception:  # not a dict, a name missing: the general path says which",
-                  f"    {fallback}"]
+    given = [(variable, feed) for variable, feed in zip(variables, feeds) if feed[0] not in hypers or feed[1]]
+    passed = [variable for variable, feed in zip(variables, feeds) if feed[0] in hypers and not feed[1]]
+    lines.append("try:")
+    for variable, (name, is_param, _, _) in given:
+        lines.append(f"    {variable} = {'r0_params' if is_param else 'r0_inputs'}[{name!r}]")
+    if passed:
+        # None (not passed: they are in the inputs) or a wrong length raises: the general path
+        lines.append(f"    {''.join(variable + ', ' for variable in passed)}= r0_hypers")
     lines += [
-        "try:",
-        f"    if len(r0_params) + len(r0_inputs) != {len(feeds)}:  # a name this call does not take",
+        f"    if len(r0_params) + len(r0_inputs) != {len(given)}:  # a name this call does not take",
         f"        {fallback}",
-        "except TypeError:  # not a dict",
+        "except Exception:  # not a dict, a name missing: the general path says which",
         f"    {fallback}",
     ]
     for index, (variable, (name, is_param, dtype, shape)) in enumerate(zip(variables, feeds)):
-        exact = (f"type({variable}) is not r0_ndarray or {variable}.dtype is not r0_dtype{index} "
-                 f"or {variable}.shape != {shape!r}")
+        # (a 0-d array's ndim is read faster than its shape)
+        shape_differs = f"{variable}.ndim" if shape == () else f"{variable}.shape != {shape!r}"
+        exact = f"type({variable}) is not r0_ndarray or {variable}.dtype is not r0_dtype{index} or {shape_differs}"
         if is_param and name in donated:
             lines += [f"if {exact} or not {variable}.flags.writeable:", f"    {fallback}"]
             continue
-        lines.append(f"if {exact}:")
         python_type = {"f": "float", "i": "int", "u": "int"}.get(dtype.kind) if shape == () else None
         if python_type is None:
-            lines.append(f"    {fallback}")
+            lines += [f"if {exact}:", f"    {fallback}"]
         elif name in numbers and dtype == np.float64:
-            # read only as float(feed): a float is as good as a 0-d array
-            lines += [f"    if type({variable}) is not r0_scalar{index} and type({variable}) is not float:",
-                      f"        {fallback}"]
+            # read only as float(feed): a float is as good as a 0-d array; a
+            # float is tested first where one is expected (a hyperparameter)
+            not_float = f"type({variable}) is not float"
+            not_scalar = f"type({variable}) is not r0_scalar{index}"
+            if variable in passed:
+                lines.append(f"if {not_float} and ({exact}) and {not_scalar}:")
+            elif is_param:  # most often the 0-d array a step returned
+                lines.append(f"if ({exact}) and {not_scalar} and {not_float}:")
+            else:  # most often a numpy scalar, what Y[i] gives
+                lines.append(f"if {not_scalar} and {not_float} and ({exact}):")
+            lines.append(f"    {fallback}")
         else:
             # X[i] of a 1-D array gives its numpy scalar: exactly the dtype
-            lines += [f"    if type({variable}) is r0_scalar{index}:",
+            lines += [f"if {exact}:",
+                      f"    if type({variable}) is r0_scalar{index}:",
                       f"        {variable} = r0_asarray({variable})",
                       f"    elif type({variable}) is {python_type}:",
                       "        try:",
@@ -267,13 +291,22 @@ def overlap_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Coll
 
 
 def check_namespace(feeds: Sequence[Feed], fallback: Callable, checking: Callable[[], bool],
-                    overlap: Callable[[Any, Any], None] | None = None) -> dict[str, Any]:
+                    overlap: Callable[[Any, Any], None] | None = None,
+                    hypers: Collection[str] = ()) -> dict[str, Any]:
     """The values of the names ``check_lines`` uses (all but the two dicts).
 
-    ``overlap(params, inputs)`` raises if a donated array shares memory
-    with another feed (``check_lines(..., overlap=True)`` calls it).
+    ``fallback(params, inputs)`` is the general path; it is given the
+    hyperparameters of ``hypers`` merged into the inputs when they were
+    passed apart. ``overlap(params, inputs)`` raises if a donated array
+    shares memory with another feed (``check_lines(..., overlap=True)``
+    calls it).
     """
-    namespace: dict[str, Any] = {"r0_fallback": fallback, "r0_checking": checking,
+    passed = tuple(name for name, is_param, _, _ in feeds if name in hypers and not is_param)
+
+    def general(params: Any, inputs: Any, values: Any = None) -> Any:
+        return fallback(params, inputs if values is None else with_hypers(inputs, passed, values))
+
+    namespace: dict[str, Any] = {"r0_fallback": general, "r0_checking": checking,
                                  "r0_ndarray": np.ndarray, "r0_asarray": np.asarray}
     if overlap is not None:
         namespace["r0_overlap"] = overlap
@@ -283,11 +316,30 @@ def check_namespace(feeds: Sequence[Feed], fallback: Callable, checking: Callabl
     return namespace
 
 
+def with_hypers(inputs: Any, names: Sequence[str], values: Any) -> Any:
+    """The inputs with hyperparameter values (a sequence, one per name) added.
+
+    Inputs that are not a dict are left as they are: the general path
+    explains them. A ``values`` that does not hold one value per name is
+    a programming error of the optimizer, said as such.
+    """
+    values = tuple(values)
+    if len(values) != len(names):
+        raise ValueError(f"hyperparameters {list(names)} were given {len(values)} value(s)")
+    merged = dict(zip(names, values))
+    if inputs is None:
+        return merged
+    if isinstance(inputs, Mapping):
+        return {**inputs, **merged}
+    return inputs
+
+
 def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donated: Collection[str] = (),
-                 numbers: Collection[str] = (), names: Sequence[str] = (), overlap: bool = False) -> str:
+                 numbers: Collection[str] = (), names: Sequence[str] = (), overlap: bool = False,
+                 hypers: Collection[str] = ()) -> str:
     """Python source of ``make(r0_step, r0_failure, <names>)``, which returns an entry.
 
-    The entry ``enter(r0_params, r0_inputs, r0_arrays=None)`` runs ``check_lines`` and then
+    The entry ``enter(ENTRY_PARAMETERS)`` runs ``check_lines`` and then
     ``r0_step`` on the feeds, in order; a failure inside the step comes out
     as ``r0_failure(error)``, and what it returns is packed as ``packing``
     says. This is the entry for a backend whose step takes the feeds as
@@ -297,8 +349,8 @@ def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donate
     variables = [f"a{index}" for index in range(len(feeds))]
     lines = [
         f"def make({', '.join(['r0_step', 'r0_failure', *names])}):",
-        "    def enter(r0_params, r0_inputs, r0_arrays=None):",
-        *check_lines(feeds, variables, donated, numbers, overlap=overlap),
+        f"    def enter({ENTRY_PARAMETERS}):",
+        *check_lines(feeds, variables, donated, numbers, overlap=overlap, hypers=hypers),
         "        try:",
         f"            r0_results = r0_step({', '.join(variables)})",
         "        except Exception as error:",
@@ -312,10 +364,11 @@ def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donate
 
 def make_entry(feeds: Sequence[Feed], step: Callable, failure: Callable, fallback: Callable,
                checking: Callable[[], bool], packing: Packing = ("tuple", ()), donated: Collection[str] = (),
-               numbers: Collection[str] = (), overlap: Callable[[Any, Any], None] | None = None) -> Callable:
+               numbers: Collection[str] = (), overlap: Callable[[Any, Any], None] | None = None,
+               hypers: Collection[str] = ()) -> Callable:
     """Compile ``entry_source``: the entry of one specialisation whose step takes the feeds as arguments."""
-    namespace = check_namespace(feeds, fallback, checking, overlap)
-    text = entry_source(feeds, packing, donated, numbers, list(namespace), overlap is not None)
+    namespace = check_namespace(feeds, fallback, checking, overlap, hypers)
+    text = entry_source(feeds, packing, donated, numbers, list(namespace), overlap is not None, hypers)
     filename = f"<tapegraph call check {next(_serial)}>"
     # registered so that tracebacks through the entry show its lines
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)

@@ -266,9 +266,15 @@ class SGDStep(_Step):
         self._plan = program._custom_plan(("sgd", bool(self.weight_decay), self.donate), kind, roots, returns,
                                           ("dict, value", self._names), donated, self._refuse,
                                           self._check_no_overlap if self.donate else None)
-        #: Hyperparameters the tape does not read (an objective that no
-        #: parameter reaches has constant gradients): not passed.
-        self._unread = frozenset(self._hypers) - self._plan.hyper_names
+        #: The hyper feeds the tape reads, in the order its entry takes
+        #: their values (apart from the inputs), and this step's values.
+        #: (A hyperparameter the tape does not read is not passed: an
+        #: objective that no parameter reaches has constant gradients.)
+        self._hyper_order = _hyper_order(self._plan)
+        self._hyper_values = tuple(self._hypers[name] for name in self._hyper_order)
+        #: Whether the program has parameters besides ``wrt``: a call then
+        #: returns those given too, which the entry's packing does not.
+        self._returns_others = bool(set(program.params) - set(self._names))
         self._note_donated(donated)
 
     def init(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -290,15 +296,16 @@ class SGDStep(_Step):
         given, so two threads donating the same arrays race on them, as any
         two threads writing one array would: give each thread its own.
         """
-        values = self._hypers if not hypers else {**self._hypers, **self._override(hypers)}
-        if self._unread:
-            values = {name: value for name, value in values.items() if name not in self._unread}
-        if type(inputs) is dict:
-            fed = {**inputs, **values}
-        else:
-            fed = _with_hypers(inputs, values)
-        # a donated step's entry refuses donated arrays sharing memory (_check_no_overlap)
-        updated, value = self._plan.enter(params, fed)
+        if not hypers and not self._returns_others:
+            # the common case in one call of the specialisation's generated
+            # entry, which checks the arguments (a donated step's also
+            # refuses donated arrays sharing memory, _check_no_overlap)
+            return self._plan.enter(params, inputs, None, self._hyper_values)
+        values = self._hyper_values
+        if hypers:
+            given = {**self._hypers, **self._override(hypers)}
+            values = tuple(given[name] for name in self._hyper_order)
+        updated, value = self._plan.enter(params, inputs, None, values)
         if len(params) > len(updated):
             for name, given in params.items():
                 updated.setdefault(name, given)
@@ -336,12 +343,9 @@ def _made_again(kind: type, program: Program, arguments: Mapping[str, Any]) -> _
     return kind(program, **arguments)
 
 
-def _with_hypers(inputs: Any, values: Mapping[str, float]) -> Any:
-    if inputs is None:
-        return dict(values)
-    if isinstance(inputs, Mapping):
-        return {**inputs, **values}
-    return inputs  # not a dict: the call explains
+def _hyper_order(plan: Any) -> tuple[str, ...]:
+    """The hyper feeds of ``plan`` in the order its entry takes their values (``calls.check_lines``)."""
+    return tuple(name for name, kind, _ in plan.feed_names if kind == "hyper")
 
 
 def _check_free(program: Program, names: Mapping[str, Any]) -> None:
@@ -565,8 +569,9 @@ class Optimizer(_Step):
                                           ("tuple", ()), donated, self._refuse,
                                           self._check_no_overlap if self.donate else None)
         self._plan.kind_name = self.name
-        #: Hyper feeds the tape does not read (see ``SGDStep``): not passed.
-        self._unread = frozenset(fed) - self._plan.hyper_names
+        #: The hyper feeds the tape reads, in the order its entry takes them
+        #: (one it does not read is not passed, see ``SGDStep``).
+        self._hyper_order = _hyper_order(self._plan)
         self._owner = _Owner(self._plan, self.name, self)
         self._note_donated(donated)
 
@@ -617,13 +622,11 @@ class Optimizer(_Step):
         values = self._hypers if not hypers else self._override(hypers)
         count = state.count
         fed_values = self.fed(self._values(values, count), count)
-        if self._unread:
-            fed_values = {name: value for name, value in fed_values.items() if name not in self._unread}
-        fed = _with_hypers(inputs, fed_values)
         feeds = dict(state.params)
         for slot, name, feed in self._slot_feeds:
             feeds[feed] = state.slots[slot][name]
-        results = self._plan.enter(feeds, fed)
+        # the hyperparameters go apart from the inputs, in the entry's order
+        results = self._plan.enter(feeds, inputs, None, tuple([fed_values[name] for name in self._hyper_order]))
         params = dict(state.params)
         slots: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self.slot_names}
         position = 1

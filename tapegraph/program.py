@@ -23,8 +23,9 @@ from tapegraph.shapes import symbols
 from tapegraph.inspect.dump import format_tape
 from tapegraph.calls import (
     Packing, check_lines, check_namespace, check_shape, convert, count, did_you_mean, make_entry, pack_expression,
+    with_hypers,
 )
-from tapegraph.backends import Executable, Return, checking, get_backend
+from tapegraph.backends import Executable, Return, checking, checking_now, get_backend
 from tapegraph.compile.graph import check_names, leaves, post_order
 from tapegraph.compile.grad import check_objective, check_wrt, grad
 from tapegraph.compile.lower import Root, lower
@@ -105,8 +106,9 @@ class _Plan:
         #: How the compiled step returns each named root (``emit.Return``): lowered into its tapes.
         self.returns = tuple(returns)
         nodes = post_order(node for _, node, _ in roots)
-        # hyperparameters (``tg.adam``'s step size, say) come in the inputs
-        # dict: the optimizer adds them to the caller's inputs
+        # hyperparameters (``tg.adam``'s step size, say) come from the
+        # optimizer, apart from the inputs (``calls.check_lines``); the
+        # general path takes them in the inputs dict
         self.feeds = tuple(leaves(nodes, PARAM) + leaves(nodes, INPUT) + leaves(nodes, HYPER))
         #: Names of the hyperparameter feeds, which the inputs may hold too.
         self.hyper_names = frozenset(node.name for node in self.feeds if node.op is HYPER)
@@ -134,10 +136,18 @@ class _Plan:
         #: The general path, ``fallback(params, inputs)``; ``enter`` until a
         #: specialisation exists.
         self.fallback = functools.partial(fallback, self)
-        self.enter: Callable = self.fallback
+        self.enter: Callable = self._enter_first
         #: Held while specialising: two threads needing the same new
         #: specialisation lower it once.
         self.lock = threading.Lock()
+
+    def _enter_first(self, params: Any, inputs: Any, arrays: None = None, hypers: Any = None) -> Any:
+        """``enter`` until a specialisation exists: the general path, given
+        the hyperparameters (passed apart, see ``calls.check_lines``) in the inputs."""
+        if hypers is not None:
+            names = tuple(node.name for node in self.feeds if node.op is HYPER)
+            inputs = with_hypers(inputs, names, hypers)
+        return self.fallback(params, inputs)
 
 
 class Program:
@@ -319,13 +329,13 @@ class Program:
         if hasattr(executable, "entry"):
             executable.enter = executable.entry(
                 lambda arguments: check_lines(feeds, arguments, plan.donated, numbers,
-                                              overlap=plan.overlap is not None),
-                check_namespace(feeds, plan.fallback, checking, plan.overlap),
+                                              overlap=plan.overlap is not None, hypers=plan.hyper_names),
+                check_namespace(feeds, plan.fallback, checking_now, plan.overlap, plan.hyper_names),
                 lambda results: pack_expression(plan.packing, results))
         if executable.enter is None:
             executable.enter = make_entry(feeds, executable.function(), executable.failure,
-                                          plan.fallback, checking, plan.packing, plan.donated, numbers,
-                                          plan.overlap)
+                                          plan.fallback, checking_now, plan.packing, plan.donated, numbers,
+                                          plan.overlap, plan.hyper_names)
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
                  _format_sizes(sizes), len(tape.instructions), tape.total_bytes)
@@ -613,7 +623,7 @@ class Program:
         >>> print(text[text.index("    # forward"):])
             # forward
             np.square(w, out=s2)                          # %1 square at ...
-            v2 = np.add.reduce(s2, axis=None)             # %2 sum at ...
+            v2 = float(np.add.reduce(s2, axis=None))      # %2 sum at ...
             # reverse
             r4 = np.multiply(s1, w)                       # %4 mul at grad of square at ...
             return {'objective': float(v2), 'grad w': r4}

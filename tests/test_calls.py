@@ -170,3 +170,42 @@ def test_the_numpy_step_holds_its_checks_even_for_a_feed_named_like_a_builtin_th
     assert "np" in executable.enter.__code__.co_freevars and executable.arguments["len"] == "_len"
     with pytest.raises(tg.CallError, match=r"input 'len' expects f64\[2\]"):
         program.value_and_grad(params, {"len": np.ones(3)})
+
+
+def _equal_steps(first, second) -> bool:
+    (params_a, value_a), (params_b, value_b) = first, second
+    return value_a == value_b and params_a.keys() == params_b.keys() \
+        and all(np.array_equal(params_a[name], params_b[name]) for name in params_a)
+
+
+def test_an_sgd_step_passes_its_hyperparameters_to_the_entry_apart_from_the_inputs():
+    program = hw.multiclass()
+    params = hw.random_params(program, np.random.default_rng(0))
+    step = tg.sgd(program, step_size=0.1)
+    inputs = {"x": np.array([0.5, -1.0]), "y": np.int64(1)}
+    expected = step(params, inputs)
+    plan = step._plan
+    code = plan.enter.__code__  # the entry's: it does not look the step size up by name
+    assert "r0_hypers" in code.co_varnames and "step_size" not in code.co_consts and "x" in code.co_consts
+    # the same values taken in the inputs (the general path) or given as
+    # a numpy scalar or a 0-d array give the same step
+    assert _equal_steps(plan.enter(params, {**inputs, "step_size": 0.1}), expected)
+    assert _equal_steps(plan.enter(params, inputs, None, (np.float64(0.1),)), expected)
+    assert _equal_steps(plan.enter(params, inputs, None, (np.array(0.1),)), expected)
+    # a step size in the caller's inputs is the step's own, as before
+    assert _equal_steps(step(params, {**inputs, "step_size": 5.0}), expected)
+    assert _equal_steps(step(params, inputs, step_size=0.1), expected)
+    assert not _equal_steps(step(params, inputs, step_size=0.2), expected)
+
+
+def test_a_wrong_argument_to_a_step_gives_the_general_paths_error_with_its_hyperparameters_apart():
+    program = hw.ridge(num_features=3)
+    step = tg.sgd(program, step_size=0.1)
+    params = {"w": np.zeros(3), "b": np.array(0.0)}
+    step(params, {"x": np.ones(3), "y": 1.0})
+    text = _error_text(lambda: step(params, {"x": np.ones(4), "y": 1.0}))
+    assert text.startswith("input 'x' expects f64[3]")
+    text = _error_text(lambda: step(params, {"x": np.ones(3), "y": 1.0, "z": 2.0}))
+    assert text.startswith("unknown name 'z' in inputs")
+    text = _error_text(lambda: step(params, {"x": np.ones(3)}))
+    assert "input(s) ['y'] missing from inputs" in text

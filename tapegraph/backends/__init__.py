@@ -18,7 +18,7 @@ from tapegraph.compile.emit import Return
 from tapegraph.compile.tape import Tape
 from tapegraph.errors import TapeError
 
-__all__ = ["Backend", "Executable", "Return", "check_finite", "checking", "get_backend"]
+__all__ = ["Backend", "Executable", "Return", "check_finite", "checking", "checking_now", "get_backend"]
 
 
 class Executable(Protocol):
@@ -87,3 +87,8 @@ def check_finite(enabled: bool = True) -> Iterator[None]:
 def checking() -> bool:
     """True inside ``check_finite()``."""
     return _checking.get()
+
+
+#: ``checking`` without a Python function's frame: the context variable's
+#: own getter, which every generated entry calls first (0.03 us less a call).
+checking_now: Callable[[], bool] = _checking.get

@@ -132,10 +132,18 @@ class _Writer:
         self.copies: list[str] = []
         #: Each feed's dtype, by name.
         self.feed_dtypes = {feed.name: feed.dtype for feed in tape.feeds}
+        #: Each value's dtype, by value.
+        self.dtypes = {feed.value: feed.dtype for feed in tape.feeds}
+        self.dtypes.update((constant.value, constant.array.dtype.name) for constant in tape.constants)
+        self.dtypes.update((instruction.value, instruction.dtype) for instruction in tape.instructions)
+        #: The single float64 feeds read in place, which the caller may give as numbers.
+        self.single_feeds: set[int] = set()
         for feed in tape.feeds:
             self.slot[feed.value] = feed.slot
             if feed.in_place:
                 self.array[feed.value] = feed_names[feed.name]
+                if feed.shape == () and feed.dtype == "float64":
+                    self.single_feeds.add(feed.value)
             else:
                 self.copies.append(f"np.copyto(s{feed.slot}, {feed_names[feed.name]})")
                 self.array[feed.value] = f"s{feed.slot}"
@@ -178,7 +186,24 @@ class _Writer:
         form = instruction.form(index)
         if form == "number":
             return self.as_number(value)
+        if form == "either" and self.on_float64_arrays(instruction):
+            # numpy converts a Python float (or numpy scalar) operand at
+            # every call, which costs a ufunc over arrays about 0.1 us more
+            # than a 0-d array does (a constant's buffer, or the value
+            # stored in its slot for 0.02 us); with every dtype float64 the
+            # result is the same. A single feed may be given as a number.
+            if value in self.single_feeds:
+                self.single_feeds.discard(value)
+                name = f"s{self.slot[value]}"
+                self.lines.append(f"{name}[()] = {self.array[value]}")
+                self.array[value] = name
+            return self.as_array(value, False)
         return self.as_array(value, form == "either")
+
+    def on_float64_arrays(self, instruction: Instruction) -> bool:
+        """True when ``instruction`` computes an array of float64 from float64 operands."""
+        return instruction.shape != () and instruction.dtype == "float64" \
+            and all(self.dtypes[value] == "float64" for value in instruction.input_values)
 
     def instruction(self, position: int, instruction: Instruction, workspace: Sequence[str]) -> None:
         """Append the lines that run one instruction."""
@@ -189,8 +214,12 @@ class _Writer:
         destination = instruction.destination
         operands = [self.operand(instruction, index) for index in range(len(instruction.input_values))]
         if destination.kind == "scalar":
-            scalar = op.scalar_template(attributes)
-            self.lines.append(f"v{instruction.value} = " + scalar.format(*operands, **attributes))
+            scalar = op.scalar_template(attributes).format(*operands, **attributes)
+            if "np." in scalar:
+                # a numpy call gives a numpy scalar, whose arithmetic costs
+                # about twice a float's: every scalar value is a float
+                scalar = f"float({scalar})"
+            self.lines.append(f"v{instruction.value} = " + scalar)
             self.scalar[instruction.value] = f"v{instruction.value}"
             return
         template = op.source_template(attributes)

@@ -181,11 +181,11 @@ class Executable:
         feed's argument name
         would shadow a name the checks use (say, a feed called ``len``).
         """
-        from tapegraph.calls import CHECK_BUILTINS
+        from tapegraph.calls import CHECK_BUILTINS, ENTRY_PARAMETERS
         if CHECK_BUILTINS & set(self.arguments.values()):
             return None
         with self._compiling:
-            return self._compile(False, (checks, dict(namespace), packing))
+            return self._compile(False, (checks, dict(namespace), packing, ENTRY_PARAMETERS))
 
     def source(self, check: bool = False) -> str:
         """The text of the generated factory behind ``function(check)``."""
@@ -230,9 +230,9 @@ class Executable:
 
     def _compile(self, check: bool, entry: tuple | None = None) -> Callable:
         """Generate and compile a step; with ``entry`` (checks, namespace,
-        packing), the entry form of ``entry()``."""
+        packing, parameters), the entry form of ``entry()``."""
         arguments = [self.arguments[name] for name in self.feed_order]
-        checks, namespace, packing = entry if entry is not None else (None, {}, None)
+        checks, namespace, packing, parameters = entry if entry is not None else (None, {}, None, None)
         head = checks(arguments) if checks is not None else []
         indent = " " * (12 if entry is not None else 8)
         # line 1 ``def make``, line 2 ``def run``, then the checks, the
@@ -248,11 +248,12 @@ class Executable:
         # makes, so they cannot clash with a feed or a value.
         unpack = "".join(name + ", " for name in pool.names)
         if pool.names:
+            # the set's own tuple goes back on the list: no new tuple per call
             take = [f"{indent}try:",
-                    f"{indent}    {unpack}= r0_free.pop()",
+                    f"{indent}    {unpack}= r0_set = r0_free.pop()",
                     f"{indent}except IndexError:  # every set is in use by another call: a fresh one",
-                    f"{indent}    {unpack}= r0_allocate()"]
-            give = [f"        r0_free.append(({unpack}))"]
+                    f"{indent}    {unpack}= r0_set = r0_allocate()"]
+            give = ["        r0_free.append(r0_set)"]
         else:
             take = [""] * 4  # keep the line numbers the spans were counted with
             give = []
@@ -260,7 +261,7 @@ class Executable:
         if entry is None:
             signature, returned = ", ".join(arguments), "r0_results"
         else:
-            signature, returned = "r0_params, r0_inputs, r0_arrays=None", packing("r0_results")
+            signature, returned = parameters, packing("r0_results")
             # the packing names each result as r0_results[i]: put the results
             # there instead, which saves building the tuple and indexing it
             inlined = re.sub(r"\br0_results\[(\d+)\]", lambda match: results[int(match.group(1))], returned)

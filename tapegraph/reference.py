@@ -100,14 +100,15 @@ def _matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool, transpose_b: bool) 
 # Shape and indexing ops: the index is the text between numpy's brackets.
 
 def _key(text: str) -> tuple:
-    """``"1:3, None, 0"`` as the tuple numpy reads between brackets."""
+    """``"[1:3, None, 0]"`` as the tuple numpy reads between the brackets."""
     def entry(part: str):
         if part == "None":
             return None
         if ":" in part:
             return slice(*[int(bound) if bound else None for bound in part.split(":")])
         return int(part)
-    return tuple(entry(part) for part in text.split(", ")) if text else ()
+    inner = text[1:-1]
+    return () if inner == "..." else tuple(entry(part) for part in inner.split(", "))
 
 
 def _unindex(g: np.ndarray, index: str, shape: tuple[int, ...]) -> np.ndarray:

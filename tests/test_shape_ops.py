@@ -92,8 +92,8 @@ def test_equal_selections_are_equal_nodes_and_a_full_selection_is_the_value():
     x = tg.param("x", shape=(4, 3))
     assert x[1:10] == x[1:4] == x[-3:] and x[0] == x[-4] == x[0, :]
     assert x[:] is x and x[...] is x and x[:, :] is x
-    assert x[1:3].attr("index") == "1:3" and x[::-1, 0].attr("index") == "::-1, 0"
-    assert x[..., None].attr("index") == ":, :, None"
+    assert x[1:3].attr("index") == "[1:3]" and x[::-1, 0].attr("index") == "[::-1, 0]"
+    assert x[..., None].attr("index") == "[:, :, None]" and tg.ops.index(x, "[...]", name="all").attr("index") == "[...]"
 
 
 def test_symbolic_dimensions_take_full_slices_and_reversals():
@@ -156,6 +156,7 @@ def test_join_stack_split_squeeze_expand_and_flip_agree_with_numpy(rng):
     column = tg.param("c", shape=(3, 1, 1))
     assert tg.squeeze(column).shape == (3,) and tg.squeeze(column, axis=-1).shape == (3, 1)
     assert tg.expand_dims(x, (0, 3)).shape == (1, 6, 4, 1)
+    assert tg.squeeze(x) is x and tg.squeeze(x, name="same").name == "same"  # nothing to squeeze
     np.testing.assert_array_equal(_run(tg.flip(x), {"x": data}), np.flip(data))
     np.testing.assert_array_equal(_run(tg.flip(x, 1), {"x": data}), np.flip(data, 1))
 

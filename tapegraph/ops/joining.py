@@ -64,7 +64,11 @@ def _axes(function: str, nodes: Sequence[Node], axis: Any, ndim: int) -> tuple[i
 
 
 def _named(node: Node, name: str | None) -> Node:
-    return node.named(name) if name else node
+    if not name:
+        return node
+    if node.is_leaf:  # the operand itself (squeezing nothing): a named copy, since leaves keep their names
+        return INDEX(node, (), name=name)
+    return node.named(name)
 
 
 def concatenate(xs: Sequence[Any], axis: int = 0, name: str | None = None) -> Node:

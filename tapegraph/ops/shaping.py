@@ -103,9 +103,9 @@ TRANSPOSE = register(Op(
 
 
 # Basic indexing, ``x[key]``. The node stores the key as canonical text,
-# as numpy would read it between the brackets ("1:3, 0, None, ::-1"):
-# dumps show it as written, it travels through the JSON export as it is,
-# and generated code pastes it between brackets. Every slice is resolved
+# brackets included, as numpy would read it ("[1:3, 0, None, ::-1]", and
+# "[...]" for everything): dumps show it as written, it travels through
+# the JSON export as it is, and generated code pastes it after the operand. Every slice is resolved
 # against its axis when the node is built (``1:10`` on an axis of 4 is
 # ``1:4``), so equal selections are equal text and equal nodes.
 
@@ -139,8 +139,10 @@ def _index_entry_error(item: Any) -> str | None:
 
 
 def parse_index(text: str) -> tuple[Any, ...]:
-    """The numpy key for an index's canonical text: ``"1:3, None"`` is ``(slice(1, 3), None)``."""
-    if not text:
+    """The numpy key for an index's text: ``"[1:3, None]"`` is ``(slice(1, 3), None)`` (brackets optional)."""
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if text in ("", "..."):
         return ()
     key: list[Any] = []
     for part in text.split(", "):
@@ -197,7 +199,7 @@ def canonical_index(shape: Shape, key: Any) -> str:
         axis += 1
     while entries and entries[-1] == ":":
         entries.pop()  # trailing full slices say nothing
-    return ", ".join(entries)
+    return "[" + (", ".join(entries) or "...") + "]"
 
 
 def _canonical_slice(item: slice, dim: Any, axis: int) -> str:
@@ -256,13 +258,13 @@ def _index_source(index: str, key: tuple, scalar_operand: bool) -> str | None:
     # the kernel (called on arrays) takes that case
     if scalar_operand:
         return None
-    return "np.copyto({out}, {0}[%s])" % (index or "...")
+    return "np.copyto({out}, {0}%s)" % index
 
 
 def _drop_empty_index(node: Node) -> Node:
     # x[:] and x[...] are x
     (x,) = node.inputs
-    return x if not node.attr("index") else node
+    return x if node.attr("index") == "[...]" else node
 
 
 def selects_everything(shape: Shape, text: str) -> bool:
@@ -305,7 +307,7 @@ def _unindex_attributes(g: Node, index: Any, shape: Any) -> dict[str, Any]:
 def _unindex_rule(g: Node, index: str, shape: Shape) -> tuple[Shape, str]:
     expected = indexed_shape(shape, index)
     if g.shape != expected:
-        raise ValueError(f"putting values at [{index}] of an array of shape {format_shape(shape)} needs an operand "
+        raise ValueError(f"putting values at {index} of an array of shape {format_shape(shape)} needs an operand "
                          f"of shape {format_shape(expected)}")
     return tuple(shape), g.dtype
 
@@ -322,7 +324,8 @@ def _unindex_kernel(g: np.ndarray, out: np.ndarray, index: str, shape, key: tupl
 def _unindex_source(index: str, shape, key: tuple) -> str:
     # copied into a view of out: "..." keeps it a view when the integers
     # take every axis (and generated code may name a view of a buffer once)
-    return "{out}.fill(0)\nnp.copyto({out}[%s], {0})" % (f"{index}, ..." if index else "...")
+    inner = index[1:-1]
+    return "{out}.fill(0)\nnp.copyto({out}[%s], {0})" % ("..." if inner == "..." else f"{inner}, ...")
 
 
 def _unindex_as_index(node: Node) -> Node:
@@ -370,7 +373,7 @@ UNINDEX = register(Op(
         Sample([Arg((4, 2))], {"index": (slice(None), slice(None, None, -2)), "shape": (4, 3)}),
         Sample([Arg((3,))], {"index": (slice(1, 4), -1), "shape": (4, 5)}),
     ),
-    doc="""An array of zeros of ``shape`` with ``g`` written at ``[index]``: the transpose of indexing.
+    doc="""An array of zeros of ``shape`` with ``g`` written at ``index``: the transpose of indexing.
 
     ``out = 0; out[index] = g``. The VJP takes g' at ``index`` again.
     """,

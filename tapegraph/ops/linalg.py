@@ -306,8 +306,27 @@ def _contract_rule(a: Node, b: Node, subscripts: str) -> tuple[Shape, str]:
     return tuple(sizes[letter] for letter in output), dtype
 
 
-def _contract_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray, subscripts: str) -> None:
-    np.einsum(subscripts, a, b, out=out)
+#: Above this many multiply-adds, einsum's optimize path (a BLAS call
+#: through tensordot) beats its own loops; below it, that path's planning
+#: costs about 10 us a call. For n x n matrix products on one core
+#: (``bench/einsum_blas.py``, one run) the crossover lay between n = 32
+#: (loops 9.5 us, BLAS 13.3 us) and n = 40 (16.0 against 15.2); at n = 256,
+#: 14.8 ms against 0.63 ms.
+BLAS_WORK = 40_000
+
+
+def _contract_specialize(in_shapes, out_shape, subscripts: str) -> dict[str, bool]:
+    terms, _ = parse_subscripts(subscripts, 2)
+    sizes = letter_sizes(terms, [tuple(shape) for shape in in_shapes])
+    return {"optimize": int(np.prod(list(sizes.values()), dtype=np.int64)) > BLAS_WORK}
+
+
+def _contract_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray, subscripts: str, optimize: bool = False) -> None:
+    np.einsum(subscripts, a, b, out=out, optimize=optimize)
+
+
+def _contract_source(subscripts: str, optimize: bool = False) -> str:
+    return "np.einsum(%r, {0}, {1}, out={out}%s)" % (subscripts, ", optimize=True" if optimize else "")
 
 
 def _contract_vjp(g: Node, ans: Node, a: Node, b: Node, subscripts: str):
@@ -320,13 +339,15 @@ def _contract_vjp(g: Node, ans: Node, a: Node, b: Node, subscripts: str):
 CONTRACT = register(Op(
     name="contract", operands=("a", "b"), attributes={"subscripts": REQUIRED}, public=False,
     normalize=_contract_attributes, shape_rule=_contract_rule, kernel=_contract_kernel, vjp=_contract_vjp,
-    source="np.einsum({subscripts!r}, {0}, {1}, out={out})",
+    specialize=_contract_specialize, source=_contract_source,
     samples=(
         Sample([Arg((3, 4)), Arg((4, 2))], {"subscripts": "ij,jk->ik"}),
         Sample([Arg((5, 3), batch=True), Arg((5, 3), batch=True)], {"subscripts": "bi,bi->b"}),
         Sample([Arg((2, 3)), Arg((4,))], {"subscripts": "ij,k->kji"}),
         Sample([Arg((2, 3, 4)), Arg((2, 4, 3))], {"subscripts": "bij,bjk->bik"}),
         Sample([Arg(()), Arg((3,))], {"subscripts": ",i->i"}),
+        # large enough for the BLAS path
+        Sample([Arg((2, 30, 20)), Arg((20, 35))], {"subscripts": "bij,jk->bik"}),
     ),
     doc="""``np.einsum(subscripts, a, b)`` of two operands, each index of one in the other or the result.
 

@@ -415,7 +415,8 @@ def _take_rule(x: Node, indices: Node, axis: int) -> tuple[Shape, str]:
 
 def _check_indices(indices: np.ndarray, size: int, axis: int) -> None:
     """Raise an IndexError naming the first index outside -size..size-1 (numpy's range)."""
-    if not indices.size:
+    # two reductions, no temporary array, on the path every call takes
+    if not indices.size or (-size <= indices.min() and indices.max() < size):
         return
     bad = (indices < -size) | (indices >= size)
     if bad.any():
@@ -426,7 +427,9 @@ def _check_indices(indices: np.ndarray, size: int, axis: int) -> None:
 
 def _take_kernel(x: np.ndarray, indices: np.ndarray, out: np.ndarray, axis: int) -> None:
     _check_indices(indices, x.shape[axis], axis)
-    np.take(x, indices, axis=axis, out=out)
+    # checked above, so "wrap" changes no index but the negative ones (as
+    # numpy counts them); "raise" would copy the result through a buffer
+    np.take(x, indices, axis=axis, out=out, mode="wrap")
 
 
 def _take_fill(x, indices, in_shapes, out_shape, axis):

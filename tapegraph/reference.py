@@ -31,7 +31,7 @@ from tapegraph.ops import Op
 from tapegraph.ops.elementwise import ADD, CAST, DIV, EXP, LOG, MUL, NEG, RELU, SIGN, SQRT, SQUARE, SUB, TANH
 from tapegraph.ops.reductions import BROADCAST_TO, EXPAND, MEAN, SUM, SUM_SQUARES, SUM_TO
 from tapegraph.ops.linalg import CONTRACT, MATMUL, OUTER
-from tapegraph.ops.shaping import CONCAT, INDEX, RESHAPE, TAKE, TRANSPOSE, UNINDEX, UNTAKE
+from tapegraph.ops.shaping import CONCAT, GATHER, INDEX, RESHAPE, SCATTER_ADD, TRANSPOSE, UNINDEX
 from tapegraph.ops.softmax import CROSS_ENTROPY, LOG_SOFTMAX, PICK, SOFTMAX, SOFTMAX_MINUS_ONEHOT, UNPICK
 from tapegraph.shapes import array_type, format_type
 
@@ -123,7 +123,7 @@ def _check_indices(indices: np.ndarray, size: int) -> np.ndarray:
     return indices
 
 
-def _untake(g: np.ndarray, indices: np.ndarray, axis: int, shape: tuple[int, ...]) -> np.ndarray:
+def _scatter_add(g: np.ndarray, indices: np.ndarray, axis: int, shape: tuple[int, ...]) -> np.ndarray:
     # the sum, for each position along the axis, of g's slices taken from there
     result = np.zeros(shape)
     moved = np.moveaxis(result, axis, 0)
@@ -160,8 +160,8 @@ RULES: dict[Op, Rule] = {
     TRANSPOSE: lambda x, axes: np.transpose(x, axes),
     INDEX: lambda x, index: np.asarray(x)[_key(index)].copy(),
     UNINDEX: _unindex,
-    TAKE: lambda x, indices, axis: np.take(x, _check_indices(indices, x.shape[axis]), axis=axis),
-    UNTAKE: _untake,
+    GATHER: lambda x, indices, axis: np.take(x, _check_indices(indices, x.shape[axis]), axis=axis),
+    SCATTER_ADD: _scatter_add,
     CONCAT: lambda a, b, axis: np.concatenate([a, b], axis=axis),
     SOFTMAX: _softmax,
     LOG_SOFTMAX: _log_softmax,

@@ -48,8 +48,9 @@ import tapegraph as tg
 from tapegraph.inspect.dump import format_expression
 from tapegraph.expr import Node
 from tapegraph.ops import (
-    COMPOSITES, REGISTRY, broadcast_to, concat, contract, expand, outer, pick, softmax_minus_onehot, sum_to, unindex, unpick,
-    untake,
+    COMPOSITES, REGISTRY, broadcast_to, concat, contract, expand, gather, outer, pick, softmax_minus_onehot, sum_to, unindex,
+    unpick,
+    scatter_add,
 )
 from tapegraph.ops.shaping import canonical_index, indexed_shape, selects_everything
 from tapegraph.shapes import broadcast
@@ -614,18 +615,19 @@ class _Builder:
                                   else [(), (self.dim(),)])
         return shape, axis, self.label(index_shape, shape[axis])
 
-    def take(self) -> Value:
+    def take(self, name: str) -> Value:
         shape, axis, indices = self.take_operands()
         x = self.any_value(lambda value: value.shape == shape, shape=shape)
-        negative = self.flip(30)
-        return self.push(tg.take(x.node, indices, axis - len(shape) if negative else axis), x.bound, x.low)
+        axis = axis - len(shape) if self.flip(30) else axis
+        function = tg.take if name == "take" else gather
+        return self.push(function(x.node, indices, axis), x.bound, x.low)
 
-    def untake(self) -> Value:
+    def scatter_add(self) -> Value:
         shape, axis, indices = self.take_operands()
         wanted = shape[:axis] + indices.shape + shape[axis + 1:]
         g = self.any_value(lambda value: value.shape == wanted, max_rank=len(wanted), shape=wanted)
         # an index drawn several times adds that many entries of g
-        return self.push(untake(g.node, indices, axis, shape), g.bound * _count(indices.shape))
+        return self.push(scatter_add(g.node, indices, axis, shape), g.bound * _count(indices.shape))
 
     def joined_operands(self, count: int, same_shape: bool) -> tuple[list[Value], int]:
         first = self.any_value(lambda value: value.ndim >= 1 and not _symbolic(value.shape[-1:]), max_rank=3,
@@ -798,6 +800,8 @@ class _Builder:
             return self.einsum(binary=True)
         if name == "flip":
             return self.flip_axes()
+        if name in ("take", "gather"):
+            return self.take(name)
         return getattr(self, name)()
 
     def objective(self, required: list[Value]) -> Node:

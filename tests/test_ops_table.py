@@ -35,9 +35,12 @@ def test_every_op_and_composite_has_a_row_with_its_maths():
 
 def test_the_table_reads_conventions_and_syntax_off_the_records():
     assert syntax()["a + b"] == "add" and syntax()["a[key]"] == "index" and syntax()["a.T"] == "transpose"
-    row = next(line for line in ops_table().splitlines() if line.startswith("| `take` |"))
-    assert "`tg.take(x, indices, axis=0)`" in row and "to `x`; none to `indices`" in row
+    lines = ops_table().splitlines()
+    row = next(line for line in lines if line.startswith("| `gather` |"))
+    assert "`tg.ops.gather(x, indices, axis=0)`" in row and "to `x`; none to `indices`" in row
     assert "`x`: float, `indices`: int" in row
+    row = next(line for line in lines if line.startswith("| `take` |"))
+    assert "`tg.take(x, indices, axis=0)`" in row and "`x`: float, `indices`: int" in row
     assert gradient_sentences("Sum it. The VJP spreads g. Not this.") == "The VJP spreads g."
     assert maths("``a | b``\n  over lines.\n\nMore.") == "`a \\| b` over lines."
 

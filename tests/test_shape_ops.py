@@ -20,8 +20,8 @@ from tapegraph.testing import build_node
 from conftest import draw
 
 #: The primitives and composites this file covers.
-OPS = ["index", "unindex", "take", "untake", "concat", "contract", "matmul", "outer"]
-FUNCTIONS = ["concatenate", "stack", "split", "squeeze", "expand_dims", "flip", "einsum", "tensordot", "dot"]
+OPS = ["index", "unindex", "gather", "scatter_add", "concat", "contract", "matmul", "outer"]
+FUNCTIONS = ["take", "concatenate", "stack", "split", "squeeze", "expand_dims", "flip", "einsum", "tensordot", "dot"]
 CASES = [(name, op, index, sample)
          for name, op in [*((name, REGISTRY[name]) for name in OPS), *((name, COMPOSITES[name]) for name in FUNCTIONS)]
          for index, sample in enumerate(op.samples)]
@@ -240,6 +240,10 @@ def test_bad_indices_are_refused_where_they_are_written():
         x[tg.input("i", dtype="int64")]
     with _raises(r"boolean masks are not supported"):
         x[True]
+    with _raises(r"the string 'a' is not an index"):
+        x["a"]
+    with _raises(r"the string '\[0:a\]' is not an index"):
+        tg.ops.index(x, "[0:a]")
     with _raises(r"index\(y: f64\[batch,3\]\) .*cannot take index 0 of axis 0, the symbolic dimension 'batch'"):
         y[0]
     with _raises(r"cannot slice axis 0, the symbolic dimension 'batch', with 1:"):
@@ -251,6 +255,9 @@ def test_bad_take_arguments_are_refused(rng):
     with _raises(r"take\(E: f64\[5,2\], f64\[3\]\) at test_shape_ops.py:\d+: indices must be an integer array, "
                  r"got dtype float64; round and convert"):
         tg.take(E, tg.const(np.array([0.0, 1.0, 2.0])))
+    with _raises(r"take\(E: f64\[5,2\]\) at test_shape_ops.py:\d+: indices must be integers, got float64 \[0.5, 1.0\]"):
+        tg.take(E, [0.5, 1.0])
+    assert tg.take(E, [0, -1]).inputs[1].dtype == "int64"  # a list of ints stays integer
     with _raises(r"take\(E: f64\[5,2\], i64\[2\]\) .*index 5 in indices is out of bounds for axis 0 of size 5"):
         tg.take(E, tg.const(np.array([0, 5])))
     with _raises(r"axis 2 is out of range for 2 dimension\(s\)"):

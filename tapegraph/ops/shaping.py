@@ -1,4 +1,4 @@
-"""Ops that rearrange or select entries: reshape, transpose, basic indexing, take, joining two arrays."""
+"""Ops that rearrange or select entries: reshape, transpose, basic indexing, gather, joining two arrays."""
 
 from __future__ import annotations
 
@@ -105,9 +105,10 @@ TRANSPOSE = register(Op(
 # Basic indexing, ``x[key]``. The node stores the key as canonical text,
 # brackets included, as numpy would read it ("[1:3, 0, None, ::-1]", and
 # "[...]" for everything): dumps show it as written, it travels through
-# the JSON export as it is, and generated code pastes it after the operand. Every slice is resolved
-# against its axis when the node is built (``1:10`` on an axis of 4 is
-# ``1:4``), so equal selections are equal text and equal nodes.
+# the JSON export as it is, and generated code pastes it after the
+# operand. Every slice is resolved against its axis when the node is
+# built (``1:10`` on an axis of 4 is ``1:4``), so equal selections are
+# equal text and equal nodes.
 
 def _slice_text(start: int | None, stop: int | None, step: int) -> str:
     text = f"{'' if start is None else start}:{'' if stop is None else stop}"
@@ -155,17 +156,28 @@ def parse_index(text: str) -> tuple[Any, ...]:
     return tuple(key)
 
 
+def _parse_index_text(text: str) -> tuple[Any, ...]:
+    # text in brackets is an index as dumps print it; any other string is a mistake
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            return parse_index(text)
+        except ValueError:
+            pass
+    raise ValueError(f"the string {text!r} is not an index (use integers, slices, None or ..., as numpy does; "
+                     "an index as dumps print it is in brackets, such as '[1:3, 0]')")
+
+
 def canonical_index(shape: Shape, key: Any) -> str:
     """The canonical text of the basic index ``key`` into an array of ``shape``.
 
     ``key`` is what goes between brackets (an int, a slice, None, ``...``
-    or a tuple of them), or canonical text already. Raises ValueError for
+    or a tuple of them), or such text in brackets. Raises ValueError for
     anything else, an integer out of bounds, a slice that selects nothing
     and, on a symbolic dimension, anything but ``:`` or ``::-1`` (its size
     is not known yet).
     """
     if isinstance(key, str):
-        key = parse_index(key)
+        key = _parse_index_text(key)
     if not isinstance(key, tuple):
         key = (key,)
     for item in key:
@@ -292,7 +304,7 @@ def _inverse_index(shape: Shape, text: str) -> str:
             entries.append(":" if item.step is None else "::-1")
         else:
             entries.append("None")  # put back the size-1 axis the integer took away
-    return canonical_index(indexed_shape(shape, text), ", ".join(entries))
+    return canonical_index(indexed_shape(shape, text), "[" + ", ".join(entries) + "]")
 
 
 def _index_vjp(g: Node, ans: Node, x: Node, index: str):
@@ -380,9 +392,9 @@ UNINDEX = register(Op(
 ))
 
 
-# Selecting by an integer array: take, and its transpose untake.
+# Selecting by an integer array: gather (what tg.take builds), and its transpose scatter_add.
 
-def _take_attributes(x: Node, indices: Node, axis: Any) -> dict[str, int]:
+def gather_attributes(x: Node, indices: Node, axis: Any) -> dict[str, int]:
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
         raise ValueError(f"axis must be an integer, got {type(axis).__name__} {axis!r}")
     if not -x.ndim <= axis < x.ndim:
@@ -406,7 +418,7 @@ def _check_const_indices(indices: Node, size: Any, axis: int) -> None:
             raise ValueError(f"index {bad} in indices is out of bounds for axis {axis} of size {size}")
 
 
-def _take_rule(x: Node, indices: Node, axis: int) -> tuple[Shape, str]:
+def gather_rule(x: Node, indices: Node, axis: int) -> tuple[Shape, str]:
     require_float(x)
     _check_index_dtype(indices)
     _check_const_indices(indices, x.shape[axis], axis)
@@ -425,26 +437,26 @@ def _check_indices(indices: np.ndarray, size: int, axis: int) -> None:
                          f"axis {axis} of size {size}")
 
 
-def _take_kernel(x: np.ndarray, indices: np.ndarray, out: np.ndarray, axis: int) -> None:
+def _gather_kernel(x: np.ndarray, indices: np.ndarray, out: np.ndarray, axis: int) -> None:
     _check_indices(indices, x.shape[axis], axis)
     # checked above, so "wrap" changes no index but the negative ones (as
     # numpy counts them); "raise" would copy the result through a buffer
     np.take(x, indices, axis=axis, out=out, mode="wrap")
 
 
-def _take_fill(x, indices, in_shapes, out_shape, axis):
+def _gather_fill(x, indices, in_shapes, out_shape, axis):
     # entries of a fill taken anywhere are that fill (Op.fill)
     return x
 
 
-def _untake_attributes(g: Node, indices: Node, axis: Any, shape: Any) -> dict[str, Any]:
+def _scatter_add_attributes(g: Node, indices: Node, axis: Any, shape: Any) -> dict[str, Any]:
     shape = as_shape(shape)
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)) or not 0 <= axis < len(shape):
         raise ValueError(f"axis {axis!r} is out of range for {len(shape)} dimension(s)")
     return {"axis": int(axis), "shape": shape}
 
 
-def _untake_rule(g: Node, indices: Node, axis: int, shape: Shape) -> tuple[Shape, str]:
+def _scatter_add_rule(g: Node, indices: Node, axis: int, shape: Shape) -> tuple[Shape, str]:
     require_float(g)
     _check_index_dtype(indices)
     expected = tuple(shape[:axis]) + indices.shape + tuple(shape[axis + 1:])
@@ -454,47 +466,42 @@ def _untake_rule(g: Node, indices: Node, axis: int, shape: Shape) -> tuple[Shape
     return tuple(shape), g.dtype
 
 
-def _untake_kernel(g: np.ndarray, indices: np.ndarray, out: np.ndarray, axis: int, shape) -> None:
+def _scatter_add_kernel(g: np.ndarray, indices: np.ndarray, out: np.ndarray, axis: int, shape) -> None:
     _check_indices(indices, out.shape[axis], axis)
     out.fill(0)
     # add.at sums the contributions of an index that appears more than once
     np.add.at(out, (slice(None),) * axis + (indices,), g)
 
 
-TAKE = register(Op(
-    name="take", operands=("x", "indices"), attributes={"axis": 0}, normalize=_take_attributes,
-    shape_rule=_take_rule, kernel=_take_kernel, fill=_take_fill,
-    vjp=lambda g, ans, x, indices, axis: (UNTAKE(g, indices, axis, x.shape), None),
+GATHER = register(Op(
+    name="gather", operands=("x", "indices"), attributes={"axis": 0}, normalize=gather_attributes, public=False,
+    shape_rule=gather_rule, kernel=_gather_kernel, fill=_gather_fill,
+    vjp=lambda g, ans, x, indices, axis: (SCATTER_ADD(g, indices, axis, x.shape), None),
     samples=(
         Sample([Arg((5,)), Arg((3,), dtype="int64", low=-5, high=5)], {"axis": 0}),
         Sample([Arg((4, 3)), Arg((6,), dtype="int64", low=0, high=4, batch=True)], {"axis": 0}),
         Sample([Arg((4, 3), batch=True), Arg((2, 2), dtype="int64", low=0, high=3)], {"axis": 1}),
         Sample([Arg((2, 3, 4)), Arg((), dtype="int64", low=0, high=3)], {"axis": -2}),
     ),
-    doc="""The entries of ``x`` at integer ``indices`` along ``axis``, as ``np.take``: embedding lookups.
+    doc="""The entries of ``x`` at integer ``indices`` along ``axis``: what ``tg.take`` builds.
 
     ``out[..., i, ...] = x[..., indices[i], ...]`` with the indices' shape
     in place of the axis; negative indices count from the end, any other
     index out of bounds is an error (at the call, for fed indices). The
-    indices get no gradient; x's gradient adds g at each index, so an
-    index taken twice gets both contributions.
-
-    >>> import tapegraph as tg
-    >>> E = tg.param("E", shape=(100, 8))
-    >>> tg.take(E, tg.input("tokens", shape=("batch",), dtype="int64"))
-    <take f64[batch,8] at ...>
+    indices get no gradient; x's gradient adds g at each index
+    (``scatter_add``), so an index taken twice gets both contributions.
     """,
 ))
 
-UNTAKE = register(Op(
-    name="untake", operands=("g", "indices"), attributes={"axis": REQUIRED, "shape": REQUIRED}, public=False,
-    normalize=_untake_attributes, shape_rule=_untake_rule, kernel=_untake_kernel,
-    vjp=lambda g, ans, x, indices, axis, shape: (TAKE(g, indices, axis), None),
+SCATTER_ADD = register(Op(
+    name="scatter_add", operands=("g", "indices"), attributes={"axis": REQUIRED, "shape": REQUIRED}, public=False,
+    normalize=_scatter_add_attributes, shape_rule=_scatter_add_rule, kernel=_scatter_add_kernel,
+    vjp=lambda g, ans, x, indices, axis, shape: (GATHER(g, indices, axis), None),
     samples=(
         Sample([Arg((3,)), Arg((3,), dtype="int64", low=0, high=2)], {"axis": 0, "shape": (2,)}),
         Sample([Arg((4, 2, 3)), Arg((2,), dtype="int64", low=-4, high=4)], {"axis": 1, "shape": (4, 4, 3)}),
     ),
-    doc="""Zeros of ``shape`` with ``g`` added at ``indices`` along ``axis``: the transpose of take.
+    doc="""Zeros of ``shape`` with ``g`` added at ``indices`` along ``axis``: the transpose of gather.
 
     An index given twice receives the sum of its entries of g.
     """,

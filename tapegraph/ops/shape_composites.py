@@ -1,8 +1,8 @@
-"""Shape composites: concatenate, stack, split, squeeze, expand_dims and flip.
+"""Shape composites: take, concatenate, stack, split, squeeze, expand_dims and flip.
 
-Each is built from primitives of ``shaping.py``: joining from the binary
-``concat``, the others from basic indexing (``x[key]``), whose VJP rules
-give their gradients. Each checks its operands itself first, so a bad
+Each is built from primitives of ``shaping.py``: take from ``gather``,
+joining from the binary ``concat``, the others from basic indexing
+(``x[key]``), whose VJP rules give their gradients. Each checks its operands itself first, so a bad
 call names the function the user called, every operand's type and the
 user's line.
 """
@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from tapegraph.errors import ShapeError
-from tapegraph.expr import Node, caller_origin
+from tapegraph.expr import Node, caller_origin, const
 from tapegraph.ops.composites import Composite
 from tapegraph.ops.registry import Arg, Sample, as_node
-from tapegraph.ops.shaping import CONCAT, INDEX
+from tapegraph.ops.shaping import CONCAT, GATHER, INDEX, gather_attributes, gather_rule
 from tapegraph.shapes import format_shape
 
 
@@ -69,6 +69,38 @@ def _named(node: Node, name: str | None) -> Node:
     if node.is_leaf:  # the operand itself (squeezing nothing): a named copy, since leaves keep their names
         return INDEX(node, (), name=name)
     return node.named(name)
+
+
+def take(x: Any, indices: Any, axis: int = 0, name: str | None = None) -> Node:
+    """The entries of ``x`` at integer ``indices`` along ``axis``, as ``np.take``: embedding lookups.
+
+    ``out[..., i, ...] = x[..., indices[i], ...]``, the indices' shape in
+    place of the axis. ``indices`` is an integer node (an input, for
+    indices fed at each call) or an integer array or list, held as a
+    constant; negative indices count from the end, any other index out of
+    bounds is an error (when called, for fed indices). The indices get no
+    gradient; x's gradient adds g at each index, so an index taken twice
+    gets both contributions.
+
+    >>> import tapegraph as tg
+    >>> E = tg.param("E", shape=(100, 8))
+    >>> tg.take(E, tg.input("tokens", shape=("batch",), dtype="int64"))
+    <gather f64[batch,8] at ...>
+    """
+    (x,) = _nodes("take", [x])
+    if not isinstance(indices, Node):
+        # not through as_node, which would make integers floats like the other operand
+        array = np.asarray(indices)
+        if array.dtype.kind not in "iu":
+            shown = repr(indices) if len(repr(indices)) <= 40 else repr(indices)[:37] + "..."
+            raise _fail("take", [x], f"indices must be integers, got {array.dtype} {shown}")
+        indices = const(array)
+    try:
+        axis = gather_attributes(x, indices, axis)["axis"]
+        gather_rule(x, indices, axis)
+    except ValueError as error:
+        raise _fail("take", [x, indices], str(error)) from None
+    return GATHER(x, indices, axis, name=name)
 
 
 def concatenate(xs: Sequence[Any], axis: int = 0, name: str | None = None) -> Node:
@@ -221,6 +253,11 @@ def _rejoin_pieces(build, nodes, static):
 
 
 COMPOSITES: dict[str, Composite] = {composite.name: composite for composite in (
+    Composite("take", take, [
+        Sample([Arg((5,)), Arg((3,), dtype="int64", low=-5, high=5)], {"axis": 0}),
+        Sample([Arg((4, 3)), Arg((6,), dtype="int64", low=0, high=4, batch=True)]),
+        Sample([Arg((4, 3), batch=True), Arg((2, 2), dtype="int64", low=0, high=3)], {"axis": -1}),
+    ]),
     Composite("concatenate", concatenate, [
         Sample([Arg((2, 3)), Arg((4, 3))], {"axis": 0}),
         Sample([Arg((5, 2), batch=True), Arg((5, 1), batch=True), Arg((5, 3), batch=True)], {"axis": -1}),

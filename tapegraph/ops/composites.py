@@ -116,13 +116,14 @@ def dot(a: Any, b: Any, name: str | None = None) -> Node:
     over its last axis and the second-to-last of ``b`` (the last, for a
     vector ``b``), as numpy's ``dot`` does.
     """
-    a, b = _operands("dot", a=a, b=b)
-    if a.ndim == 0 or b.ndim == 0:
+    left, right = _operands("dot", a=a, b=b)
+    # the ops get a and b as given: a Python number takes the other operand's float dtype
+    if left.ndim == 0 or right.ndim == 0:
         return MUL(a, b, name=name)
-    if a.ndim <= 2 and b.ndim <= 2:
+    if left.ndim <= 2 and right.ndim <= 2:
         return MATMUL(a, b, name=name)
     from tapegraph.ops.contraction import tensordot  # it builds on this module
-    return tensordot(a, b, axes=([a.ndim - 1], [max(b.ndim - 2, 0)]), name=name)
+    return tensordot(left, right, axes=([left.ndim - 1], [max(right.ndim - 2, 0)]), name=name)
 
 
 def nll(probs: Any, label: Any, name: str | None = None) -> Node:

@@ -463,6 +463,29 @@ class Node:
     def __pos__(self) -> "Node":
         return self
 
+    # Indexing, the transpose, and dtype conversion, grouped here: each
+    # builds its node through an op function, as the operators above do.
+    def __getitem__(self, key: Any) -> "Node":
+        """Basic indexing, as numpy's: ``x[0]``, ``x[:, 1:3]``, ``x[::-1]``, ``x[None]``, ``x[..., 0]``."""
+        from tapegraph import ops
+        return ops.index(self, key)
+
+    def __iter__(self) -> Iterator["Node"]:
+        # without this, Python would iterate by calling x[0], x[1], ...
+        raise TypeError(f"a node ({self.type_str}) is not iterable; index it (x[0]) or split it "
+                        "(tg.split(x, sections, axis))")
+
+    @property
+    def T(self) -> "Node":
+        """The axes reversed, as numpy's ``.T`` (a matrix's transpose)."""
+        from tapegraph import ops
+        return ops.transpose(self)
+
+    def astype(self, dtype: Any) -> "Node":
+        """The value converted to the float ``dtype`` (``tg.cast``)."""
+        from tapegraph import ops
+        return ops.cast(self, dtype)
+
 
 # The process token tells leaves made in different processes apart: a
 # model unpickled here keeps its leaves' identities, which no leaf

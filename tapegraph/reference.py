@@ -30,8 +30,8 @@ from tapegraph.expr import CONST, INPUT, PARAM, Node
 from tapegraph.ops import Op
 from tapegraph.ops.elementwise import ADD, CAST, DIV, EXP, LOG, MUL, NEG, RELU, SIGN, SQRT, SQUARE, SUB, TANH
 from tapegraph.ops.reductions import BROADCAST_TO, EXPAND, MEAN, SUM, SUM_SQUARES, SUM_TO
-from tapegraph.ops.linalg import MATMUL, OUTER
-from tapegraph.ops.shaping import RESHAPE, TRANSPOSE
+from tapegraph.ops.linalg import CONTRACT, MATMUL, OUTER
+from tapegraph.ops.shaping import CONCAT, GATHER, INDEX, RESHAPE, SCATTER_ADD, TRANSPOSE, UNINDEX
 from tapegraph.ops.softmax import CROSS_ENTROPY, LOG_SOFTMAX, PICK, SOFTMAX, SOFTMAX_MINUS_ONEHOT, UNPICK
 from tapegraph.shapes import array_type, format_type
 
@@ -91,7 +91,46 @@ def _sum_to(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool, transpose_b: bool) -> np.ndarray:
-    return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
+    # a flag transposes the matrices: the last two axes
+    def matrices(array: np.ndarray, transpose: bool) -> np.ndarray:
+        return np.swapaxes(array, -1, -2) if transpose and array.ndim >= 2 else array
+    return np.matmul(matrices(a, transpose_a), matrices(b, transpose_b))
+
+
+# Shape and indexing ops: the index is the text between numpy's brackets.
+
+def _key(text: str) -> tuple:
+    """``"[1:3, None, 0]"`` as the tuple numpy reads between the brackets."""
+    def entry(part: str):
+        if part == "None":
+            return None
+        if ":" in part:
+            return slice(*[int(bound) if bound else None for bound in part.split(":")])
+        return int(part)
+    inner = text[1:-1]
+    return () if inner == "..." else tuple(entry(part) for part in inner.split(", "))
+
+
+def _unindex(g: np.ndarray, index: str, shape: tuple[int, ...]) -> np.ndarray:
+    result = np.zeros(shape)
+    result[_key(index)] = g
+    return result
+
+
+def _check_indices(indices: np.ndarray, size: int) -> np.ndarray:
+    if indices.size and (indices.min() < -size or indices.max() >= size):
+        raise IndexError(f"reference: indices must lie in {-size}..{size - 1}, got values from {indices.min()} to {indices.max()}")
+    return indices
+
+
+def _scatter_add(g: np.ndarray, indices: np.ndarray, axis: int, shape: tuple[int, ...]) -> np.ndarray:
+    # the sum, for each position along the axis, of g's slices taken from there
+    result = np.zeros(shape)
+    moved = np.moveaxis(result, axis, 0)
+    g_moved = np.moveaxis(g, list(range(axis, axis + indices.ndim)), list(range(indices.ndim)))
+    for position, index in np.ndenumerate(_check_indices(indices, shape[axis])):
+        moved[index] += g_moved[position]
+    return result
 
 
 RULES: dict[Op, Rule] = {
@@ -116,8 +155,14 @@ RULES: dict[Op, Rule] = {
     BROADCAST_TO: lambda x, shape: np.broadcast_to(x, shape).copy(),
     MATMUL: _matmul,
     OUTER: np.outer,
+    CONTRACT: lambda a, b, subscripts: np.einsum(subscripts, a, b),
     RESHAPE: lambda x, shape: np.reshape(x, shape),
     TRANSPOSE: lambda x, axes: np.transpose(x, axes),
+    INDEX: lambda x, index: np.asarray(x)[_key(index)].copy(),
+    UNINDEX: _unindex,
+    GATHER: lambda x, indices, axis: np.take(x, _check_indices(indices, x.shape[axis]), axis=axis),
+    SCATTER_ADD: _scatter_add,
+    CONCAT: lambda a, b, axis: np.concatenate([a, b], axis=axis),
     SOFTMAX: _softmax,
     LOG_SOFTMAX: _log_softmax,
     PICK: _pick,

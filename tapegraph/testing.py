@@ -220,5 +220,7 @@ def build_node(op: Op | Composite | Callable[..., Node], nodes: Sequence[Node], 
     if isinstance(op, Op):
         return op(*nodes, **static)
     if isinstance(op, Composite):
+        if op.call is not None:
+            return op.call(op.build, nodes, dict(static))
         return op.build(*nodes, **static)
     return op(*nodes, **static)

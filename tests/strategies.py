@@ -47,7 +47,12 @@ from hypothesis import strategies as st
 import tapegraph as tg
 from tapegraph.inspect.dump import format_expression
 from tapegraph.expr import Node
-from tapegraph.ops import COMPOSITES, REGISTRY, broadcast_to, expand, outer, pick, softmax_minus_onehot, sum_to, unpick
+from tapegraph.ops import (
+    COMPOSITES, REGISTRY, broadcast_to, concat, contract, expand, gather, outer, pick, softmax_minus_onehot, sum_to, unindex,
+    unpick,
+    scatter_add,
+)
+from tapegraph.ops.shaping import canonical_index, indexed_shape, selects_everything
 from tapegraph.shapes import broadcast
 
 #: Values whose magnitude may exceed this are squashed by tanh before use.
@@ -551,6 +556,226 @@ class _Builder:
         l2_reg = float(self.rng.uniform(0.1, 2.0))
         return self.push(tg.l2_norm_penalty(w.node, l2_reg=l2_reg), l2_reg * w.bound ** 2 * _count(w.shape))
 
+    # Shape, indexing and contraction ops (issue 13, items 3 and 4).
+
+    def index_key(self, shape: tuple) -> tuple:
+        """A random basic index into ``shape``: ints, slices with steps, None, sometimes an ellipsis."""
+        key: list = []
+        for dim in shape:
+            if self.flip(15):
+                key.append(None)
+            if isinstance(dim, str):
+                key.append(slice(None, None, self.choice([None, -1])))
+                continue
+            kind = self.choice(["full", "int", "slice", "slice"])
+            if kind == "full":
+                key.append(slice(None))
+            elif kind == "int":
+                key.append(self.draw(st.integers(-dim, dim - 1)))
+            else:
+                step = self.choice([1, 2, -1, -2])
+                start = self.draw(st.integers(0, dim - 1))
+                if step > 0:
+                    stop = self.draw(st.integers(start + 1, dim))
+                else:
+                    stop = self.choice([None] + list(range(0, start)))
+                key.append(slice(start, stop, step))
+        if key and self.flip(20):  # the leading entries as an ellipsis
+            cut = self.draw(st.integers(0, len(shape)))
+            consumed = [item for item in key[:cut] if item is not None]
+            if all(isinstance(item, slice) and item == slice(None) for item in consumed):
+                key = [Ellipsis] + key[cut:]
+        return tuple(key)
+
+    def index(self) -> Value:
+        x = self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim()))
+        node = x.node[self.index_key(x.shape)]
+        if node is x.node:  # a key that selects everything is the value itself
+            node = x.node[(None,)]
+        return self.push(node, x.bound, x.low)
+
+    def unindex(self) -> Value:
+        shape = tuple(self.dim() for _ in range(self.draw(st.integers(0, 2)))) + (self.choice([2, 3]),)
+        if self.flip(50) and len(shape) > 1:
+            shape = (self.batch,) + shape[1:]
+        text = canonical_index(shape, self.index_key(shape))
+        if selects_everything(shape, text):  # then it would be an index (its rewrite), not an unindex
+            text = canonical_index(shape, (Ellipsis, slice(1, None)))
+        wanted = indexed_shape(shape, text)
+        g = self.any_value(lambda value: value.shape == wanted, max_rank=len(wanted), shape=wanted)
+        return self.push(unindex(g.node, text, shape), g.bound)
+
+    def take_operands(self) -> tuple[tuple, int, Node]:
+        """A shape, an axis of it with a concrete size, and integer indices into that axis."""
+        shape = self.choice([(self.dim(),), (self.dim(), self.dim()), (self.batch, self.dim()),
+                             (self.dim(), self.dim(), self.dim())])
+        axes = [axis for axis, dim in enumerate(shape) if not isinstance(dim, str)]
+        axis = self.choice(axes)
+        index_shape = self.choice([(), (self.dim(),), (self.batch,)] if not _symbolic(shape) and axis == 0
+                                  else [(), (self.dim(),)])
+        return shape, axis, self.label(index_shape, shape[axis])
+
+    def take(self, name: str) -> Value:
+        shape, axis, indices = self.take_operands()
+        x = self.any_value(lambda value: value.shape == shape, shape=shape)
+        axis = axis - len(shape) if self.flip(30) else axis
+        function = tg.take if name == "take" else gather
+        return self.push(function(x.node, indices, axis), x.bound, x.low)
+
+    def scatter_add(self) -> Value:
+        shape, axis, indices = self.take_operands()
+        wanted = shape[:axis] + indices.shape + shape[axis + 1:]
+        g = self.any_value(lambda value: value.shape == wanted, max_rank=len(wanted), shape=wanted)
+        # an index drawn several times adds that many entries of g
+        return self.push(scatter_add(g.node, indices, axis, shape), g.bound * _count(indices.shape))
+
+    def joined_operands(self, count: int, same_shape: bool) -> tuple[list[Value], int]:
+        first = self.any_value(lambda value: value.ndim >= 1 and not _symbolic(value.shape[-1:]), max_rank=3,
+                               shape=self.choice([(self.dim(),), (self.batch, self.dim())]))
+        axes = [axis for axis, dim in enumerate(first.shape) if not isinstance(dim, str)]
+        axis = self.choice(axes)
+        values = [first]
+        for _ in range(count - 1):
+            shape = first.shape if same_shape else first.shape[:axis] + (self.dim(),) + first.shape[axis + 1:]
+            values.append(self.operand(lambda value: value.shape == shape, lambda: self.leaf(shape)))
+        return values, axis
+
+    def concat(self) -> Value:
+        (a, b), axis = self.joined_operands(2, same_shape=False)
+        return self.push(concat(a.node, b.node, axis), max(a.bound, b.bound), min(a.low, b.low))
+
+    def concatenate(self) -> Value:
+        values, axis = self.joined_operands(self.draw(st.integers(1, 3)), same_shape=False)
+        node = tg.concatenate([value.node for value in values], axis=axis - values[0].ndim if self.flip(30) else axis)
+        return self.push(node, max(value.bound for value in values), min(value.low for value in values))
+
+    def stack(self) -> Value:
+        values, _ = self.joined_operands(self.draw(st.integers(1, 3)), same_shape=True)
+        axis = self.draw(st.integers(0, values[0].ndim))
+        node = tg.stack([value.node for value in values], axis=axis)
+        return self.push(node, max(value.bound for value in values), min(value.low for value in values))
+
+    def split(self) -> Value:
+        x = self.any_value(lambda value: value.ndim >= 1 and not _symbolic(value.shape[-1:]), max_rank=3,
+                           shape=(self.batch, self.choice([2, 3, 4])))
+        axes = [axis for axis, dim in enumerate(x.shape) if not isinstance(dim, str)]
+        axis = self.choice(axes)
+        size = x.shape[axis]
+        if self.flip(50):
+            sections = self.choice([count for count in range(1, size + 1) if size % count == 0])
+        else:
+            sections = sorted(self.draw(st.sets(st.integers(1, max(size - 1, 1)), max_size=size - 1))) if size > 1 else 1
+        pieces = [self.push(piece, x.bound, x.low) for piece in tg.split(x.node, sections, axis)]
+        return self.choice(pieces)
+
+    def squeeze(self) -> Value:
+        has_one = lambda value: 1 in value.shape
+        x = self.any_value(has_one, max_rank=3, shape=self.choice([(1,), (self.batch, 1), (1, self.dim(), 1)]))
+        ones = [axis for axis, dim in enumerate(x.shape) if dim == 1]
+        axis = None if self.flip(40) else tuple(self.draw(st.sets(st.sampled_from(ones), min_size=1)))
+        return self.push(tg.squeeze(x.node, axis), x.bound, x.low)
+
+    def expand_dims(self) -> Value:
+        x = self.any_value(max_rank=2)
+        axis = self.draw(st.integers(-(x.ndim + 1), x.ndim))
+        return self.push(tg.expand_dims(x.node, axis), x.bound, x.low)
+
+    def flip_axes(self) -> Value:
+        x = self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim()))
+        axis = None if self.flip(30) else tuple(self.draw(st.sets(st.integers(0, x.ndim - 1), min_size=1)))
+        return self.push(tg.flip(x.node, axis), x.bound, x.low)
+
+    def lettered(self, letters: dict, count: int) -> tuple[list[Value], list[str]]:
+        """``count`` operands with letters for their axes; ``letters`` maps each letter to its size."""
+        values, terms = [], []
+        for position in range(count):
+            if position == 0 or not letters or self.flip(20):
+                new = "".join(self.draw(st.sampled_from("pqrstuvw")) for _ in range(self.draw(st.integers(0, 2))))
+                shared = list(letters)
+            else:
+                new, shared = "", list(letters)
+            chosen = list(dict.fromkeys(self.draw(st.lists(st.sampled_from(shared), max_size=2)) if shared else []))
+            for letter in new:
+                if letter not in letters:
+                    letters[letter] = self.dim()
+                    chosen.append(letter)
+            if not chosen:
+                letter = next(letter for letter in "xyz" if letter not in letters)
+                letters[letter] = self.dim()
+                chosen = [letter]
+            # a symbolic size only on a leading axis
+            chosen.sort(key=lambda letter: not isinstance(letters[letter], str))
+            shape = tuple(letters[letter] for letter in chosen)
+            if position == 0:  # not a constant, or the op would fold away
+                value = self.any_value(lambda value: value.shape == shape, max_rank=len(shape), shape=shape)
+            else:
+                value = self.operand(lambda value: value.shape == shape, lambda: self.leaf(shape))
+            values.append(self.tame(value, 3.0))
+            terms.append("".join(chosen))
+        return values, terms
+
+    def einsum(self, binary: bool = False) -> Value:
+        letters = {"b": self.batch} if self.flip(40) else {}
+        values, terms = self.lettered(letters, 2 if binary else self.draw(st.integers(1, 3)))
+        every = "".join(terms)
+        if binary:  # contract: each index in the other operand or the result
+            must = [letter for letter in dict.fromkeys(every) if every.count(letter) == 1]
+        else:
+            must = []
+        optional = [letter for letter in dict.fromkeys(every) if letter not in must]
+        output = must + [letter for letter in optional if self.flip(40)]
+        output = list(self.draw(st.permutations(output)))
+        summed = [letter for letter in dict.fromkeys(every) if letter not in output]
+        if any(isinstance(letters[letter], str) for letter in summed):
+            output.append("b")  # a symbolic size stays in the result: its sum would be unbounded here
+            summed.remove("b")
+        subscripts = ",".join(terms) + "->" + "".join(output)
+        if binary:
+            node = contract(values[0].node, values[1].node, subscripts)
+        else:
+            node = tg.einsum(subscripts, *(value.node for value in values))
+        bound = math.prod(value.bound for value in values) * _count(letters[letter] for letter in summed)
+        return self.push(node, bound)
+
+    def tensordot(self) -> Value:
+        a = self.tame(self.any_value(lambda value: not _symbolic(value.shape), max_rank=3,
+                                     shape=(self.dim(), self.dim())), 3.0)
+        count = self.draw(st.integers(0, a.ndim))
+        shape = a.shape[a.ndim - count:] + tuple(self.dim() for _ in range(self.draw(st.integers(0, 1))))
+        b = self.tame(self.operand(lambda value: value.shape == shape, lambda: self.leaf(shape)), 3.0)
+        node = tg.tensordot(a.node, b.node, axes=count)
+        return self.push(node, a.bound * b.bound * _count(a.shape[a.ndim - count:]))
+
+    def batched_matmul(self, dot: bool) -> Value:
+        """matmul (or dot) with a stack of matrices, or dot with a scalar."""
+        if dot and self.flip(40):
+            a = self.tame(self.any_value(max_rank=2), 10.0)
+            b = self.tame(self.operand(lambda value: value.ndim == 0, lambda: self.leaf(())), 10.0)
+            left, right = (a, b) if self.flip(50) else (b, a)
+            return self.push(tg.dot(left.node, right.node), a.bound * b.bound)
+        n, k, m = self.dim(), self.dim(), self.dim()
+        lead = self.choice([self.batch, self.dim()])
+        a_shape = self.choice([(lead, n, k), (k,), (n, k), (lead, 1, n, k)])
+        if dot:
+            b_shape = self.choice([(k,), (k, m), (lead, k, m)]) if len(a_shape) > 2 else (lead, k, m)
+        else:
+            b_shape = self.choice([(k,), (k, m), (lead, k, m), (1, lead, k, m)]) if len(a_shape) > 2 else (lead, k, m)
+        if not dot and len(a_shape) == 4 and len(b_shape) == 4:
+            b_shape = (k, m)
+        transpose_a = not dot and len(a_shape) >= 2 and self.flip(30)
+        transpose_b = not dot and len(b_shape) >= 2 and self.flip(30)
+        if transpose_a:
+            a_shape = a_shape[:-2] + (a_shape[-1], a_shape[-2])
+        if transpose_b:
+            b_shape = b_shape[:-2] + (b_shape[-1], b_shape[-2])
+        a = self.tame(self.any_value(lambda value: value.shape == a_shape, max_rank=len(a_shape), shape=a_shape), 10.0)
+        b = self.tame(self.operand(lambda value: value.shape == b_shape, lambda: self.leaf(b_shape)), 10.0)
+        if dot:
+            node = tg.dot(a.node, b.node)
+        else:
+            node = tg.matmul(a.node, b.node, transpose_a=transpose_a, transpose_b=transpose_b)
+        return self.push(node, a.bound * b.bound * k)
+
     # The graph.
 
     def apply(self, name: str) -> Value:
@@ -568,7 +793,15 @@ class _Builder:
         if name in ("affine", "vector_scalar_affine"):
             return self.affine(name)
         if name == "dot":
-            return self.matmul(flags=False)
+            return self.batched_matmul(dot=True) if self.flip(40) else self.matmul(flags=False)
+        if name == "matmul" and self.flip(30):
+            return self.batched_matmul(dot=False)
+        if name == "contract":
+            return self.einsum(binary=True)
+        if name == "flip":
+            return self.flip_axes()
+        if name in ("take", "gather"):
+            return self.take(name)
         return getattr(self, name)()
 
     def objective(self, required: list[Value]) -> Node:

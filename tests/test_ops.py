@@ -53,7 +53,8 @@ TOP_LEVEL = {"add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", 
              "sum_squares", "matmul", "dot", "reshape", "transpose", "softmax", "log_softmax", "nll", "cross_entropy",
              "vector_scalar_affine", "squared_l2_distance", "l2_norm_penalty", "affine"}
 #: And those reachable in tapegraph.ops only.
-INTERNAL = {"sign", "outer", "expand", "sum_to", "broadcast_to", "pick", "unpick", "softmax_minus_onehot"}
+INTERNAL = {"sign", "expand", "sum_to", "pick", "unpick", "softmax_minus_onehot", "index", "unindex", "gather",
+            "scatter_add", "concat", "contract"}
 
 
 def test_the_op_functions_are_exported_where_users_had_them():

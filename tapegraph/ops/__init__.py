@@ -16,6 +16,10 @@ from tapegraph.ops.registry import (
 )
 from tapegraph.ops import elementwise, linalg, reductions, shaping, softmax  # noqa: F401  (they register their ops)
 from tapegraph.ops.composites import COMPOSITES, Composite
+from tapegraph.ops import contraction, shape_composites
+
+COMPOSITES.update(shape_composites.COMPOSITES)
+COMPOSITES.update(contraction.COMPOSITES)
 
 #: Every op function by name: one per built-in op, one per composite.
 FUNCTIONS: dict[str, Callable] = {name: op.function for name, op in REGISTRY.items()}

@@ -9,7 +9,7 @@ and its function is exported as it is (``tg.affine``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -34,6 +34,11 @@ class Composite:
     build: Callable[..., Node]
     #: Arguments the tests check it on; ``static`` holds keyword arguments.
     samples: tuple[Sample, ...] = attrs.field(converter=tuple)
+    #: ``call(build, nodes, static) -> Node``: how the tests apply ``build``
+    #: to a sample's operands, when it does not take them as
+    #: ``build(*nodes, **static)`` (``tg.concatenate([a, b])``) or gives
+    #: several nodes (``tg.split``); None for that plain call.
+    call: Callable[[Callable[..., Any], Sequence[Node], dict[str, Any]], Node] | None = None
 
 
 def _require(condition: bool, op: str, nodes: tuple[Node, ...], message: str) -> None:
@@ -105,8 +110,20 @@ def l2_norm_penalty(w: Any, l2_reg: float, name: str | None = None) -> Node:
 
 
 def dot(a: Any, b: Any, name: str | None = None) -> Node:
-    """Dot product of vectors, or matrix-vector/matrix product (as ``matmul``)."""
-    return MATMUL(a, b, name=name)
+    """``np.dot``: a product with a scalar, of vectors, matrices (as ``matmul``), or sum products of N-d arrays.
+
+    With a scalar operand it is ``a * b``; an N-d ``a`` sums products
+    over its last axis and the second-to-last of ``b`` (the last, for a
+    vector ``b``), as numpy's ``dot`` does.
+    """
+    left, right = _operands("dot", a=a, b=b)
+    # the ops get a and b as given: a Python number takes the other operand's float dtype
+    if left.ndim == 0 or right.ndim == 0:
+        return MUL(a, b, name=name)
+    if left.ndim <= 2 and right.ndim <= 2:
+        return MATMUL(a, b, name=name)
+    from tapegraph.ops.contraction import tensordot  # it builds on this module
+    return tensordot(left, right, axes=([left.ndim - 1], [max(right.ndim - 2, 0)]), name=name)
 
 
 def nll(probs: Any, label: Any, name: str | None = None) -> Node:
@@ -154,7 +171,13 @@ COMPOSITES: dict[str, Composite] = {composite.name: composite for composite in (
     ]),
     Composite("l2_norm_penalty", l2_norm_penalty, [Sample([Arg((6,))], {"l2_reg": 0.7})]),
     Composite("sigmoid", sigmoid, [Sample([Arg((5,))]), Sample([Arg((4, 3), batch=True)])]),
-    Composite("dot", dot, [Sample([Arg((4,)), Arg((4,))])]),
+    Composite("dot", dot, [
+        Sample([Arg((4,)), Arg((4,))]),
+        Sample([Arg(()), Arg((2, 3))]),
+        Sample([Arg((5, 3), batch=True), Arg(())]),
+        Sample([Arg((2, 3, 4)), Arg((5, 4, 2))]),
+        Sample([Arg((2, 3, 4)), Arg((4,))]),
+    ]),
     Composite("nll", nll, [
         Sample([Arg((3,), low=0.1, high=1.0), _LABEL]),
         Sample([Arg((5, 3), low=0.1, high=1.0, batch=True), _LABELS]),

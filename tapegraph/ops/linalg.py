@@ -1,53 +1,83 @@
-"""Matrix products: ``matmul`` (with transpose flags) and ``outer``.
+"""Matrix products: ``matmul`` (with transpose flags, on batches), ``outer``, and ``contract`` (einsum's primitive).
 
 The transpose flags let VJP rules use ``W.T`` without materialising it.
-Operands are vectors or matrices, as in the homework's models; a batch of
-examples is a matrix whose rows are the examples.
+Operands of ``matmul`` are vectors, matrices or stacks of matrices: as
+``np.matmul``, the last two axes of an operand of three or more
+dimensions hold its matrices and the leading axes broadcast (a batch of
+examples is a matrix whose rows are the examples, or such a stack).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from tapegraph.expr import Node
 from tapegraph.ops.elementwise import MUL
-from tapegraph.ops.registry import Arg, Op, Sample, register, result_dtype
-from tapegraph.shapes import Shape, format_shape
+from tapegraph.ops.reductions import SUM
+from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, register, result_dtype
+from tapegraph.ops.shaping import INDEX
+from tapegraph.shapes import Shape, broadcast, format_shape
 
 
 def _effective(shape: Shape, transpose: bool) -> Shape:
-    return tuple(reversed(shape)) if transpose else tuple(shape)
+    # the flag transposes the matrices: the last two axes (a vector has one)
+    if transpose and len(shape) >= 2:
+        return tuple(shape[:-2]) + (shape[-1], shape[-2])
+    return tuple(shape)
 
 
 def _matmul_rule(a: Node, b: Node, transpose_a: bool, transpose_b: bool) -> tuple[Shape, str]:
     dtype = result_dtype(a, b)
     for node in (a, b):
-        if node.ndim not in (1, 2):
-            raise ValueError(f"matmul takes vectors and matrices, got {node.ndim} dimension(s)")
+        if node.ndim == 0:
+            raise ValueError("matmul takes vectors, matrices and stacks of matrices, not scalars "
+                             "(multiply by a scalar with *, or use tg.dot)")
     left = _effective(a.shape, transpose_a)
     right = _effective(b.shape, transpose_b)
     inner_left = left[-1]
     inner_right = right[0] if len(right) == 1 else right[-2]
     if inner_left != inner_right:
         raise ValueError(f"inner dimensions differ: {format_shape(left)} @ {format_shape(right)}")
-    return left[:-1] + right[1:], dtype
+    if len(left) <= 2 and len(right) <= 2:
+        return left[:-1] + right[1:], dtype
+    try:
+        batch = broadcast(left[:-2], right[:-2])
+    except ValueError:
+        raise ValueError(f"the batch axes do not broadcast: {format_shape(left)} @ {format_shape(right)} "
+                         f"(batches {format_shape(left[:-2])} and {format_shape(right[:-2])})") from None
+    rows = left[-2:-1]
+    columns = right[-1:] if len(right) >= 2 else ()
+    return batch + rows + columns, dtype
+
+
+def _swap_last(array: np.ndarray) -> np.ndarray:
+    return array.swapaxes(-1, -2) if array.ndim >= 2 else array
 
 
 def _matmul_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool, transpose_b: bool,
-                   swap: bool = False) -> None:
-    np.matmul(a.T if transpose_a else a, b.T if transpose_b else b, out=out)
+                   swap: bool = False, batched: bool = False) -> None:
+    np.matmul(_swap_last(a) if transpose_a else a, _swap_last(b) if transpose_b else b, out=out)
 
 
 def _matmul_specialize(in_shapes, out_shape, transpose_a: bool, transpose_b: bool) -> dict[str, bool]:
     """``swap``: a vector times a transposed matrix, ``x @ W.T``, is ``W @ x``
     (and ``A.T @ v`` is ``v @ A``): the same products, without making a
-    transposed view at every call."""
+    transposed view at every call. ``batched``: an operand has more than
+    two axes, where np.dot is not a matrix product."""
     vector_then_matrix = len(in_shapes[0]) == 1 and len(in_shapes[1]) == 2 and transpose_b
     matrix_then_vector = len(in_shapes[0]) == 2 and len(in_shapes[1]) == 1 and transpose_a
-    return {"swap": vector_then_matrix or matrix_then_vector}
+    derived = {"swap": vector_then_matrix or matrix_then_vector}
+    if len(in_shapes[0]) > 2 or len(in_shapes[1]) > 2:
+        derived["batched"] = True  # (absent otherwise: tapes of matrices stay as they were)
+    return derived
 
 
-def _matmul_source(transpose_a: bool, transpose_b: bool, swap: bool = False) -> str:
+def _matmul_source(transpose_a: bool, transpose_b: bool, swap: bool = False, batched: bool = False) -> str:
+    if batched:
+        return "np.matmul({0}%s, {1}%s, out={out})" % (".swapaxes(-1, -2)" if transpose_a else "",
+                                                      ".swapaxes(-1, -2)" if transpose_b else "")
     # np.dot equals np.matmul for vectors and matrices, and measured about
     # 40% cheaper per call on the small arrays of per-example steps
     if swap:
@@ -56,6 +86,8 @@ def _matmul_source(transpose_a: bool, transpose_b: bool, swap: bool = False) -> 
 
 
 def _matmul_vjp(g: Node, ans: Node, a: Node, b: Node, transpose_a: bool, transpose_b: bool):
+    if a.ndim > 2 or b.ndim > 2:
+        return _batched_matmul_vjp(g, a, b, transpose_a, transpose_b)
     # Work with A = op(a), B = op(b), C = A @ B; then express the cotangent
     # of a (not of A) directly through the flags, never forming a transpose.
     if a.ndim == 1 and b.ndim == 1:
@@ -80,6 +112,45 @@ def _matmul_vjp(g: Node, ans: Node, a: Node, b: Node, transpose_a: bool, transpo
     return grad_a, grad_b
 
 
+def _batched_matmul_vjp(g: Node, a: Node, b: Node, transpose_a: bool, transpose_b: bool):
+    """The cotangents when an operand is a stack of matrices.
+
+    A vector operand is a matrix for the product (a row before, a column
+    after), its axis dropped again in g; the products below broadcast over
+    the batch axes, and the differentiation pass sums each cotangent down
+    to its operand's shape, which undoes that broadcasting.
+    """
+    row, column = a.ndim == 1, b.ndim == 1
+    if row:  # (k,) @ B(..., k, m) -> (..., m): a is the row (1, k), g gets its row axis back
+        a = INDEX(a, (None,))
+        g = INDEX(g, (Ellipsis, None, slice(None)))
+    if column:  # A(..., n, k) @ (k,) -> (..., n): b is the column (k, 1)
+        b = INDEX(b, (slice(None), None))
+        g = INDEX(g, (Ellipsis, None))
+    # dA = g B^T and dB = A^T g, for A = op(a) and B = op(b); as the
+    # matrix case does, expressed through the flags
+    if transpose_a:
+        grad_a = MATMUL(b, g, transpose_a=transpose_b, transpose_b=True)
+    else:
+        grad_a = MATMUL(g, b, transpose_b=not transpose_b)
+    if transpose_b:
+        grad_b = MATMUL(g, a, transpose_a=True, transpose_b=transpose_a)
+    else:
+        grad_b = MATMUL(a, g, transpose_a=not transpose_a)
+    if row:
+        grad_a = _drop_batch(grad_a, (Ellipsis, 0, slice(None)))
+    if column:
+        grad_b = _drop_batch(grad_b, (Ellipsis, 0))
+    return grad_a, grad_b
+
+
+def _drop_batch(gradient: Node, key: tuple) -> Node:
+    # a vector made a row or column: its cotangent, summed over the batch
+    # axes, loses the size-1 axis again
+    summed = SUM(gradient, tuple(range(gradient.ndim - 2))) if gradient.ndim > 2 else gradient
+    return INDEX(summed, key)
+
+
 def _outer_rule(a: Node, b: Node) -> tuple[Shape, str]:
     dtype = result_dtype(a, b)
     if a.ndim != 1 or b.ndim != 1:
@@ -101,7 +172,7 @@ def _flags(transpose_a: bool, transpose_b: bool) -> dict[str, bool]:
 
 def _matmul_fill(a, b, in_shapes, out_shape, transpose_a, transpose_b):
     # every entry is a sum of `inner` products a * b (Op.fill)
-    return a * b * in_shapes[0][0 if transpose_a else -1]
+    return a * b * _effective(in_shapes[0], transpose_a)[-1]
 
 
 def _outer_fill(a, b, in_shapes, out_shape):
@@ -123,11 +194,23 @@ MATMUL = register(Op(
         Sample([Arg((4, 3)), Arg((4, 2))], _flags(True, False)),
         Sample([Arg((4, 3)), Arg((2, 4))], _flags(True, True)),
         Sample([Arg((4, 3)), Arg((4,))], _flags(True, False)),
+        # stacks of matrices, broadcasting their batch axes
+        Sample([Arg((2, 3, 4)), Arg((2, 4, 2))], _flags(False, False)),
+        Sample([Arg((5, 3, 4), batch=True), Arg((4, 2))], _flags(False, False)),
+        Sample([Arg((2, 1, 4, 3)), Arg((3, 2, 4))], _flags(True, True)),
+        Sample([Arg((3, 4)), Arg((2, 5, 4))], _flags(False, True)),
+        Sample([Arg((4,)), Arg((5, 4, 3), batch=True)], _flags(False, False)),
+        Sample([Arg((2, 3, 4)), Arg((4,))], _flags(False, False)),
+        Sample([Arg((2, 4, 3)), Arg((4,))], _flags(True, False)),
+        Sample([Arg((3,)), Arg((2, 4, 3))], _flags(False, True)),
     ),
-    doc="""Matrix product ``a @ b`` of vectors and matrices.
+    doc="""Matrix product ``a @ b`` of vectors, matrices and stacks of matrices, as ``np.matmul``.
 
     ``transpose_a``/``transpose_b`` use ``a.T``/``b.T`` without copying:
-    A @ B with A = a or a.T and B = b or b.T.
+    A @ B with A = a or a.T and B = b or b.T, where a flag transposes the
+    last two axes. An operand of three or more axes is a stack of
+    matrices: the leading (batch) axes broadcast, and each cotangent is
+    summed back over the batch axes its operand lacked.
 
     >>> import tapegraph as tg
     >>> x = tg.input("x", shape=("batch", 400))
@@ -138,11 +221,138 @@ MATMUL = register(Op(
 ))
 
 OUTER = register(Op(
-    name="outer", operands=("a", "b"), public=False, shape_rule=_outer_rule, kernel=_outer_kernel, fill=_outer_fill,
+    name="outer", operands=("a", "b"), shape_rule=_outer_rule, kernel=_outer_kernel, fill=_outer_fill,
     # a column times a row through BLAS: np.multiply.outer allocates a
     # temporary of the output's size at every call, this does not
     source="np.dot({0}[:, None], {1}[None, :], out={out})",
     vjp=lambda g, ans, a, b: (MATMUL(g, b), MATMUL(g, a, transpose_a=True)),
     samples=(Sample([Arg((3,)), Arg((4,))]),),
-    doc="Outer product of two vectors: ``out[i, j] = a[i] * b[j]``, that is a b^T.",
+    doc="Outer product of two vectors: ``out[i, j] = a[i] * b[j]``, that is a b^T; d/da = g b, d/db = g^T a.",
+))
+
+
+# contract: the product of two operands named by einsum subscripts, each
+# index of an operand appearing in the other operand or in the result (an
+# index of one operand alone is summed out first, by tg.einsum), so that
+# each VJP is a contraction of the same kind.
+
+def parse_subscripts(subscripts: Any, count: int) -> tuple[list[str], str]:
+    """The operands' index letters and the result's, from ``"ij,jk->ik"``.
+
+    Without ``->`` the result holds, in alphabetical order, the letters
+    that appear once (numpy's rule). Raises ValueError for anything but
+    letters, for a number of terms other than ``count``, a letter repeated
+    within one term, or a result letter no operand has.
+    """
+    if not isinstance(subscripts, str):
+        raise ValueError(f"subscripts must be a string such as 'ij,jk->ik', got {type(subscripts).__name__} {subscripts!r}")
+    text = subscripts.replace(" ", "")
+    if "." in text:
+        raise ValueError(f"subscripts {subscripts!r}: ellipses (...) are not supported; name every axis")
+    inputs_text, arrow, output = text.partition("->")
+    terms = inputs_text.split(",")
+    for term in [*terms, output]:
+        for letter in term:
+            if not letter.isalpha() or not letter.isascii():
+                raise ValueError(f"subscripts {subscripts!r}: {letter!r} is not a letter; index axes with letters a-z, A-Z")
+    if len(terms) != count:
+        raise ValueError(f"subscripts {subscripts!r} name {len(terms)} operand(s), but {count} were given")
+    for position, term in enumerate(terms):
+        repeated = sorted({letter for letter in term if term.count(letter) > 1})
+        if repeated:
+            raise ValueError(f"subscripts {subscripts!r}: index {repeated[0]!r} is repeated within operand {position} "
+                             f"({term!r}); traces and diagonals are not supported")
+    letters = "".join(terms)
+    if not arrow:
+        output = "".join(sorted(letter for letter in set(letters) if letters.count(letter) == 1))
+    repeated = sorted({letter for letter in output if output.count(letter) > 1})
+    if repeated:
+        raise ValueError(f"subscripts {subscripts!r}: index {repeated[0]!r} is repeated in the result")
+    missing = sorted(set(output) - set(letters))
+    if missing:
+        raise ValueError(f"subscripts {subscripts!r}: the result's index {missing[0]!r} belongs to no operand")
+    return terms, output
+
+
+def letter_sizes(terms: list[str], shapes: list[Shape]) -> dict[str, Any]:
+    """The size of each index letter; ValueError when a term's length or two sizes of one letter disagree."""
+    sizes: dict[str, Any] = {}
+    for position, (term, shape) in enumerate(zip(terms, shapes)):
+        if len(term) != len(shape):
+            raise ValueError(f"operand {position} has {len(shape)} dimension(s) {format_shape(shape)}, but its "
+                             f"subscripts {term!r} name {len(term)}")
+        for letter, dim in zip(term, shape):
+            known = sizes.setdefault(letter, dim)
+            if known != dim:
+                raise ValueError(f"index {letter!r} has size {known} in one operand and {dim} in operand {position}")
+    return sizes
+
+
+def _contract_attributes(a: Node, b: Node, subscripts: Any) -> dict[str, str]:
+    terms, output = parse_subscripts(subscripts, 2)
+    left, right = terms
+    for term, other, position in ((left, right, 0), (right, left, 1)):
+        alone = sorted(set(term) - set(other) - set(output))
+        if alone:
+            raise ValueError(f"subscripts {subscripts!r}: index {alone[0]!r} of operand {position} is in neither the "
+                             "other operand nor the result; sum it out first (tg.einsum does)")
+    return {"subscripts": f"{left},{right}->{output}"}
+
+
+def _contract_rule(a: Node, b: Node, subscripts: str) -> tuple[Shape, str]:
+    dtype = result_dtype(a, b)
+    terms, output = parse_subscripts(subscripts, 2)
+    sizes = letter_sizes(terms, [a.shape, b.shape])
+    return tuple(sizes[letter] for letter in output), dtype
+
+
+#: Above this many multiply-adds, einsum's optimize path (a BLAS call
+#: through tensordot) beats its own loops; below it, that path's planning
+#: costs about 10 us a call. For n x n matrix products on one core
+#: (``bench/einsum_blas.py``, one run) the crossover lay between n = 32
+#: (loops 9.5 us, BLAS 13.3 us) and n = 40 (16.0 against 15.2); at n = 256,
+#: 14.8 ms against 0.63 ms.
+BLAS_WORK = 40_000
+
+
+def _contract_specialize(in_shapes, out_shape, subscripts: str) -> dict[str, bool]:
+    terms, _ = parse_subscripts(subscripts, 2)
+    sizes = letter_sizes(terms, [tuple(shape) for shape in in_shapes])
+    return {"optimize": int(np.prod(list(sizes.values()), dtype=np.int64)) > BLAS_WORK}
+
+
+def _contract_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray, subscripts: str, optimize: bool = False) -> None:
+    np.einsum(subscripts, a, b, out=out, optimize=optimize)
+
+
+def _contract_source(subscripts: str, optimize: bool = False) -> str:
+    return "np.einsum(%r, {0}, {1}, out={out}%s)" % (subscripts, ", optimize=True" if optimize else "")
+
+
+def _contract_vjp(g: Node, ans: Node, a: Node, b: Node, subscripts: str):
+    # out = sum over the rest of a * b: each operand's cotangent contracts
+    # g with the other operand
+    (left, right), output = parse_subscripts(subscripts, 2)
+    return CONTRACT(g, b, f"{output},{right}->{left}"), CONTRACT(a, g, f"{left},{output}->{right}")
+
+
+CONTRACT = register(Op(
+    name="contract", operands=("a", "b"), attributes={"subscripts": REQUIRED}, public=False,
+    normalize=_contract_attributes, shape_rule=_contract_rule, kernel=_contract_kernel, vjp=_contract_vjp,
+    specialize=_contract_specialize, source=_contract_source,
+    samples=(
+        Sample([Arg((3, 4)), Arg((4, 2))], {"subscripts": "ij,jk->ik"}),
+        Sample([Arg((5, 3), batch=True), Arg((5, 3), batch=True)], {"subscripts": "bi,bi->b"}),
+        Sample([Arg((2, 3)), Arg((4,))], {"subscripts": "ij,k->kji"}),
+        Sample([Arg((2, 3, 4)), Arg((2, 4, 3))], {"subscripts": "bij,bjk->bik"}),
+        Sample([Arg(()), Arg((3,))], {"subscripts": ",i->i"}),
+        # large enough for the BLAS path
+        Sample([Arg((2, 30, 20)), Arg((20, 35))], {"subscripts": "bij,jk->bik"}),
+    ),
+    doc="""``np.einsum(subscripts, a, b)`` of two operands, each index of one in the other or the result.
+
+    out = sum over the shared indices not in the result of a * b; the VJP
+    of each operand contracts g with the other (``tg.einsum`` is built
+    from it).
+    """,
 ))

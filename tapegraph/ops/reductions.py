@@ -287,7 +287,7 @@ SUM_TO = register(Op(
 
 BROADCAST_TO = register(Op(
     name="broadcast_to", operands=("x",), attributes={"shape": REQUIRED}, normalize=_shape_attribute,
-    public=False, rewrite=_drop_same_shape, shape_rule=_broadcast_to_rule, kernel=_broadcast_to_kernel,
+    rewrite=_drop_same_shape, shape_rule=_broadcast_to_rule, kernel=_broadcast_to_kernel,
     fill=_broadcast_to_fill,
     source="np.copyto({out}, {0})",
     # the differentiation pass sums g back to x's shape by itself

@@ -4,7 +4,9 @@ A backend translates a tape, and decides nothing the tape does not say.
 Its protocol is small (see ``Backend``): bind a specialised tape to an
 executable, which runs it on the caller's arrays and maps a failure back
 to the instruction that raised it. ``numpy`` (straight-line numpy code
-over preallocated buffers) is the default and the reference.
+over preallocated buffers) is the default and the reference; ``native``
+(numba code, a whole epoch per call: ``backends/native.py``) needs the
+extra ``tapegraph[native]``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ def get_backend(name: str) -> Backend:
     if name == "numpy":
         from tapegraph.backends.numpy import NUMPY
         return NUMPY
-    raise ValueError(f"unknown backend {name!r}; the backends are ['numpy']")
+    if name == "native":
+        from tapegraph.backends.native import NATIVE, require_numba
+        require_numba()  # without numba, say which extra to install now, at compile time
+        return NATIVE
+    raise ValueError(f"unknown backend {name!r}; the backends are ['numpy', 'native']")
 
 
 _checking: contextvars.ContextVar[bool] = contextvars.ContextVar("tapegraph_check_finite", default=False)

@@ -11,6 +11,7 @@ import numpy as np
 
 from tapegraph.expr import Node
 from tapegraph.ops.elementwise import MUL
+from tapegraph.ops.native import NativeContext, count
 from tapegraph.ops.registry import Arg, Op, Sample, register, result_dtype
 from tapegraph.shapes import Shape, format_shape
 
@@ -91,6 +92,53 @@ def _outer_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     np.dot(a[:, np.newaxis], b[np.newaxis, :], out=out)
 
 
+#: A product of at least this many multiply-adds calls BLAS (``np.dot``)
+#: in native code, as numpy does; smaller ones are loops, which skip the
+#: call's overhead.
+NATIVE_BLAS_WORK = 128
+
+
+def _matmul_native(ctx: NativeContext) -> str:
+    """``a @ b`` in native code: BLAS for large products (numpy's own
+    rounding), a loop of multiply-adds for small ones."""
+    a, b = ctx.operands
+    a_shape, b_shape = ctx.in_shapes
+    transpose_a, transpose_b = ctx["transpose_a"], ctx["transpose_b"]
+    left = f"{a}.T" if transpose_a and len(a_shape) == 2 else a
+    right = f"{b}.T" if transpose_b and len(b_shape) == 2 else b
+    inner = a_shape[0] if transpose_a else a_shape[-1]
+    work = count(ctx.out_shape) * inner
+    if not ctx.out_shape:  # a dot product of two vectors
+        if work >= NATIVE_BLAS_WORK:
+            return f"{ctx.out} = np.dot({a}, {b})"
+        total, k = ctx.temp("total"), ctx.temp("k")
+        return "\n".join([f"{total} = {ctx.literal(0.0)}", f"for {k} in range({inner}):",
+                          f"    {total} += {a}[{k}] * {b}[{k}]", f"{ctx.out} = {total}"])
+    if work >= NATIVE_BLAS_WORK:
+        return f"np.dot({left}, {right}, {ctx.out})"
+    a_index = (lambda i, k: f"{a}[{k}, {i}]") if transpose_a else (lambda i, k: f"{a}[{i}, {k}]")
+    b_index = (lambda k, j: f"{b}[{j}, {k}]") if transpose_b else (lambda k, j: f"{b}[{k}, {j}]")
+    k, total = ctx.temp("k"), ctx.temp("total")
+    if len(a_shape) == 1:  # (k,) @ B -> (m,)
+        (j,) = names = ctx.indices(1)
+        term = f"{a}[{k}] * {b_index(k, j)}"
+    elif len(b_shape) == 1:  # A @ (k,) -> (n,)
+        (i,) = names = ctx.indices(1)
+        term = f"{a_index(i, k)} * {b}[{k}]"
+    else:
+        i, j = names = ctx.indices(2)
+        term = f"{a_index(i, k)} * {b_index(k, j)}"
+    body = [f"{total} = {ctx.literal(0.0)}", f"for {k} in range({inner}):", f"    {total} += {term}",
+            f"{ctx.store(names)} = {total}"]
+    return ctx.loops(ctx.out_shape, body, names)
+
+
+def _outer_native(ctx: NativeContext) -> str:
+    a, b = ctx.operands
+    i, j = names = ctx.indices(2)
+    return ctx.loops(ctx.out_shape, [f"{ctx.out}[{i}, {j}] = {a}[{i}] * {b}[{j}]"], names)
+
+
 def _flag_attributes(a: Node, b: Node, transpose_a: bool, transpose_b: bool) -> dict[str, bool]:
     return {"transpose_a": bool(transpose_a), "transpose_b": bool(transpose_b)}
 
@@ -111,7 +159,7 @@ def _outer_fill(a, b, in_shapes, out_shape):
 MATMUL = register(Op(
     name="matmul", operands=("a", "b"), attributes={"transpose_a": False, "transpose_b": False},
     normalize=_flag_attributes, shape_rule=_matmul_rule, kernel=_matmul_kernel, vjp=_matmul_vjp, fill=_matmul_fill,
-    specialize=_matmul_specialize, source=_matmul_source, scalar="np.dot({0}, {1})",
+    specialize=_matmul_specialize, source=_matmul_source, scalar="np.dot({0}, {1})", native=_matmul_native,
     samples=(
         Sample([Arg((4,)), Arg((4,))], _flags(False, False)),
         Sample([Arg((3, 4)), Arg((4,))], _flags(False, False)),
@@ -139,6 +187,7 @@ MATMUL = register(Op(
 
 OUTER = register(Op(
     name="outer", operands=("a", "b"), public=False, shape_rule=_outer_rule, kernel=_outer_kernel, fill=_outer_fill,
+    native=_outer_native,
     # a column times a row through BLAS: np.multiply.outer allocates a
     # temporary of the output's size at every call, this does not
     source="np.dot({0}[:, None], {1}[None, :], out={out})",

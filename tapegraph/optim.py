@@ -124,7 +124,9 @@ class _Step:
     def dump(self, sizes: Mapping[str, int] | None = None) -> str:
         """The step's tape as text (see ``Program.dump``); the hyperparameters are its ``hyper`` feeds."""
         from tapegraph.inspect.dump import format_tape
-        return format_tape(self.tape(sizes), f"{self._label()} step: {_format_hypers(self._hypers)}")
+        from tapegraph.backends import backend_note
+        return format_tape(self.tape(sizes), f"{self._label()} step: {_format_hypers(self._hypers)}"
+                           + backend_note(self.program.backend))
 
     def __repr__(self) -> str:
         donated = ", donate=True" if self.donate else ""

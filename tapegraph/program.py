@@ -24,7 +24,7 @@ from tapegraph.inspect.dump import format_tape
 from tapegraph.calls import (
     Packing, check_lines, check_namespace, check_shape, convert, count, did_you_mean, make_entry, pack_expression,
 )
-from tapegraph.backends import Executable, Return, checking, get_backend
+from tapegraph.backends import Executable, Return, backend_note, checking, get_backend
 from tapegraph.compile.graph import check_names, leaves, post_order
 from tapegraph.compile.grad import check_objective, check_wrt, grad
 from tapegraph.compile.lower import Root, lower
@@ -452,7 +452,7 @@ class Program:
         The format is described in ``docs/tape.md``.
         """
         wrt = ", ".join(param.name for param in self.wrt)
-        title = f"program: objective = {self.objective.label}; wrt = [{wrt}]; {kind}"
+        title = f"program: objective = {self.objective.label}; wrt = [{wrt}]; {kind}" + backend_note(self.backend)
         return format_tape(self.tape(kind, sizes, outputs), title)
 
     def specializations(self) -> list[Specialization]:
@@ -480,7 +480,7 @@ class Program:
         return found
 
     def source(self, kind: str = "value_and_grad", sizes: Mapping[str, int] | None = None,
-               outputs: Sequence[str] | None = None, name: str | None = None) -> str:
+               outputs: Sequence[str] | None = None, name: str | None = None, backend: str = "numpy") -> str:
         """The tape as a standalone Python function that needs only numpy.
 
         One line per instruction, commented with the expression it came
@@ -488,6 +488,8 @@ class Program:
         choose the tape as for ``dump``. The function takes the parameters
         and inputs as arguments and returns a dict like ``run`` (``run``)
         or ``{"objective": ..., "grad w": ...}`` (``value_and_grad``).
+        ``backend="native"`` gives instead the numba module the native
+        backend runs (see ``tapegraph.backends.native``).
 
         >>> import numpy as np, tapegraph as tg
         >>> w = tg.param("w", shape=(2,))
@@ -506,6 +508,11 @@ class Program:
         """
         from tapegraph.backends.source import standalone_source
         tape = self.tape(kind, sizes, outputs)
+        if backend != "numpy":
+            # the backend's generated module (backend="native": the numba code that runs)
+            plan = self._value_and_grad_plan() if kind == "value_and_grad" else \
+                self._run_plan(tuple(outputs) if outputs else ("objective", *self.outputs))
+            return get_backend(backend).bind(tape, [feed_name for feed_name, _, _ in plan.feed_names]).source()
         wrt = ", ".join(self._wrt_names)
         title = f"{kind} of objective = {self.objective.label}; wrt = [{wrt}]"
         return standalone_source(tape, name or kind, title)
@@ -554,8 +561,9 @@ def compile(objective: Node, wrt: Sequence[Node] = (), outputs: Mapping[str, Nod
             backend: str = "numpy") -> Program:
     """Compile a scalar objective, its gradients wrt ``wrt``, and named outputs.
 
-    ``backend`` names what runs the program's tapes; ``"numpy"`` (generated
-    straight-line numpy code) is the default and, for now, the only one.
+    ``backend`` names what runs the program's tapes: ``"numpy"`` (generated
+    straight-line numpy code) is the default; ``"native"`` runs numba code,
+    a whole epoch per call (the extra ``tapegraph[native]``).
 
     >>> import numpy as np, tapegraph as tg
     >>> x = tg.input("x", shape=(2,))

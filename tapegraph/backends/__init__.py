@@ -20,7 +20,7 @@ from tapegraph.compile.emit import Return
 from tapegraph.compile.tape import Tape
 from tapegraph.errors import TapeError
 
-__all__ = ["Backend", "Executable", "Return", "check_finite", "checking", "get_backend"]
+__all__ = ["Backend", "Executable", "Return", "backend_note", "check_finite", "checking", "get_backend"]
 
 
 class Executable(Protocol):
@@ -56,6 +56,11 @@ def get_backend(name: str) -> Backend:
         require_numba()  # without numba, say which extra to install now, at compile time
         return NATIVE
     raise ValueError(f"unknown backend {name!r}; the backends are ['numpy', 'native']")
+
+
+def backend_note(backend: Backend) -> str:
+    """What a dump's title adds for a backend other than numpy: ``"; native backend"``."""
+    return "" if backend.name == "numpy" else f"; {backend.name} backend"
 
 
 _checking: contextvars.ContextVar[bool] = contextvars.ContextVar("tapegraph_check_finite", default=False)

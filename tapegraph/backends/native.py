@@ -167,7 +167,8 @@ class _Translation:
                 self.names[constant.value] = _typed(constant.array[()], constant.array.dtype.name)
             else:
                 name = f"r1_c{constant.value}"
-                self.constant_arrays.append((name, constant.array))
+                # a fill is a broadcast view: native code reads C-contiguous arrays
+                self.constant_arrays.append((name, np.ascontiguousarray(constant.array)))
                 self.names[constant.value] = name
         for position, instruction in enumerate(tape.instructions):
             self._instruction(position, instruction, allocate)
@@ -485,8 +486,8 @@ class NativeExecutable:
                     _check_labels(np.asarray(data[name])[used[step * (batch or 1):(step + 1) * (batch or 1)]]
                                   if batch else np.asarray(data[name])[used[step]], classes)
                 except IndexError as error:
-                    raise TapeError(f"{labels_where(step)}: {self._instruction_error(position, error)}; "
-                                    "refused before the epoch's first step ran") from None
+                    raise TapeError(f"{labels_where(step)}, refused before the epoch's first step ran: "
+                                    f"{self._instruction_error(position, error)}") from None
 
     def _epoch_source(self, batch: int | None, hyper_names: tuple[str, ...]) -> str:
         translation = self.translation

@@ -318,3 +318,42 @@ def test_a_native_epoch_equals_the_numpy_epoch_on_the_homework_models(model, bat
     _close(native_values, values, f"{model} epoch objectives")
     for key in expected:
         _close(actual[key], expected[key], f"{model} parameter {key}")
+
+
+# The random differential graphs (tests/strategies.py).
+
+#: Drawn graphs per run: each is a few numba compilations.
+DIFFERENTIAL_EXAMPLES = int(os.environ.get("TAPEGRAPH_NATIVE_EXAMPLES", "6"))
+
+
+def _differential_settings():
+    from hypothesis import HealthCheck, settings
+    return settings(max_examples=DIFFERENTIAL_EXAMPLES, derandomize=True, database=None, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _draw_and_compare(data):
+    from hypothesis import strategies as st
+    from strategies import FOCUS_OPS, graphs
+    focus = data.draw(st.sampled_from(FOCUS_OPS), label="focus")
+    graph = data.draw(graphs(focus), label="graph")
+    numpy_program, native_program = _both(graph.objective, graph.wrt, graph.outputs)
+    for size in graph.batch_sizes:
+        params, inputs = graph.data(size)
+        params = {name: params[name] for name in numpy_program.params}
+        inputs = {name: inputs[name] for name in numpy_program.inputs}
+        rtol = 1e-12 if graph.precision == "float64" else 1e-6
+        expected, actual = numpy_program.run(params, inputs), native_program.run(params, inputs)
+        for name in expected:
+            _close(actual[name], expected[name], f"{focus} graph, batch {size}: run {name}", rtol)
+        value, grads = numpy_program.value_and_grad(params, inputs)
+        native_value, native_grads = native_program.value_and_grad(params, inputs)
+        _close(native_value, value, f"{focus} graph, batch {size}: objective", rtol)
+        for name in grads:
+            _close(native_grads[name], grads[name], f"{focus} graph, batch {size}: gradient of {name}", rtol)
+
+
+def test_random_differential_graphs_agree_on_both_backends():
+    from hypothesis import given
+    from hypothesis import strategies as st
+    _differential_settings()(given(data=st.data())(_draw_and_compare))()

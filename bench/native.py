@@ -1,6 +1,7 @@
 """Per-step cost of SGD epochs: tapegraph native, tapegraph numpy, and a hand-written numba loop.
 
-Run with ``OPENBLAS_NUM_THREADS=1 python bench/native.py``. Each model
+Run with ``OPENBLAS_NUM_THREADS=1 python bench/native.py`` (``--compile-time``:
+the first epoch in a fresh process, with a cold and a warm cache). Each model
 trains one epoch per contender, the contenders interleaved, several times;
 the medians per step are printed with their ratios (docs/performance.md,
 "The native backend"). The hand-written loops below are the same models
@@ -263,5 +264,43 @@ def main() -> None:
               f"{numpy_us / native_us:>13.1f}x{native_us / hand_us:>12.2f}x", flush=True)
 
 
+_FIRST_EPOCH = """
+import sys, time
+started = time.perf_counter()
+sys.path.insert(0, {root!r})
+import numpy as np, tapegraph as tg
+from models import catalog
+program, params, _ = catalog.build({name!r}, num_features={features!r})
+model = catalog.MODELS[{name!r}]
+X, y = model.data({features!r} or model.num_features)
+native = tg.compile(program.objective, wrt=program.wrt, outputs=program.outputs, backend="native")
+imported = time.perf_counter()
+tg.sgd(native, step_size=model.make().step_size).epoch(params, {{"x": X, "y": y}}, batch_size=1)
+print(imported - started, time.perf_counter() - imported)
+"""
+
+
+def compile_times() -> None:
+    """First epoch of each homework model in a fresh process: cold cache, then warm."""
+    import subprocess
+    import tempfile
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    print(f"{'model':<24}{'import+build s':>16}{'cold first epoch s':>20}{'warm first epoch s':>20}")
+    with tempfile.TemporaryDirectory() as cache:
+        environment = {**os.environ, "TAPEGRAPH_CACHE_DIR": cache}
+        for label, name, features in (("ridge, 400 features", "ridge", None), ("MLP, raw x", "mlp", None),
+                                      ("MLP, 400 features", "mlp", 400), ("multiclass", "multiclass", None)):
+            script = _FIRST_EPOCH.format(root=root, name=name, features=features)
+            figures = []
+            for _ in ("cold", "warm"):
+                done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True,
+                                      text=True, check=True)
+                figures.append([float(item) for item in done.stdout.split()])
+            print(f"{label:<24}{figures[1][0]:>16.2f}{figures[0][1]:>20.2f}{figures[1][1]:>20.2f}", flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    if "--compile-time" in sys.argv:
+        compile_times()
+    else:
+        main()

@@ -11,7 +11,7 @@ import numpy as np
 
 from tapegraph.expr import Node
 from tapegraph.ops.elementwise import MUL
-from tapegraph.ops.native import NativeContext
+from tapegraph.ops.native import NativeContext, count
 from tapegraph.ops.registry import Arg, Op, Sample, register, result_dtype
 from tapegraph.shapes import Shape, format_shape
 
@@ -93,11 +93,13 @@ def _outer_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 #: Native code calls BLAS (``np.dot``) for a product of matrices whose
-#: every dimension is at least this (a minibatch), and for a dot product
+#: every dimension is at least this and whose multiply-adds number at
+#: least ``NATIVE_BLAS_WORK`` (a minibatch), and for a dot product
 #: of vectors at least ``NATIVE_BLAS_DOT`` long; other products are loops:
 #: BLAS's call costs more than a small product (measured: 1.5 us for a
 #: 1x400 matrix-vector product through numba, against 0.4 us for ddot).
-NATIVE_BLAS_DIMENSION = 16
+NATIVE_BLAS_DIMENSION = 8
+NATIVE_BLAS_WORK = 4096
 NATIVE_BLAS_DOT = 64
 
 
@@ -122,7 +124,7 @@ def _matmul_native(ctx: NativeContext) -> str:
                           f"    {total} += {a}[{k}] * {b}[{k}]", f"{ctx.out} = {total}"])
     out = ctx.out
     if len(a_shape) == 2 and len(b_shape) == 2:
-        if min(*ctx.out_shape, inner) >= NATIVE_BLAS_DIMENSION:
+        if min(*ctx.out_shape, inner) >= NATIVE_BLAS_DIMENSION and count(ctx.out_shape) * inner >= NATIVE_BLAS_WORK:
             left = f"{a}.T" if transpose_a else a
             right = f"{b}.T" if transpose_b else b
             return f"np.dot({left}, {right}, {out})"

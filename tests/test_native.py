@@ -357,3 +357,12 @@ def test_random_differential_graphs_agree_on_both_backends():
     from hypothesis import given
     from hypothesis import strategies as st
     _differential_settings()(given(data=st.data())(_draw_and_compare))()
+
+
+def test_a_feed_returned_as_a_result_is_a_copy_the_caller_owns():
+    scores = tg.input("scores", shape=(3,))
+    program = tg.compile(tg.sum(scores), outputs={"same": scores}, backend="native")
+    given = np.array([1.0, 2.0, 3.0])
+    result = program.run({}, {"scores": given})
+    assert result["same"] is not given and not np.shares_memory(result["same"], given)
+    np.testing.assert_array_equal(result["same"], given)

@@ -332,8 +332,8 @@ class NativeExecutable:
                     body.append(f"{target}[()] = {expression}" if not shape else _flat_copy(target, expression, shape))
                 results.append("0")
                 continue
-            if shape and how.kind == "new" and (expression in returned or not expression.startswith(("s", "r"))
-                                                or expression.startswith("r1_")):
+            given = value in translation.feed_values or any(item.value == value for item in tape.constants)
+            if shape and how.kind == "new" and (expression in returned or given):
                 # a feed, a constant, or an array returned twice: a copy the caller owns
                 expression = f"{expression}.copy()"
             returned.add(expression)

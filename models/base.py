@@ -142,7 +142,7 @@ class Estimator:
         num_rows, num_features = X.shape
         rng = np.random.default_rng(self.random_state)
         objective, wrt, outputs = self._declare(num_features)
-        self.program_ = tg.compile(objective, wrt=wrt, outputs=outputs)
+        self.program_ = tg.compile(objective, wrt=wrt, outputs=outputs, backend=self._backend)
         self.n_features_in_ = num_features
         self.params_ = self._init_params(num_features, rng)
         self.history_: list[dict[str, float]] = []
@@ -155,6 +155,18 @@ class Estimator:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for epoch in range(epochs):
                 order = rng.permutation(num_rows)
+                if self._backend == "native":
+                    # the whole epoch is one native call; an epoch that diverges
+                    # runs again step by step below, to say where
+                    natively = _native_epoch(step, params, X, y, order, batch)
+                    if natively is not None:
+                        # the epoch's first parameters had a finite objective: if the
+                        # next epoch diverges at its first step, they are the ones kept
+                        previous, (params, total) = params, natively
+                        self.params_ = params
+                        if epoch % LOG_EVERY == 0 or epoch == epochs - 1:
+                            self._log(epoch, total / num_rows, X, y, start)
+                        continue
                 # one gather per epoch, then each batch is a slice (a view, no copy)
                 X_epoch, y_epoch = X[order], y[order]
                 total = 0.0
@@ -171,6 +183,11 @@ class Estimator:
         self.n_iter_ = epochs
         self.fit_time_ = time.perf_counter() - start
         return self
+
+    #: What ``fit`` compiles for (``tg.compile(..., backend=...)``): the main
+    #: job sets ``"native"`` on its estimators when numba is installed. Not
+    #: a constructor parameter: it changes how fast, not what is learned.
+    _backend = "numpy"
 
     def _diverged(self, epoch: int, step: int, value: float, previous: dict[str, np.ndarray], start: float) -> None:
         # The parameters given to the failing step already have a non-finite
@@ -292,3 +309,22 @@ def _check_int(estimator: Estimator, name: str, minimum: int) -> None:
     value = getattr(estimator, name)
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{type(estimator).__name__}: {name} must be an int >= {minimum}, got {value!r}")
+
+
+def _native_epoch(step: Any, params: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, order: np.ndarray,
+                  batch: int) -> tuple[dict[str, np.ndarray], float] | None:
+    """One epoch as one native call: (new parameters, sum of the objectives weighted by batch size).
+
+    None if an objective is not finite (the caller then runs the epoch
+    step by step, which names the step). The sum is taken in the order
+    the step-by-step loop takes it, so the log is the same.
+    """
+    new_params, values = step.epoch(params, {"x": X, "y": y}, order=order, batch_size=batch)
+    if not np.all(np.isfinite(values)):
+        return None
+    total = 0.0
+    num_rows = len(order)
+    for index, value in enumerate(values.tolist()):
+        low = index * batch
+        total += value * (min(low + batch, num_rows) - low)
+    return new_params, total

@@ -366,3 +366,17 @@ def test_a_feed_returned_as_a_result_is_a_copy_the_caller_owns():
     result = program.run({}, {"scores": given})
     assert result["same"] is not given and not np.shares_memory(result["same"], given)
     np.testing.assert_array_equal(result["same"], given)
+
+
+def test_the_main_job_trains_natively_with_the_same_figures(tmp_path, capsys):
+    from models.__main__ import main
+    tables = {}
+    for backend in ("native", "numpy"):
+        assert main(["ridge-0", "--quick", "--backend", backend, "--out", str(tmp_path / backend)]) == 0
+        out = capsys.readouterr().out
+        assert f"training on the {backend} backend" in out
+        log = [line.split("  [")[0] for line in out.splitlines() if line.startswith("Epoch ")]
+        # every column of the table but the time per epoch
+        table = [line.rsplit(None, 1)[0] for line in (tmp_path / backend / "summary.txt").read_text().splitlines()[2:3]]
+        tables[backend] = (log, table)
+    assert tables["native"] == tables["numpy"]

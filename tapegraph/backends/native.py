@@ -31,7 +31,8 @@ The generated module is written to a cache folder, named by the hash of
 its source, and imported from there, so that numba's ``cache=True`` keeps
 the machine code across processes: ``$TAPEGRAPH_CACHE_DIR`` if set, else
 ``$XDG_CACHE_HOME/tapegraph`` (``~/.cache/tapegraph``), in the
-subfolder ``native``.
+subfolder ``native`` (a folder in the temporary directory if that one
+cannot be written).
 """
 
 from __future__ import annotations
@@ -99,20 +100,29 @@ def load_module(text: str, kind: str) -> Any:
         module = sys.modules.get(name)
         if module is not None:
             return module
-        folder = cache_dir()
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, name + ".py")
-        if not os.path.exists(path) or open(path, encoding="utf-8").read() != text:
-            # written whole, then renamed: another process never imports half a file
-            handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(text)
-            os.replace(temporary, path)
+        try:
+            path = _write(cache_dir(), name, text)
+        except OSError:
+            # an unwritable cache folder costs the cache across processes, nothing else
+            path = _write(os.path.join(tempfile.gettempdir(), f"tapegraph-native-{os.getuid()}"), name, text)
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules[name] = module
         return module
+
+
+def _write(folder: str, name: str, text: str) -> str:
+    """The path of module ``name`` holding ``text`` in ``folder``, written if it is not there yet."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name + ".py")
+    if not os.path.exists(path) or open(path, encoding="utf-8").read() != text:
+        # written whole, then renamed: another process never imports half a file
+        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    return path
 
 
 def _typed(value: Any, dtype: str) -> str:

@@ -318,13 +318,31 @@ class SGDStep(_Step):
             if not isinstance(params, Mapping):
                 return step(params, rows.inputs(0))  # the call explains
             table = np.array([[float(values[name]) for name in sorted(self._plan.hyper_names)]])
-            natively = _native_epoch(self, params, {}, rows, table, sorted(self._plan.hyper_names))
+            runner, given = self, params
+            if not self.donate:
+                # the donated form of this step, on copies: the same values, and its
+                # tape writes each update into the parameter's array instead of a copy
+                runner = self._donated_twin()
+                from tapegraph.calls import convert
+                given = dict(params)
+                for name in self._names:
+                    if name in params:
+                        array = convert("param", self.program.params[name], params[name])
+                        given[name] = np.array(array, copy=True, order="C")
+            natively = _native_epoch(runner, given, {}, rows, table, sorted(self._plan.hyper_names))
             if natively is not None:
                 new_state, objectives, done = natively
                 updated = dict(params)
                 updated.update(new_state)
                 return _finish_epoch(step, updated, rows, objectives, done)
         return _run_epoch(step, params, rows, progress)
+
+    def _donated_twin(self) -> "SGDStep":
+        """This step with ``donate=True`` (made once): what a native epoch runs on its own copies."""
+        twin = getattr(self, "_twin", None)
+        if twin is None:
+            twin = self._twin = SGDStep(self.program, self.step_size, donate=True, weight_decay=self.weight_decay)
+        return twin
 
     def _label(self) -> str:
         return "sgd"

@@ -380,3 +380,17 @@ def test_the_main_job_trains_natively_with_the_same_figures(tmp_path, capsys):
         table = [line.rsplit(None, 1)[0] for line in (tmp_path / backend / "summary.txt").read_text().splitlines()[2:3]]
         tables[backend] = (log, table)
     assert tables["native"] == tables["numpy"]
+
+
+def test_native_calls_from_several_threads_share_no_buffers(ridge):
+    import concurrent.futures
+    (numpy_program, native_program), params, data = ridge
+    batches = [{"x": data["x"][start:start + 3], "y": data["y"][start:start + 3]} for start in range(0, 18, 3)]
+    expected = [numpy_program.value_and_grad(params, batch) for batch in batches]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda batch: native_program.value_and_grad(params, batch), batches * 4))
+    for index, (value, grads) in enumerate(results):
+        want_value, want_grads = expected[index % len(batches)]
+        _close(value, want_value, f"thread call {index}: objective")
+        for name in want_grads:
+            _close(grads[name], want_grads[name], f"thread call {index}: gradient of {name}")

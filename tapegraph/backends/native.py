@@ -167,6 +167,12 @@ class _Translation:
         self.labels: list[tuple[str, int, int]] = []
         self.body: list[str] = []
         self.feed_values = {feed.value: feed for feed in tape.feeds}
+        #: (shape, dtype) of every value, by value number.
+        self.types = {feed.value: (feed.shape, feed.dtype) for feed in tape.feeds}
+        self.types.update((constant.value, (constant.array.shape, constant.array.dtype.name))
+                          for constant in tape.constants)
+        self.types.update((instruction.value, (instruction.shape, instruction.dtype))
+                          for instruction in tape.instructions)
         allocated: set[str] = set()
 
         def allocate(name: str, shape, dtype) -> None:
@@ -237,6 +243,7 @@ class _Translation:
         self.body.extend(lines)
         if scalar and destination.kind == "donated":
             self.body.append(f"{self.arguments[destination.feed]}[()] = {out}")
+        tape_constants = self.tape.constants
         for index, classes in ctx.labels:
             value = instruction.input_values[index]
             feed = self.feed_values.get(value)
@@ -244,7 +251,7 @@ class _Translation:
                 self.labels.append((feed.name, classes, position))
             else:  # a constant label: checked now, once
                 from tapegraph.ops.softmax import _check_labels
-                constant = next(item for item in self.tape.constants if item.value == value)
+                constant = next(item for item in tape_constants if item.value == value)
                 _check_labels(constant.array, classes)
         self.names[instruction.value] = out
 
@@ -259,16 +266,8 @@ class _Translation:
         return all(shape == instruction.shape and dtype == instruction.dtype for shape, dtype in types)
 
     def _type(self, value: int) -> tuple[tuple[int, ...], str]:
-        for feed in self.tape.feeds:
-            if feed.value == value:
-                return feed.shape, feed.dtype
-        for constant in self.tape.constants:
-            if constant.value == value:
-                return constant.array.shape, constant.array.dtype.name
-        for instruction in self.tape.instructions:
-            if instruction.value == value:
-                return instruction.shape, instruction.dtype
-        raise AssertionError(f"value %{value} is not defined")
+        """The (shape, dtype) of value ``%value``."""
+        return self.types[value]
 
     def feed_binding(self, feed, source: str, scalar_source: str | None = None) -> str:
         """The statement giving a feed's value from ``source`` (an array expression)."""

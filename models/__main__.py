@@ -94,7 +94,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "instead of the generated one")
     parser.add_argument("--quick", action="store_true", help=f"a short run: 1/{QUICK_FRACTION} of the epochs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data and of training (default 0)")
+    parser.add_argument("--backend", choices=["auto", "numpy", "native"], default="auto",
+                        help="what trains the models: native (numba, a whole epoch per call), numpy, or auto "
+                             "(default: native when numba is installed)")
     args = parser.parse_args(argv)
+    args.backend = _backend(args.backend, parser)
     names: list[str] = []
     for name in args.experiments:
         if name not in EXPERIMENTS and name not in GROUPS:
@@ -115,10 +119,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _backend(choice: str, parser: argparse.ArgumentParser) -> str:
+    """The backend to train on: ``auto`` is native when numba can be imported."""
+    if choice == "numpy":
+        return choice
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        if choice == "native":
+            parser.error("--backend native needs numba: pip install 'tapegraph[native]'")
+        return "numpy"
+    return "native"
+
+
 def run_experiment(experiment: Experiment, epochs: int, seed: int, problem: Problem,
-                   blobs: tuple[np.ndarray, ...] | None) -> tuple[Row, Estimator]:
-    """Fit one experiment; its row of the table and the fitted estimator."""
+                   blobs: tuple[np.ndarray, ...] | None, backend: str = "numpy") -> tuple[Row, Estimator]:
+    """Fit one experiment on ``backend``; its row of the table and the fitted estimator."""
     estimator = experiment.make(epochs, seed)
+    estimator._backend = backend
     print(f"\n== {experiment.label}: {estimator!r}", flush=True)
     if experiment.data == "blobs":
         X_train, y_train, X_val, y_val = blobs
@@ -188,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = args.data or f"generated (seed {args.seed})"
     print(f"regression problem: {source}; {len(problem.x_train)} training and {len(problem.x_val)} validation "
           f"points, {len(problem.coefs_true)} step-function features")
+    print(f"training on the {args.backend} backend" + (" (numba: a whole epoch per native call)"
+                                                      if args.backend == "native" else ""))
     blobs = classification_problem(seed=args.seed) if "multiclass" in args.names else None
     # the homework's plotting grid: a fine grid on [0, 1) plus the training inputs
     grid = np.sort(np.concatenate([np.arange(0.0, 1.0, 0.001), problem.x_train]))
@@ -195,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.names:
         experiment = EXPERIMENTS[name]
         epochs = max(1, experiment.epochs // QUICK_FRACTION) if args.quick else experiment.epochs
-        row, estimator = run_experiment(experiment, epochs, args.seed, problem, blobs)
+        row, estimator = run_experiment(experiment, epochs, args.seed, problem, blobs, args.backend)
         rows.append(row)
         results.append((experiment, estimator))
     table = format_table(rows)

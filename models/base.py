@@ -166,7 +166,7 @@ class Estimator:
         num_rows, num_features = X.shape
         rng = np.random.default_rng(self.random_state)
         objective, wrt, outputs = self._declare(num_features)
-        self.program_ = tg.compile(objective, wrt=wrt, outputs=outputs)
+        self.program_ = tg.compile(objective, wrt=wrt, outputs=outputs, backend=self._backend)
         self.n_features_in_ = num_features
         self.params_ = self._init_params(num_features, rng)
         self.history_: list[dict[str, float]] = []
@@ -228,6 +228,10 @@ class Estimator:
             return _params_of(state)
         replayed, _ = optimizer.epoch(state, data, order=order[:(failed - 1) * batch], batch_size=batch)
         return _params_of(replayed)
+    #: What ``fit`` compiles for (``tg.compile(..., backend=...)``): the main
+    #: job sets ``"native"`` on its estimators when numba is installed. Not
+    #: a constructor parameter: it changes how fast, not what is learned.
+    _backend = "numpy"
 
     def _diverged(self, epoch: int, step: int, value: float, previous: dict[str, np.ndarray], start: float) -> None:
         # The parameters given to the failing step already have a non-finite
@@ -354,3 +358,4 @@ def _check_int(estimator: Estimator, name: str, minimum: int) -> None:
     value = getattr(estimator, name)
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{type(estimator).__name__}: {name} must be an int >= {minimum}, got {value!r}")
+

@@ -50,3 +50,7 @@ class SaveError(PersistError, OSError):
 
 class AllocationError(TapegraphError, MemoryError):
     """A value is too large to allocate (so ``except MemoryError`` catches it too); the message names it."""
+
+
+class MissingExtraError(TapegraphError, ImportError):
+    """An optional capability needs a package that is not installed; the message names the extra to install."""

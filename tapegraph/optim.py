@@ -18,6 +18,7 @@ denominator, and eps is added after the square root, as is RMSProp's.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -126,7 +127,9 @@ class _Step:
     def dump(self, sizes: Mapping[str, int] | None = None) -> str:
         """The step's tape as text (see ``Program.dump``); the hyperparameters are its ``hyper`` feeds."""
         from tapegraph.inspect.dump import format_tape
-        return format_tape(self.tape(sizes), f"{self._label()} step: {_format_hypers(self._hypers)}")
+        from tapegraph.backends import backend_note
+        return format_tape(self.tape(sizes), f"{self._label()} step: {_format_hypers(self._hypers)}"
+                           + backend_note(self.program.backend))
 
     def __repr__(self) -> str:
         donated = ", donate=True" if self.donate else ""
@@ -330,9 +333,37 @@ class SGDStep(_Step):
         See ``Optimizer.epoch``; here the state is the parameters.
         """
         rows = _EpochPlan(self._plan, self.program, "sgd epoch", data, order, batch_size)
-        if hypers:
-            self._override(hypers)
-        return _run_epoch(lambda state, inputs: self(state, inputs, **hypers), params, rows, progress)
+        values = self._hypers if not hypers else {**self._hypers, **self._override(hypers)}
+        step = functools.partial(self, **hypers)
+        if _runs_natively(self.program, rows, progress):
+            if not isinstance(params, Mapping):
+                return step(params, rows.inputs(0))  # the call explains
+            table = np.array([[float(values[name]) for name in sorted(self._plan.hyper_names)]])
+            runner, given = self, params
+            if not self.donate:
+                # the donated form of this step, on copies: the same values, and its
+                # tape writes each update into the parameter's array instead of a copy
+                runner = self._donated_twin()
+                from tapegraph.calls import convert
+                given = dict(params)
+                for name in self._names:
+                    if name in params:
+                        array = convert("param", self.program.params[name], params[name])
+                        given[name] = np.array(array, copy=True, order="C")
+            natively = _native_epoch(runner, given, {}, rows, table, sorted(self._plan.hyper_names))
+            if natively is not None:
+                new_state, objectives, done = natively
+                updated = dict(params)
+                updated.update(new_state)
+                return _finish_epoch(step, updated, rows, objectives, done)
+        return _run_epoch(step, params, rows, progress)
+
+    def _donated_twin(self) -> "SGDStep":
+        """This step with ``donate=True`` (made once): what a native epoch runs on its own copies."""
+        twin = getattr(self, "_twin", None)
+        if twin is None:
+            twin = self._twin = SGDStep(self.program, self.step_size, donate=True, weight_decay=self.weight_decay)
+        return twin
 
     def _label(self) -> str:
         return "sgd"
@@ -433,6 +464,8 @@ class _EpochPlan:
                 raise CallError(f"{owner}: batch_size={batch_size!r} given, but the program has no batch dimension "
                                 f"(declare inputs with shape ('batch', ...) for minibatches); each step takes one row")
             self.steps = [int(row) for row in self.order]
+        #: Rows per step (None: one row each, a program without a batch dimension).
+        self.batch_size = batch_size if batched else None
         self.arrays = list(arrays.items())
         #: A batched epoch gathers the rows in ``order`` once, so each step's
         #: batch is a slice of that copy (a view with a gather's layout), not
@@ -481,6 +514,72 @@ def _run_epoch(step: Callable, state: Any, rows: _EpochPlan, progress: bool) -> 
             print(f"{rows.owner}: step {index + 1}/{count}, objective {objectives[index]:.6g}, "
                   f"{time.perf_counter() - started:.2f} s", file=sys.stderr)
     return state, objectives
+
+
+def _runs_natively(program: Program, rows: _EpochPlan, progress: bool) -> bool:
+    """True when an epoch runs as one native call: a native program, outside check mode, without progress lines."""
+    from tapegraph.backends import checking
+    return program.backend.name == "native" and not checking() and not progress and _full_steps(rows) > 0
+
+
+def _full_steps(rows: _EpochPlan) -> int:
+    """The steps of ``rows`` that share one specialisation: all but a last, shorter batch."""
+    if rows.batch_size is None:
+        return len(rows.steps)
+    return len(rows.order) // rows.batch_size
+
+
+def _native_epoch(optimizer: Any, params: Mapping[str, Any], slots: Mapping[str, np.ndarray], rows: _EpochPlan,
+                  table: np.ndarray, hyper_names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray, int] | None:
+    """Run the epoch's full steps as one native call: (new state arrays by feed name, objectives, steps run).
+
+    The first step's arguments are checked (and the step specialised) as
+    a call would; a donated optimizer updates the caller's arrays in
+    place, any other works on copies. None when the tape cannot be
+    carried from step to step natively (the caller then loops in Python).
+    """
+    plan = optimizer._plan
+    first = {**rows.inputs(0), **dict(zip(hyper_names, table[0]))}
+    feeds = {**params, **slots}
+    if plan.overlap is not None:
+        plan.overlap(feeds, first)
+    executable, arrays = optimizer.program._prepare(plan, feeds, first)
+    carried = executable.epoch_plan()
+    if carried is None:
+        return None
+    given = dict(zip((name for name, _, _ in plan.feed_names), arrays))
+    for index, name in plan.donated_feeds:
+        if arrays[index] is not feeds[name] or not arrays[index].flags.writeable:
+            plan.refuse(name, feeds[name])
+        if not arrays[index].flags.c_contiguous:
+            return None  # native code updates contiguous arrays in place only
+    state = {}
+    for feed in carried.values():
+        array = given[feed]
+        state[feed] = array if feed in plan.donated else np.array(array, copy=True, order="C")
+    fixed = {name: value for name, value in given.items() if name not in state}
+    steps = _full_steps(rows)
+    batch = rows.batch_size
+    data = dict(rows.arrays)
+
+    def where(step: int) -> str:
+        chosen = rows.steps[step]
+        shown = f"row {chosen}" if batch is None else f"rows {chosen[:8].tolist()}" + ("..." if len(chosen) > 8 else "")
+        return f"{rows.owner}: step {step} ({shown})"
+    objectives = executable.epoch(state, fixed, data, rows.order, steps, batch, table, hyper_names, where)
+    return state, objectives, steps
+
+
+def _finish_epoch(step: Callable, state: Any, rows: _EpochPlan, objectives: np.ndarray,
+                  done: int) -> tuple[Any, np.ndarray]:
+    """After ``done`` native steps: the remaining (shorter last batch) step, run as a call."""
+    if done == len(rows.steps):
+        return state, objectives
+    values = np.empty(len(rows.steps))
+    values[:done] = objectives
+    for index in range(done, len(rows.steps)):
+        state, values[index] = step(state, rows.inputs(index))
+    return state, values
 
 
 def shuffled(n: int, seed: int | None = None) -> np.ndarray:
@@ -658,7 +757,28 @@ class Optimizer(_Step):
         if hypers:
             self._override(hypers)
         rows = _EpochPlan(self._plan, self.program, f"{self.name} epoch", data, order, batch_size)
-        return _run_epoch(lambda current, inputs: self(current, inputs, **hypers), state, rows, progress)
+        step = functools.partial(self, **hypers)
+        if _runs_natively(self.program, rows, progress):
+            values = self._hypers if not hypers else self._override(hypers)
+            names = sorted(self._plan.hyper_names)
+            full = _full_steps(rows)
+            constant = type(self).fed is Optimizer.fed and not any(callable(value) for value in values.values())
+            counts = [state.count] if constant else range(state.count, state.count + max(full, 1))
+            table = np.array([[self.fed(self._values(values, count), count)[name] for name in names]
+                              for count in counts], dtype=float)
+            slot_arrays = {feed: state.slots[slot][name] for slot, name, feed in self._slot_feeds}
+            natively = _native_epoch(self, state.params, slot_arrays, rows, table, names)
+            if natively is not None:
+                new_state, objectives, done = natively
+                params = dict(state.params)
+                slots: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self.slot_names}
+                for name in self._names:
+                    params[name] = new_state[name]
+                for slot, name, feed in self._slot_feeds:
+                    slots[slot][name] = new_state[feed]
+                after = OptimizerState(params, state.count + done, slots, self._owner)
+                return _finish_epoch(step, after, rows, objectives, done)
+        return _run_epoch(step, state, rows, progress)
 
     def _values(self, hypers: Mapping[str, HyperValue], count: int) -> dict[str, float]:
         """Each hyperparameter's value at step ``count`` (a schedule is evaluated, and checked)."""

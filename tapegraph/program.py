@@ -25,7 +25,7 @@ from tapegraph.calls import (
     Packing, check_lines, check_namespace, check_shape, convert, count, did_you_mean, make_entry, pack_expression,
     with_hypers,
 )
-from tapegraph.backends import Executable, Return, checking, checking_now, get_backend
+from tapegraph.backends import Executable, Return, backend_note, checking, checking_now, get_backend
 from tapegraph.compile.graph import check_names, leaves, post_order
 from tapegraph.compile.grad import check_objective, check_wrt, grad
 from tapegraph.compile.lower import Root, lower
@@ -569,7 +569,8 @@ class Program:
         The format is described in ``docs/tape.md``.
         """
         kind = self._kind(kind)
-        return format_tape(self.tape(kind, sizes, outputs), f"program: {self._describe()}; {kind}")
+        return format_tape(self.tape(kind, sizes, outputs),
+                           f"program: {self._describe()}; {kind}" + backend_note(self.backend))
 
     def _kind(self, kind: str | None) -> str:
         if kind is None:
@@ -608,7 +609,7 @@ class Program:
         return found
 
     def source(self, kind: str | None = None, sizes: Mapping[str, int] | None = None,
-               outputs: Sequence[str] | None = None, name: str | None = None) -> str:
+               outputs: Sequence[str] | None = None, name: str | None = None, backend: str = "numpy") -> str:
         """The tape as a standalone Python function that needs only numpy.
 
         One line per instruction, commented with the expression it came
@@ -616,6 +617,8 @@ class Program:
         choose the tape as for ``dump``. The function takes the parameters
         and inputs as arguments and returns a dict like ``run`` (``run``)
         or ``{"objective": ..., "grad w": ...}`` (``value_and_grad``).
+        ``backend="native"`` gives instead the numba module the native
+        backend runs (see ``tapegraph.backends.native``).
 
         >>> import numpy as np, tapegraph as tg
         >>> w = tg.param("w", shape=(2,))
@@ -635,6 +638,11 @@ class Program:
         from tapegraph.backends.source import standalone_source
         kind = self._kind(kind)
         tape = self.tape(kind, sizes, outputs)
+        if backend != "numpy":
+            # the backend's generated module (backend="native": the numba code that runs)
+            plan = self._value_and_grad_plan() if kind == "value_and_grad" else \
+                self._run_plan(tuple(outputs) if outputs else self._default_outputs())
+            return get_backend(backend).bind(tape, [feed_name for feed_name, _, _ in plan.feed_names]).source()
         return standalone_source(tape, name or kind, f"{kind} of {self._describe()}")
 
     def _repr_html_(self) -> str:
@@ -703,8 +711,9 @@ def compile(objective: Node | None = None, wrt: Sequence[Node] = (), outputs: Ma
     compiles a predictor: ``run`` and ``map`` compute its outputs, which may
     have any shape, gradients included (``outputs={"g": tg.grad(loss, w)}``).
 
-    ``backend`` names what runs the program's tapes; ``"numpy"`` (generated
-    straight-line numpy code) is the default and, for now, the only one.
+    ``backend`` names what runs the program's tapes: ``"numpy"`` (generated
+    straight-line numpy code) is the default; ``"native"`` runs numba code,
+    a whole epoch per call (the extra ``tapegraph[native]``).
 
     >>> import numpy as np, tapegraph as tg
     >>> x = tg.input("x", shape=(2,))

@@ -4,7 +4,9 @@ A backend translates a tape, and decides nothing the tape does not say.
 Its protocol is small (see ``Backend``): bind a specialised tape to an
 executable, which runs it on the caller's arrays and maps a failure back
 to the instruction that raised it. ``numpy`` (straight-line numpy code
-over preallocated buffers) is the default and the reference.
+over preallocated buffers) is the default and the reference; ``native``
+(numba code, a whole epoch per call: ``backends/native.py``) needs the
+extra ``tapegraph[native]``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tapegraph.compile.emit import Return
 from tapegraph.compile.tape import Tape
 from tapegraph.errors import TapeError
 
-__all__ = ["Backend", "Executable", "Return", "check_finite", "checking", "checking_now", "get_backend"]
+__all__ = ["Backend", "Executable", "Return", "backend_note", "check_finite", "checking", "checking_now", "get_backend"]
 
 
 class Executable(Protocol):
@@ -49,7 +51,16 @@ def get_backend(name: str) -> Backend:
     if name == "numpy":
         from tapegraph.backends.numpy import NUMPY
         return NUMPY
-    raise ValueError(f"unknown backend {name!r}; the backends are ['numpy']")
+    if name == "native":
+        from tapegraph.backends.native import NATIVE, require_numba
+        require_numba()  # without numba, say which extra to install now, at compile time
+        return NATIVE
+    raise ValueError(f"unknown backend {name!r}; the backends are ['numpy', 'native']")
+
+
+def backend_note(backend: Backend) -> str:
+    """What a dump's title adds for a backend other than numpy: ``"; native backend"``."""
+    return "" if backend.name == "numpy" else f"; {backend.name} backend"
 
 
 _checking: contextvars.ContextVar[bool] = contextvars.ContextVar("tapegraph_check_finite", default=False)

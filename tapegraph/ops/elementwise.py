@@ -68,27 +68,28 @@ _drop_unit_factor = _drop_identity(1.0)
 
 ADD = register(Op(
     name="add", operands=("a", "b"), shape_rule=_broadcast_rule, kernel=np.add, elementwise=True,
-    scalar="{0} + {1}", rewrite=_drop_added_zero,
+    scalar="{0} + {1}", native="{0} + {1}", rewrite=_drop_added_zero,
     vjp=lambda g, ans, a, b: (g, g),
     samples=_BINARY_SAMPLES, doc="Elementwise ``a + b`` with broadcasting (also ``a + b`` on nodes).",
 ))
 
 SUB = register(Op(
     name="sub", operands=("a", "b"), shape_rule=_broadcast_rule, kernel=np.subtract, elementwise=True,
-    scalar="{0} - {1}",
+    scalar="{0} - {1}", native="{0} - {1}",
     vjp=lambda g, ans, a, b: (g, NEG(g)),
     samples=_BINARY_SAMPLES, doc="Elementwise ``a - b`` with broadcasting.",
 ))
 
 MUL = register(Op(
     name="mul", operands=("a", "b"), shape_rule=_broadcast_rule, kernel=np.multiply, elementwise=True,
-    scalar="{0} * {1}", rewrite=_drop_unit_factor,
+    scalar="{0} * {1}", native="{0} * {1}", rewrite=_drop_unit_factor,
     vjp=lambda g, ans, a, b: (MUL(g, b), MUL(g, a)),
     samples=_BINARY_SAMPLES, doc="Elementwise ``a * b`` with broadcasting (not a matrix product).",
 ))
 
 DIV = register(Op(
     name="div", operands=("a", "b"), shape_rule=_broadcast_rule, kernel=np.divide, elementwise=True,
+    native="{0} / {1}",  # numpy's inf and nan: native code is compiled with numpy's error model
     # d(a/b)/db = -a/b^2 = -ans/b
     vjp=lambda g, ans, a, b: (DIV(g, b), NEG(DIV(MUL(g, ans), b))),
     samples=(
@@ -100,32 +101,32 @@ DIV = register(Op(
 ))
 
 NEG = register(Op(
-    name="neg", operands=("x",), shape_rule=_unary_rule, kernel=np.negative, elementwise=True, scalar="-{0}",
+    name="neg", operands=("x",), shape_rule=_unary_rule, kernel=np.negative, elementwise=True, scalar="-{0}", native="-{0}",
     vjp=lambda g, ans, x: (NEG(g),),
     samples=_UNARY_SAMPLES, doc="``-x``.",
 ))
 
 EXP = register(Op(
-    name="exp", operands=("x",), shape_rule=_unary_rule, kernel=np.exp, elementwise=True,
+    name="exp", operands=("x",), shape_rule=_unary_rule, kernel=np.exp, elementwise=True, native="np.exp({0})",
     vjp=lambda g, ans, x: (MUL(g, ans),),
     samples=_UNARY_SAMPLES, doc="Elementwise ``e**x``; d/dx = e^x, reused from the forward result.",
 ))
 
 LOG = register(Op(
-    name="log", operands=("x",), shape_rule=_unary_rule, kernel=np.log, elementwise=True,
+    name="log", operands=("x",), shape_rule=_unary_rule, kernel=np.log, elementwise=True, native="np.log({0})",
     vjp=lambda g, ans, x: (DIV(g, x),),
     samples=_POSITIVE_SAMPLES, doc="Elementwise natural logarithm; d/dx = 1/x.",
 ))
 
 SQRT = register(Op(
-    name="sqrt", operands=("x",), shape_rule=_unary_rule, kernel=np.sqrt, elementwise=True,
+    name="sqrt", operands=("x",), shape_rule=_unary_rule, kernel=np.sqrt, elementwise=True, native="np.sqrt({0})",
     # 1 / (2 sqrt x), from the forward result
     vjp=lambda g, ans, x: (DIV(g, MUL(ans, 2.0)),),
     samples=_POSITIVE_SAMPLES, doc="Elementwise square root (Adam's and RMSProp's denominators); d/dx = 1/(2 sqrt x).",
 ))
 
 TANH = register(Op(
-    name="tanh", operands=("x",), shape_rule=_unary_rule, kernel=np.tanh, elementwise=True,
+    name="tanh", operands=("x",), shape_rule=_unary_rule, kernel=np.tanh, elementwise=True, native="np.tanh({0})",
     # 1 - tanh^2 from the forward result, as the homework's TanhNode does
     vjp=lambda g, ans, x: (MUL(g, SUB(1.0, SQUARE(ans))),),
     samples=_UNARY_SAMPLES, doc="Elementwise hyperbolic tangent; d/dx = 1 - tanh^2 x.",
@@ -133,7 +134,7 @@ TANH = register(Op(
 
 SQUARE = register(Op(
     name="square", operands=("x",), shape_rule=_unary_rule, kernel=np.square, elementwise=True,
-    scalar="{0} * {0}",
+    scalar="{0} * {0}", native="{0} * {0}",
     # (g * 2) first: when g is a constant it folds, leaving one multiply
     vjp=lambda g, ans, x: (MUL(MUL(g, 2.0), x),),
     samples=_UNARY_SAMPLES, doc="Elementwise ``x**2``; d/dx = 2x.",
@@ -141,7 +142,7 @@ SQUARE = register(Op(
 
 RELU = register(Op(
     name="relu", operands=("x",), shape_rule=_unary_rule, kernel=_relu_kernel, elementwise=True,
-    source="np.maximum({0}, 0.0, out={out})",
+    source="np.maximum({0}, 0.0, out={out})", native="np.maximum({0}, 0.0)",
     # sign(relu(x)) is the 0/1 mask of x > 0
     vjp=lambda g, ans, x: (MUL(g, SIGN(ans)),),
     samples=(Sample([Arg((7,))]), Sample([Arg((4, 3), batch=True)])),
@@ -149,7 +150,7 @@ RELU = register(Op(
 ))
 
 SIGN = register(Op(
-    name="sign", operands=("x",), shape_rule=_unary_rule, kernel=np.sign, elementwise=True, public=False,
+    name="sign", operands=("x",), shape_rule=_unary_rule, kernel=np.sign, elementwise=True, public=False, native="np.sign({0})",
     vjp=lambda g, ans, x: (None,),
     samples=(Sample([Arg((5,))]),),
     doc="Elementwise sign: -1, 0 or 1; piecewise constant, so no gradient flows.",
@@ -190,6 +191,7 @@ CAST = register(Op(
     shape_rule=_cast_rule, kernel=_cast_kernel, rewrite=_drop_same_dtype_cast,
     fill=lambda x, in_shapes, out_shape, dtype: x,
     source="np.copyto({out}, {0}, casting='same_kind')",
+    native="{0}",  # stored into the result's dtype, which rounds to nearest
     # the cotangent goes back in the operand's own dtype: the gradient of a
     # float32 parameter used in float64 arithmetic is float32
     vjp=lambda g, ans, x, dtype: (CAST(g, dtype=x.dtype),),

@@ -12,6 +12,7 @@ import numpy as np
 
 from tapegraph.expr import Node
 from tapegraph.ops.elementwise import MUL, SQUARE
+from tapegraph.ops.native import NativeContext, count, entry
 from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, normalize_axis, register, result_dtype
 from tapegraph.shapes import Shape, as_shape, broadcast, format_shape
 
@@ -47,6 +48,76 @@ def _sum_to_fill(x, in_shapes, out_shape, shape):
 
 def _broadcast_to_fill(x, in_shapes, out_shape, shape):
     return x
+
+
+def _accumulate(ctx: NativeContext, x: str, x_shape, target: callable, scale: float | None = None) -> str:
+    """Native statements summing ``x`` into ``ctx.out``, entry ``index`` of x
+    going to ``target(index names)`` of the output (names for kept axes);
+    each sum times ``scale`` when given."""
+    names = ctx.indices(len(x_shape))
+    if not ctx.out_shape:
+        total = ctx.temp("total")
+        lines = [f"{total} = {ctx.literal(0.0)}",
+                 ctx.loops(x_shape, [f"{total} += {entry(x, x_shape, names)}"], names)]
+        lines.append(f"{ctx.out} = {total}" + (f" * {ctx.literal(scale)}" if scale is not None else ""))
+        return "\n".join(lines)
+    out_names = ctx.indices(len(ctx.out_shape))
+    lines = [ctx.loops(ctx.out_shape, [f"{ctx.store(out_names)} = {ctx.literal(0.0)}"], out_names),
+             ctx.loops(x_shape, [f"{ctx.out}[{', '.join(target(names))}] += {entry(x, x_shape, names)}"], names)]
+    if scale is not None:
+        lines.append(ctx.loops(ctx.out_shape, [f"{ctx.store(out_names)} *= {ctx.literal(scale)}"], out_names))
+    return "\n".join(lines)
+
+
+def _reduce_target(axes, keepdims):
+    def target(names):
+        if keepdims:
+            return ["0" if axis in axes else name for axis, name in enumerate(names)]
+        return [name for axis, name in enumerate(names) if axis not in axes]
+    return target
+
+
+def _sum_native(ctx: NativeContext) -> str:
+    return _accumulate(ctx, ctx.operands[0], ctx.in_shapes[0], _reduce_target(ctx["axis"], ctx["keepdims"]))
+
+
+def _mean_native(ctx: NativeContext) -> str:
+    return _accumulate(ctx, ctx.operands[0], ctx.in_shapes[0], _reduce_target(ctx["axis"], ctx["keepdims"]),
+                       ctx["scale"])
+
+
+def _sum_squares_native(ctx: NativeContext) -> str:
+    (x,) = ctx.operands
+    size = count(ctx.in_shapes[0])
+    if size >= 16:  # numpy's np.vdot: BLAS, and its rounding
+        flat = f"{x}.reshape(({size},))" if len(ctx.in_shapes[0]) != 1 else x
+        return f"{ctx.out} = np.dot({flat}, {flat})"
+    names = ctx.indices(len(ctx.in_shapes[0]))
+    total = ctx.temp("total")
+    value = entry(x, ctx.in_shapes[0], names)
+    return "\n".join([f"{total} = {ctx.literal(0.0)}",
+                      ctx.loops(ctx.in_shapes[0], [f"{total} += {value} * {value}"], names),
+                      f"{ctx.out} = {total}"])
+
+
+def _expand_native(ctx: NativeContext) -> str:
+    (g,) = ctx.operands
+    names = ctx.indices(len(ctx.out_shape))
+    axes, keepdims = ctx["axis"], ctx["keepdims"]
+    kept = _reduce_target(axes, keepdims)(names)
+    value = f"{g}[{', '.join(kept)}]" if ctx.in_shapes[0] else g
+    if ctx["mean"]:
+        value = f"{value} * {ctx.literal(ctx['scale'])}"
+    return ctx.loops(ctx.out_shape, [f"{ctx.store(names)} = {value}"], names)
+
+
+def _sum_to_native(ctx: NativeContext) -> str:
+    (x_shape,) = ctx.in_shapes
+    lead = len(x_shape) - len(ctx.out_shape)
+
+    def target(names):
+        return ["0" if dim == 1 else name for dim, name in zip(ctx.out_shape, names[lead:])]
+    return _accumulate(ctx, ctx.operands[0], x_shape, target)
 
 
 def _reduced_shape(shape: Shape, axes: tuple[int, ...], keepdims: bool) -> Shape:
@@ -202,7 +273,7 @@ SUM = register(Op(
     shape_rule=_reduce_rule, kernel=_sum_kernel, fill=_sum_fill,
     # ufunc.reduce called directly skips np.sum's Python-level dispatch
     source="np.add.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
-    scalar="np.add.reduce({0}, axis=None)",
+    scalar="np.add.reduce({0}, axis=None)", native=_sum_native,
     vjp=lambda g, ans, x, axis, keepdims: (EXPAND(g, x.shape, axis, keepdims),),
     samples=_REDUCE_SAMPLES,
     doc="""Sum of the entries of ``x`` over ``axis`` (all of them by default).
@@ -219,7 +290,7 @@ MEAN = register(Op(
     name="mean", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
     shape_rule=_reduce_rule, kernel=_mean_kernel, specialize=_mean_specialize, fill=_mean_fill,
     source="np.add.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})\nnp.multiply({out}, {scale}, out={out})",
-    scalar="np.add.reduce({0}, axis=None) * {scale}",
+    scalar="np.add.reduce({0}, axis=None) * {scale}", native=_mean_native,
     vjp=lambda g, ans, x, axis, keepdims: (EXPAND(g, x.shape, axis, keepdims, mean=True),),
     samples=_REDUCE_SAMPLES,
     doc="""Mean of the entries of ``x`` over ``axis`` (all of them by default).
@@ -235,7 +306,7 @@ SUM_SQUARES = register(Op(
     # one BLAS dot product instead of square then sum: the homework's L2
     # penalty and squared distance, measured about 1 us faster per step
     source="{out}[()] = np.vdot({0}, {0})",
-    scalar="np.vdot({0}, {0})",
+    scalar="np.vdot({0}, {0})", native=_sum_squares_native,
     vjp=lambda g, ans, x: (MUL(MUL(g, 2.0), x),),
     samples=(Sample([Arg((5,))]), Sample([Arg((4, 3), batch=True)]), Sample([Arg(())])),
     doc="""The sum of the squares of every entry of ``x``: ``||x||^2``; d/dx = 2x.
@@ -255,7 +326,7 @@ EXPAND = register(Op(
     name="expand", operands=("g",), public=False,
     attributes={"shape": REQUIRED, "axis": REQUIRED, "keepdims": REQUIRED, "mean": False},
     normalize=_expand_attributes, shape_rule=_expand_rule, kernel=_expand_kernel,
-    specialize=_expand_specialize, source=_expand_source, fill=_expand_fill,
+    specialize=_expand_specialize, source=_expand_source, fill=_expand_fill, native=_expand_native,
     vjp=lambda g, ans, x, shape, axis, keepdims, mean: ((MEAN if mean else SUM)(g, axis, keepdims),),
     samples=(
         Sample([Arg((3,))], {"shape": (4, 3), "axis": (0,), "keepdims": False, "mean": False}),
@@ -271,7 +342,7 @@ EXPAND = register(Op(
 SUM_TO = register(Op(
     name="sum_to", operands=("x",), attributes={"shape": REQUIRED}, normalize=_shape_attribute, public=False,
     rewrite=_drop_same_shape, shape_rule=_sum_to_rule, kernel=_sum_to_kernel,
-    specialize=_sum_to_specialize, source=_sum_to_source, fill=_sum_to_fill,
+    specialize=_sum_to_specialize, source=_sum_to_source, fill=_sum_to_fill, native=_sum_to_native,
     vjp=lambda g, ans, x, shape: (BROADCAST_TO(g, x.shape),),
     samples=(
         Sample([Arg((4, 3))], {"shape": (3,)}),
@@ -289,7 +360,7 @@ BROADCAST_TO = register(Op(
     name="broadcast_to", operands=("x",), attributes={"shape": REQUIRED}, normalize=_shape_attribute,
     rewrite=_drop_same_shape, shape_rule=_broadcast_to_rule, kernel=_broadcast_to_kernel,
     fill=_broadcast_to_fill,
-    source="np.copyto({out}, {0})",
+    source="np.copyto({out}, {0})", native="{0}",
     # the differentiation pass sums g back to x's shape by itself
     vjp=lambda g, ans, x, shape: (g,),
     samples=(Sample([Arg((3,))], {"shape": (4, 3)}), Sample([Arg(())], {"shape": (2,)})),

@@ -13,6 +13,12 @@ calling the record does the same (``TANH(x)``).
 Users declare their own ops with ``register_op`` (``tg.register_op``):
 they live in ``USER_OPS``, apart from the built-in ``REGISTRY`` that the
 registry-driven tests walk, and share one namespace of names with it.
+
+``Op.native`` is the op's form in the native (numba) backend's code: an
+entry expression such as ``"{0} + {1}"`` for an op computed entry by
+entry, or a function of a ``tapegraph.ops.native.NativeContext`` giving
+the statements (see that module). An op without one runs on the numpy
+backend only; compiling it natively raises ``OpError`` naming the op.
 """
 
 from __future__ import annotations
@@ -173,6 +179,14 @@ class Op:
     #: folding keeps a fill a fill however large (``fold``). Elementwise
     #: ops need none: their kernel applied to the 0-d fills gives it.
     fill: Callable[..., Any] | None = None
+    #: The op in the native backend's numba code (``tapegraph.ops.native``):
+    #: an entry expression over ``{0}``, ``{1}``, ... and the attributes
+    #: (``"np.log({0})"``; the backend writes the loops and broadcasts), or
+    #: ``native(ctx) -> str`` giving the statements that compute the
+    #: result. It must compute what ``kernel`` computes, numpy's nan and
+    #: inf included; a registry-driven test holds them to it. None: the op
+    #: cannot run natively.
+    native: "str | Callable[..., str] | None" = None
     #: The generated function (see ``function``).
     _function: Callable[..., Node] = attrs.field(init=False, default=None)
 

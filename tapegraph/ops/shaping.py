@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from tapegraph.expr import CONST, Node
+from tapegraph.ops.native import NativeContext, count
 from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, register, require_float, result_dtype
 from tapegraph.shapes import Shape, as_shape, format_shape, is_concrete
 
@@ -73,10 +74,32 @@ def _same_fill(x, in_shapes, out_shape, **static):
     return x
 
 
+def _reshape_native(ctx: NativeContext) -> str:
+    # entries in C order: both are C-contiguous in native code, so flat views copy them
+    (x,) = ctx.operands
+    size = count(ctx.out_shape)
+    if not ctx.in_shapes[0]:
+        return f"{ctx.out}.reshape(({size},))[0] = {x}"
+    if not ctx.out_shape:
+        return f"{ctx.out} = {x}.reshape(({size},))[0]"
+    flat_x, flat_out, index = ctx.temp("flat"), ctx.temp("flat"), ctx.temp("i")
+    return "\n".join([f"{flat_x} = {x}.reshape(({size},))", f"{flat_out} = {ctx.out}.reshape(({size},))",
+                      f"for {index} in range({size}):", f"    {flat_out}[{index}] = {flat_x}[{index}]"])
+
+
+def _transpose_native(ctx: NativeContext) -> str:
+    # result axis k is operand axis axes[k]
+    names = ctx.indices(len(ctx.out_shape))
+    axes = ctx["axes"]
+    source = [names[axes.index(axis)] for axis in range(len(axes))]
+    value = f"{ctx.operands[0]}[{', '.join(source)}]" if source else ctx.operands[0]
+    return ctx.loops(ctx.out_shape, [f"{ctx.store(names)} = {value}"], names)
+
+
 RESHAPE = register(Op(
     name="reshape", operands=("x",), attributes={"shape": REQUIRED}, normalize=_reshape_attributes,
     rewrite=_drop_same_shape, shape_rule=_reshape_rule, kernel=_reshape_kernel, fill=_same_fill,
-    source="np.copyto({out}, np.reshape({0}, {out}.shape))",
+    source="np.copyto({out}, np.reshape({0}, {out}.shape))", native=_reshape_native,
     vjp=lambda g, ans, x, shape: (RESHAPE(g, x.shape),),
     samples=(
         Sample([Arg((6,))], {"shape": (2, 3)}),
@@ -95,7 +118,7 @@ RESHAPE = register(Op(
 TRANSPOSE = register(Op(
     name="transpose", operands=("x",), attributes={"axes": None}, normalize=_transpose_attributes,
     shape_rule=_transpose_rule, kernel=_transpose_kernel, fill=_same_fill,
-    source="np.copyto({out}, np.transpose({0}, {axes}))",
+    source="np.copyto({out}, np.transpose({0}, {axes}))", native=_transpose_native,
     vjp=lambda g, ans, x, axes: (TRANSPOSE(g, tuple(int(i) for i in np.argsort(axes))),),
     samples=(Sample([Arg((2, 3))], {"axes": (1, 0)}), Sample([Arg((2, 3, 4))], {"axes": (2, 0, 1)})),
     doc="Permute the axes of ``x`` (reverse them when ``axes`` is None).",

@@ -17,6 +17,7 @@ import numpy as np
 from tapegraph.expr import Node, is_const
 from tapegraph.ops.elementwise import ADD, EXP, MUL, NEG, SUB
 from tapegraph.ops.reductions import EXPAND, SUM
+from tapegraph.ops.native import NativeContext, count
 from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, Scratch, register, require_float, result_dtype
 from tapegraph.shapes import Shape, format_shape
 
@@ -258,6 +259,115 @@ def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, ce: Node
     return SUB(weighted, UNPICK(total, label, depth)), None, NEG(total)
 
 
+# Native forms: one loop over rows of C classes, in the order numpy's
+# kernels compute (the row maximum, shifted exponentials, their sum).
+
+def _rows(ctx: NativeContext, index: int, name: str | None = None) -> tuple[str, int, int, str]:
+    """(statement making a (rows, classes) view of operand ``index`` (or of
+    the output, ``name``), rows, classes, the view's name)."""
+    shape = ctx.in_shapes[index] if name is None else ctx.out_shape
+    array = ctx.operands[index] if name is None else name
+    classes = shape[-1]
+    rows = count(shape[:-1])
+    view = ctx.temp("rows")
+    return f"{view} = {array}.reshape(({rows}, {classes}))", rows, classes, view
+
+
+def _label_of(ctx: NativeContext, index: int, classes: int, row: str) -> tuple[str, str]:
+    """(statement making a flat view of the labels, or "", the label of ``row``)."""
+    labels = ctx.label(index, classes)
+    if not ctx.in_shapes[index]:
+        return "", labels
+    flat = ctx.temp("labels")
+    return f"{flat} = {labels}.reshape(({count(ctx.in_shapes[index])},))", f"{flat}[{row}]"
+
+
+def _row_max(z: str, row: str, classes: int, top: str, k: str) -> list[str]:
+    return [f"{top} = {z}[{row}, 0]", f"for {k} in range(1, {classes}):",
+            f"    {top} = np.maximum({top}, {z}[{row}, {k}])"]
+
+
+def _softmax_native(ctx: NativeContext) -> str:
+    make_z, rows, classes, z = _rows(ctx, 0)
+    make_out, _, _, out = _rows(ctx, 0, ctx.out)
+    row, k, top, total = ctx.temp("r"), ctx.temp("k"), ctx.temp("top"), ctx.temp("total")
+    body = _row_max(z, row, classes, top, k) + [
+        f"{total} = {ctx.literal(0.0)}", f"for {k} in range({classes}):",
+        f"    {out}[{row}, {k}] = np.exp({z}[{row}, {k}] - {top})", f"    {total} += {out}[{row}, {k}]",
+        f"for {k} in range({classes}):", f"    {out}[{row}, {k}] = {out}[{row}, {k}] / {total}"]
+    return "\n".join([make_z, make_out, ctx.loops([rows], body, [row])])
+
+
+def _log_softmax_native(ctx: NativeContext) -> str:
+    make_z, rows, classes, z = _rows(ctx, 0)
+    make_out, _, _, out = _rows(ctx, 0, ctx.out)
+    row, k, top, total = ctx.temp("r"), ctx.temp("k"), ctx.temp("top"), ctx.temp("total")
+    body = _row_max(z, row, classes, top, k) + [
+        f"{total} = {ctx.literal(0.0)}", f"for {k} in range({classes}):",
+        f"    {out}[{row}, {k}] = {z}[{row}, {k}] - {top}", f"    {total} += np.exp({out}[{row}, {k}])",
+        f"{total} = np.log({total})",
+        f"for {k} in range({classes}):", f"    {out}[{row}, {k}] = {out}[{row}, {k}] - {total}"]
+    return "\n".join([make_z, make_out, ctx.loops([rows], body, [row])])
+
+
+def _pick_native(ctx: NativeContext) -> str:
+    make_x, rows, classes, x = _rows(ctx, 0)
+    row = ctx.temp("r")
+    make_labels, label = _label_of(ctx, 1, classes, row)
+    if not ctx.out_shape:
+        return f"{ctx.out} = {ctx.operands[0]}[{label}]"
+    flat = ctx.temp("flat")
+    return "\n".join([make_x, make_labels, f"{flat} = {ctx.out}.reshape(({rows},))",
+                      f"for {row} in range({rows}):", f"    {flat}[{row}] = {x}[{row}, {label}]"])
+
+
+def _unpick_native(ctx: NativeContext) -> str:
+    make_out, rows, classes, out = _rows(ctx, 0, ctx.out)
+    row, k = ctx.temp("r"), ctx.temp("k")
+    make_labels, label = _label_of(ctx, 1, classes, row)
+    g = ctx.operands[0]
+    value = f"{g}.reshape(({rows},))[{row}]" if ctx.in_shapes[0] else g
+    return "\n".join([make_out, make_labels, f"for {row} in range({rows}):",
+                      f"    for {k} in range({classes}):", f"        {out}[{row}, {k}] = {ctx.literal(0.0)}",
+                      f"    {out}[{row}, {label}] = {value}"])
+
+
+def _cross_entropy_native(ctx: NativeContext) -> str:
+    make_z, rows, classes, z = _rows(ctx, 0)
+    row, k, top, total = ctx.temp("r"), ctx.temp("k"), ctx.temp("top"), ctx.temp("total")
+    make_labels, label = _label_of(ctx, 1, classes, row)
+    body = _row_max(z, row, classes, top, k) + [
+        f"{total} = {ctx.literal(0.0)}", f"for {k} in range({classes}):",
+        f"    {total} += np.exp({z}[{row}, {k}] - {top})"]
+    value = f"np.log({total}) - ({z}[{row}, {label}] - {top})"
+    if not ctx.out_shape:
+        body.append(f"{ctx.out} = {value}")
+        return "\n".join([make_z, make_labels, ctx.loops([rows], body, [row])])
+    flat = ctx.temp("flat")
+    body.append(f"{flat}[{row}] = {value}")
+    return "\n".join([make_z, make_labels, f"{flat} = {ctx.out}.reshape(({rows},))", ctx.loops([rows], body, [row])])
+
+
+def _softmax_minus_onehot_native(ctx: NativeContext) -> str:
+    make_z, rows, classes, z = _rows(ctx, 0)
+    make_out, _, _, out = _rows(ctx, 0, ctx.out)
+    row, k, shift = ctx.temp("r"), ctx.temp("k"), ctx.temp("shift")
+    make_labels, label = _label_of(ctx, 1, classes, row)
+    ce = ctx.operands[2] if not ctx.in_shapes[2] else f"{ctx.operands[2]}.reshape(({rows},))[{row}]"
+    scale = ctx["scale"]
+    body = [f"{shift} = {z}[{row}, {label}] + {ce}", f"for {k} in range({classes}):"]
+    if ctx.attributes.get("floats"):
+        # numpy's few-classes path scales each entry, then subtracts the scale
+        body += [f"    {out}[{row}, {k}] = {ctx.literal(scale)} * np.exp({z}[{row}, {k}] - {shift})",
+                 f"{out}[{row}, {label}] -= {ctx.literal(scale)}"]
+    else:
+        body += [f"    {out}[{row}, {k}] = np.exp({z}[{row}, {k}] - {shift})",
+                 f"{out}[{row}, {label}] -= {ctx.literal(1.0)}"]
+        if scale != 1.0:
+            body += [f"for {k} in range({classes}):", f"    {out}[{row}, {k}] *= {ctx.literal(scale)}"]
+    return "\n".join([make_z, make_out, make_labels, ctx.loops([rows], body, [row])])
+
+
 _CLASS_SAMPLES = (
     Sample([Arg((4,))]),
     Sample([Arg((5, 3), batch=True)]),
@@ -266,7 +376,7 @@ _CLASS_SAMPLES = (
 
 SOFTMAX = register(Op(
     name="softmax", operands=("z",), shape_rule=_last_axis_rule, kernel=_softmax_kernel,
-    workspace=_row_workspace,
+    workspace=_row_workspace, native=_softmax_native,
     # J = diag(s) - s s^T, so g J = s * (g - <g, s>)
     vjp=lambda g, ans, z: (MUL(ans, SUB(g, SUM(MUL(g, ans), axis=-1, keepdims=True))),),
     samples=_CLASS_SAMPLES,
@@ -275,7 +385,7 @@ SOFTMAX = register(Op(
 
 LOG_SOFTMAX = register(Op(
     name="log_softmax", operands=("z",), shape_rule=_last_axis_rule, kernel=_log_softmax_kernel,
-    workspace=_log_softmax_workspace,
+    workspace=_log_softmax_workspace, native=_log_softmax_native,
     vjp=lambda g, ans, z: (SUB(g, MUL(EXP(ans), SUM(g, axis=-1, keepdims=True))),),
     samples=_CLASS_SAMPLES,
     doc="Log of the softmax over the last axis, computed without overflow: z - max z - log sum exp(z - max z).",
@@ -283,7 +393,7 @@ LOG_SOFTMAX = register(Op(
 
 PICK = register(Op(
     name="pick", operands=("x", "index"), public=False, shape_rule=_pick_rule, kernel=_pick_kernel,
-    workspace=_flat_index_workspace,
+    workspace=_flat_index_workspace, native=_pick_native,
     vjp=lambda g, ans, x, index: (UNPICK(g, index, x.shape[-1]), None),
     samples=(
         Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4)]),
@@ -295,7 +405,7 @@ PICK = register(Op(
 UNPICK = register(Op(
     name="unpick", operands=("g", "index"), attributes={"depth": REQUIRED}, public=False,
     normalize=lambda g, index, depth: {"depth": int(depth)}, shape_rule=_unpick_rule, kernel=_unpick_kernel,
-    workspace=_flat_index_workspace,
+    workspace=_flat_index_workspace, native=_unpick_native,
     vjp=lambda g, ans, x, index, depth: (PICK(g, index), None),
     samples=(
         Sample([Arg(()), Arg((), dtype="int64", low=0, high=4)], {"depth": 4}),
@@ -308,6 +418,7 @@ UNPICK = register(Op(
 CROSS_ENTROPY = register(Op(
     name="cross_entropy", operands=("logits", "label"), shape_rule=_cross_entropy_rule, kernel=_cross_entropy_kernel,
     workspace=_cross_entropy_workspace, specialize=_label_specialize, vjp=_cross_entropy_vjp,
+    native=_cross_entropy_native,
     samples=(
         Sample([Arg((3,)), Arg((), dtype="int64", low=0, high=3)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)]),
@@ -328,6 +439,7 @@ SOFTMAX_MINUS_ONEHOT = register(Op(
     name="softmax_minus_onehot", operands=("z", "label", "ce"), attributes={"scale": 1.0}, public=False,
     normalize=lambda z, label, ce, scale: {"scale": float(scale)}, shape_rule=_softmax_minus_onehot_rule,
     kernel=_softmax_minus_onehot_kernel, workspace=_softmax_minus_onehot_workspace, specialize=_label_specialize,
+    native=_softmax_minus_onehot_native,
     vjp=_softmax_minus_onehot_vjp,
     samples=(
         Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4), Arg((), low=0.5, high=2.0)]),

@@ -1,0 +1,122 @@
+"""Native forms: how an op is spelled in the numba code of the native backend.
+
+An op's ``native`` field (``Op.native``) is one of
+
+- a string: for an op computed entry by entry, the expression of one result entry over one entry of each
+  operand, ``{0}``, ``{1}``, ... (and the attributes by name), e.g.
+  ``"{0} + {1}"`` or ``"np.log({0})"``; the backend writes the loops,
+  broadcasting as numpy does. numba's ``np.log`` and ``np.exp`` on
+  numbers, compiled with numpy's error model, give numpy's nan and inf at
+  the edges (log of a negative number, division by zero);
+- a function ``native(ctx: NativeContext) -> str``: the statements that
+  compute the whole result, for any other op (reductions, products,
+  softmax). ``ctx`` names the operands and the output, gives their
+  shapes, the attributes, and helpers that write loops and index arrays.
+
+Every value of shape ``()`` is a local number in native code (``ctx.out``
+is then a name to assign, ``ctx.operands[i]`` a number); other values are
+C-contiguous arrays, written in place (never rebound). Integer operands
+that pick an entry by label are declared with ``ctx.label(index,
+classes)``: the backend checks them before the native code runs, which
+itself never checks an index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+class NativeContext:
+    """What a native template knows about one instruction (see the module docstring)."""
+
+    def __init__(self, operands: Sequence[str], in_shapes: Sequence[tuple[int, ...]], in_dtypes: Sequence[str],
+                 out: str, out_shape: tuple[int, ...], dtype: str, attributes: dict[str, Any], prefix: str) -> None:
+        #: Each operand's name in the generated code: an array, or a number for shape ().
+        self.operands = tuple(operands)
+        self.in_shapes = tuple(tuple(shape) for shape in in_shapes)
+        self.in_dtypes = tuple(in_dtypes)
+        #: The result's name: an array written in place, or a local to assign for shape ().
+        self.out = out
+        self.out_shape = tuple(out_shape)
+        self.dtype = dtype
+        #: Static and derived attributes (``axis``, ``transpose_a``, ``scale`` ...).
+        self.attributes = dict(attributes)
+        #: (operand index, number of classes) of each label operand declared.
+        self.labels: list[tuple[int, int]] = []
+        self._prefix = prefix
+        self._count = 0
+
+    def __getitem__(self, key: str) -> Any:
+        return self.attributes[key]
+
+    def temp(self, hint: str = "t") -> str:
+        """A fresh local name for this instruction's own use."""
+        self._count += 1
+        return f"{self._prefix}_{hint}{self._count}"
+
+    def label(self, index: int, classes: int) -> str:
+        """Declare operand ``index`` as labels in ``0..classes-1``; its name."""
+        self.labels.append((index, int(classes)))
+        return self.operands[index]
+
+    def literal(self, value: float) -> str:
+        """``value`` as a number of the result's dtype (``np.float32(0.5)`` for float32)."""
+        value = float(value)
+        if math.isnan(value):
+            text = "np.nan"
+        elif math.isinf(value):
+            text = "np.inf" if value > 0 else "-np.inf"
+        else:
+            text = repr(value)
+        return text if self.dtype == "float64" else f"np.{self.dtype}({text})"
+
+    def at(self, index: int, indices: Sequence[str]) -> str:
+        """Operand ``index`` at ``indices`` (right-aligned, numpy broadcasting)."""
+        return entry(self.operands[index], self.in_shapes[index], indices)
+
+    def store(self, indices: Sequence[str]) -> str:
+        """The result at ``indices``: ``out[i0, i1]``, or ``out`` for shape ()."""
+        return entry(self.out, self.out_shape, indices)
+
+    def loops(self, shape: Sequence[int], body: Sequence[str] | str, names: Sequence[str] | None = None) -> str:
+        """Nested ``for`` loops over ``shape`` around ``body`` (lines); the indices are ``names``."""
+        return loops(shape, body, names or self.indices(len(shape)))
+
+    def indices(self, count: int, hint: str = "i") -> list[str]:
+        """``count`` fresh index names."""
+        return [self.temp(hint) for _ in range(count)]
+
+
+def entry(name: str, shape: Sequence[int], indices: Sequence[str]) -> str:
+    """``name`` indexed by the last ``len(shape)`` of ``indices``; size-1 axes at 0."""
+    if not shape:
+        return name
+    aligned = list(indices)[len(indices) - len(shape):]
+    parts = ["0" if dim == 1 else index for dim, index in zip(shape, aligned)]
+    return f"{name}[{', '.join(parts)}]"
+
+
+def loops(shape: Sequence[int], body: Sequence[str] | str, names: Sequence[str]) -> str:
+    """``for`` loops over ``shape`` with indices ``names`` around ``body``."""
+    lines = body.split("\n") if isinstance(body, str) else list(body)
+    result = []
+    for depth, (name, size) in enumerate(zip(names, shape)):
+        result.append("    " * depth + f"for {name} in range({int(size)}):")
+    result.extend("    " * len(shape) + line for line in lines)
+    return "\n".join(result)
+
+
+def elementwise_source(expression: str, ctx: NativeContext) -> str:
+    """The loops computing an elementwise op from its entry ``expression``."""
+    names = ctx.indices(len(ctx.out_shape))
+    value = expression.format(*(ctx.at(index, names) for index in range(len(ctx.operands))), **ctx.attributes)
+    return ctx.loops(ctx.out_shape, [f"{ctx.store(names)} = {value}"], names)
+
+
+def count(shape: Sequence[int]) -> int:
+    """The number of entries of ``shape``."""
+    return int(np.prod(shape, dtype=np.int64))

@@ -1,0 +1,396 @@
+"""The native (numba) backend agrees with the numpy backend.
+
+Registry-driven: every registered op and composite (on its samples),
+every optimizer, the random differential graphs and the homework models
+run on both backends and must agree to rounding. numba's compile time
+adds up, so programs are shared across tests (module-scoped fixtures),
+shapes are small, and the op samples are compiled as one program.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+numba = pytest.importorskip("numba")
+
+import tapegraph as tg  # noqa: E402
+from tapegraph.backends import native  # noqa: E402
+from tapegraph.errors import MissingExtraError, OpError, TapeError  # noqa: E402
+from tapegraph.ops import COMPOSITES, REGISTRY, Arg, Op, Sample  # noqa: E402
+from tapegraph.testing import build_node  # noqa: E402
+
+from conftest import draw  # noqa: E402
+
+CASES = [(name, op, index, sample) for name, op in {**REGISTRY, **COMPOSITES}.items()
+         for index, sample in enumerate(op.samples)]
+
+
+def _close(actual, expected, what: str, rtol: float = 1e-12) -> None:
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, \
+        f"{what}: {actual.dtype}{actual.shape} != {expected.dtype}{expected.shape}"
+    tolerance = rtol if actual.dtype == np.float64 else 1e-6
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    assert np.allclose(actual, expected, rtol=tolerance, atol=tolerance * scale, equal_nan=True), \
+        f"{what}: native {actual} != numpy {expected}"
+
+
+def _both(objective, wrt, outputs=None):
+    return (tg.compile(objective, wrt=wrt, outputs=outputs),
+            tg.compile(objective, wrt=wrt, outputs=outputs, backend="native"))
+
+
+def _samples_program(name: str):
+    """Every sample of one op or composite in one objective: (programs, params, inputs).
+
+    One program per op: numba's compile time grows faster than the code,
+    so small functions compile sooner in all than one large one.
+    """
+    rng = np.random.default_rng(7)
+    objective = None
+    wrt, params, inputs = [], {}, {}
+    for _, op, index, sample in [case for case in CASES if case[0] == name]:
+        nodes = []
+        for position, arg in enumerate(sample.args):
+            label = f"{name}_{index}_{position}"
+            value = draw(arg, rng)
+            if np.dtype(arg.dtype).kind in "iu":
+                nodes.append(tg.input(label, shape=arg.shape, dtype=arg.dtype))
+                inputs[label] = value
+            else:
+                node = tg.param(label, shape=arg.shape, dtype=arg.dtype)
+                nodes.append(node)
+                wrt.append(node)
+                params[label] = value
+        result = build_node(op, nodes, sample.static)
+        # random weights, so that every entry of the result reaches the objective differently
+        weights = tg.const(rng.uniform(0.5, 1.5, size=result.shape).astype(result.dtype))
+        term = tg.sum(tg.cast(result * weights, dtype="float64"))
+        objective = term if objective is None else objective + term
+    return _both(objective, wrt), params, inputs
+
+
+def test_every_registered_op_declares_a_native_form():
+    missing = [name for name, op in REGISTRY.items() if op.native is None]
+    assert not missing, f"ops without a native form (Op.native): {missing}"
+
+
+@pytest.mark.parametrize("name", list({**REGISTRY, **COMPOSITES}))
+def test_every_op_and_composite_runs_natively_as_on_numpy(name):
+    (numpy_program, native_program), params, inputs = _samples_program(name)
+    value, grads = numpy_program.value_and_grad(params, inputs)
+    native_value, native_grads = native_program.value_and_grad(params, inputs)
+    _close(native_value, value, f"{name}: objective")
+    for key in grads:
+        _close(native_grads[key], grads[key], f"{name}: gradient of {key}")
+
+
+def test_numpys_edge_values_natively():
+    x = tg.param("x", shape=(4,))
+    z = tg.param("z", shape=(4,))
+    objective = tg.sum(tg.log(x) + tg.div(1.0, z) + tg.sqrt(x))
+    numpy_program, native_program = _both(objective, [x, z])
+    params = {"x": np.array([1.0, -1.0, 0.0, 2.0]), "z": np.array([0.0, -0.0, 1.0, 2.0])}
+    with np.errstate(all="ignore"):
+        expected = numpy_program.run(params)["objective"]
+    assert np.isnan(expected)
+    assert np.isnan(native_program.run(params)["objective"])
+    single = tg.param("s", shape=())
+    numpy_single, native_single = _both(tg.log(single) + 1.0 / single, [single])
+    with np.errstate(all="ignore"):
+        assert numpy_single.run({"s": 0.0})["objective"] == native_single.run({"s": 0.0})["objective"] or \
+            np.isnan(native_single.run({"s": 0.0})["objective"])
+
+
+def test_an_op_without_a_native_form_is_refused_naming_it():
+    def _twice_kernel(x, out):
+        np.multiply(x, 2.0, out=out)
+    twice = tg.register_op(Op(name="twice_no_native", operands=("x",), shape_rule=lambda x: (x.shape, x.dtype),
+                              kernel=_twice_kernel, vjp=lambda g, ans, x: (g * 2.0,),
+                              samples=[Sample([Arg((3,))])]))
+    x = tg.param("x", shape=(3,))
+    program = tg.compile(tg.sum(twice(x)), wrt=[x], backend="native")
+    with pytest.raises(OpError, match="twice_no_native.*no native form"):
+        program.run({"x": np.ones(3)})
+
+
+def test_a_user_op_with_a_native_form_runs_natively():
+    def _thrice_kernel(x, out):
+        np.multiply(x, 3.0, out=out)
+    thrice = tg.register_op(Op(name="thrice_native", operands=("x",), shape_rule=lambda x: (x.shape, x.dtype),
+                               kernel=_thrice_kernel, vjp=lambda g, ans, x: (g * 3.0,), native="3.0 * {0}",
+                               samples=[Sample([Arg((3,))])]))
+    x = tg.param("x", shape=(3,))
+    value, grads = tg.compile(tg.sum(thrice(x)), wrt=[x], backend="native").value_and_grad({"x": np.ones(3)})
+    assert value == 9.0
+    np.testing.assert_array_equal(grads["x"], [3.0, 3.0, 3.0])
+
+
+def test_without_numba_the_native_backend_names_the_extra(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_numba(name, *args, **kwargs):
+        if name == "numba" or name.startswith("numba."):
+            raise ImportError("No module named 'numba'")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    monkeypatch.delitem(sys.modules, "numba", raising=False)
+    x = tg.param("x", shape=(2,))
+    with pytest.raises(MissingExtraError, match=r"tapegraph\[native\]"):
+        tg.compile(tg.sum(x), wrt=[x], backend="native")
+    # nothing else changes
+    assert tg.compile(tg.sum(x), wrt=[x]).run({"x": np.ones(2)})["objective"] == 2.0
+
+
+# Optimizers and epochs.
+
+def _ridge(features: int = 6):
+    x = tg.input("x", shape=("batch", features))
+    y = tg.input("y", shape=("batch",))
+    w = tg.param("w", shape=(features,))
+    b = tg.param("b")
+    prediction = tg.matmul(x, w) + b
+    objective = tg.mean(tg.square(prediction - y)) + 0.1 * tg.sum_squares(w)
+    return _both(objective, [w, b], {"prediction": prediction})
+
+
+@pytest.fixture(scope="module")
+def ridge():
+    rng = np.random.default_rng(3)
+    params = {"w": rng.normal(size=6) * 0.1, "b": np.array(0.2)}
+    data = {"x": rng.normal(size=(23, 6)), "y": rng.normal(size=23)}
+    return _ridge(), params, data
+
+
+OPTIMIZERS = {
+    "sgd": lambda p: tg.sgd(p, step_size=0.05),
+    "sgd weight_decay": lambda p: tg.sgd(p, step_size=0.05, weight_decay=0.01),
+    "sgd donated": lambda p: tg.sgd(p, step_size=0.05, donate=True),
+    "momentum": lambda p: tg.sgd(p, step_size=0.05, momentum=0.9),
+    "nesterov schedule": lambda p: tg.sgd(p, step_size=lambda count: 0.05 / (1 + count), momentum=0.5,
+                                          nesterov=True),
+    "adam": lambda p: tg.adam(p, learning_rate=0.01),
+    "adamw donated": lambda p: tg.adamw(p, learning_rate=0.01, donate=True),
+    "rmsprop": lambda p: tg.rmsprop(p, learning_rate=0.01, weight_decay=0.01),
+}
+
+
+def _params_of(state):
+    return state if isinstance(state, dict) else state.params
+
+
+def _copy(params):
+    return {name: np.array(value, copy=True) for name, value in params.items()}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_steps_and_runs_epochs_natively_as_on_numpy(ridge, name):
+    (numpy_program, native_program), params, data = ridge
+    results = []
+    for program in (numpy_program, native_program):
+        optimizer = OPTIMIZERS[name](program)
+        state = optimizer.init(_copy(params))
+        state, value = optimizer(state, {"x": data["x"][:4], "y": data["y"][:4]})
+        state, values = optimizer.epoch(state, data, order=tg.shuffled(23, seed=1), batch_size=5)
+        results.append((value, values, _params_of(state), getattr(state, "slots", {})))
+    (value, values, new_params, slots), (native_value, native_values, native_params, native_slots) = results
+    _close(native_value, value, "first step's objective")
+    _close(native_values, values, "epoch objectives")
+    for key in new_params:
+        _close(native_params[key], new_params[key], f"parameter {key}")
+    for slot in slots:
+        for key in slots[slot]:
+            _close(native_slots[slot][key], slots[slot][key], f"slot {slot} of {key}")
+
+
+def test_a_native_epoch_is_pure_and_a_donated_one_updates_in_place(ridge):
+    (_, native_program), params, data = ridge
+    given = _copy(params)
+    before = _copy(given)
+    step = tg.sgd(native_program, step_size=0.05)
+    first, _ = step.epoch(given, data, batch_size=4)
+    for key in given:
+        np.testing.assert_array_equal(given[key], before[key])
+    second, _ = step.epoch(given, data, batch_size=4)
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+        assert first[key] is not second[key]
+    donated = _copy(params)
+    step = tg.sgd(native_program, step_size=0.05, donate=True)
+    result, _ = step.epoch(donated, data, batch_size=4)
+    for key in donated:
+        assert result[key] is donated[key]
+        np.testing.assert_array_equal(donated[key], first[key])
+    with pytest.raises(tg.CallError if hasattr(tg, "CallError") else ValueError, match="writable"):
+        frozen = _copy(params)
+        frozen["w"].setflags(write=False)
+        step.epoch(frozen, data, batch_size=4)
+
+
+def test_native_run_results_are_new_arrays_never_overwritten(ridge):
+    (_, native_program), params, data = ridge
+    inputs = {"x": data["x"][:3], "y": data["y"][:3]}
+    first = native_program.run(params, inputs)
+    kept = first["prediction"].copy()
+    _, grads = native_program.value_and_grad(params, inputs)
+    native_program.run(params, {"x": data["x"][3:6], "y": data["y"][3:6]})
+    np.testing.assert_array_equal(first["prediction"], kept)
+    assert grads["w"] is not params["w"]
+
+
+def _classifier():
+    x = tg.input("x", shape=("batch", 2))
+    y = tg.input("y", shape=("batch",), dtype="int64")
+    W = tg.param("W", shape=(3, 2))
+    objective = tg.mean(tg.cross_entropy(tg.matmul(x, W, transpose_b=True), y))
+    return _both(objective, [W])
+
+
+def test_a_bad_label_in_the_data_is_refused_before_any_step_runs():
+    numpy_program, native_program = _classifier()
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(10, 2)), "y": np.array([0, 1, 2, 0, 1, 2, 7, 0, 1, 2])}
+    params = {"W": np.zeros((3, 2))}
+    step = tg.sgd(native_program, step_size=0.1, donate=True)
+    with pytest.raises(TapeError, match=r"step 3 \(rows \[6, 7\]\), refused before the epoch's first step ran: "
+                       r"forward instruction \d+ failed \(IndexError: label 7 at index \(0,\) is outside 0\.\.2\)"):
+        step.epoch(params, data, batch_size=2)
+    np.testing.assert_array_equal(params["W"], np.zeros((3, 2)))  # no step ran
+    with pytest.raises(TapeError, match=r"forward instruction \d+ failed \(IndexError: label 7"):
+        native_program.run(params, {"x": data["x"][5:7], "y": data["y"][5:7]})
+
+
+def test_check_finite_names_the_instruction_on_native_programs():
+    x = tg.param("x", shape=(2,))
+    program = tg.compile(tg.sum(tg.log(x, name="log x")), wrt=[x], backend="native")
+    with tg.check_finite():
+        with pytest.raises(tg.errors.NonFiniteError, match="forward instruction 0 \\(log, from log x\\)"):
+            program.value_and_grad({"x": np.array([1.0, -1.0])})
+
+
+def test_source_and_dump_say_native():
+    x = tg.param("x", shape=(3,))
+    program = tg.compile(tg.sum(tg.tanh(x)), wrt=[x], backend="native")
+    text = program.source(backend="native")
+    assert "@numba.njit(" in text and "np.tanh(" in text and "def step(" in text
+    assert "native backend" in program.dump()
+    assert "native backend" not in tg.compile(tg.sum(tg.tanh(x)), wrt=[x]).dump()
+
+
+def test_generated_modules_are_cached_in_the_folder_the_environment_names(tmp_path):
+    script = ("import numpy as np, tapegraph as tg\n"
+              "x = tg.param('x', shape=(3,))\n"
+              "print(tg.compile(tg.sum(tg.exp(x)), wrt=[x], backend='native').run({'x': np.zeros(3)})['objective'])\n")
+    environment = {**os.environ, "TAPEGRAPH_CACHE_DIR": str(tmp_path)}
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "3.0"
+    modules = list((tmp_path / "native").glob("tapegraph_native_step_*.py"))
+    assert len(modules) == 1
+    assert list((tmp_path / "native" / "__pycache__").glob("*.nbi")), "numba cached no machine code"
+    assert native.cache_dir() != str(tmp_path / "native") or os.environ.get("TAPEGRAPH_CACHE_DIR") == str(tmp_path)
+
+
+# The homework models: a native epoch equals the numpy epoch.
+
+@pytest.mark.parametrize("model, batch", [("ridge", None), ("mlp", None), ("multiclass", None), ("mlp", 4)])
+def test_a_native_epoch_equals_the_numpy_epoch_on_the_homework_models(model, batch):
+    from models import catalog
+    program, params, _ = catalog.build(model, num_features=None if model != "ridge" else 40)
+    spec = catalog.MODELS[model]
+    X, y = spec.data(40 if model == "ridge" else spec.num_features)
+    data = {"x": X[:60], "y": y[:60]}
+    native_program = tg.compile(program.objective, wrt=program.wrt, outputs=program.outputs, backend="native")
+    order = tg.shuffled(60, seed=5)
+    results = []
+    for each in (program, native_program):
+        step = tg.sgd(each, step_size=spec.make().step_size if hasattr(spec.make(), "step_size") else 0.01)
+        results.append(step.epoch(_copy(params), data, order=order, batch_size=batch or 1))
+    (expected, values), (actual, native_values) = results
+    _close(native_values, values, f"{model} epoch objectives")
+    for key in expected:
+        _close(actual[key], expected[key], f"{model} parameter {key}")
+
+
+# The random differential graphs (tests/strategies.py).
+
+#: Drawn graphs per run: each is a few numba compilations.
+DIFFERENTIAL_EXAMPLES = int(os.environ.get("TAPEGRAPH_NATIVE_EXAMPLES", "6"))
+
+
+def _differential_settings():
+    from hypothesis import HealthCheck, settings
+    return settings(max_examples=DIFFERENTIAL_EXAMPLES, derandomize=True, database=None, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _draw_and_compare(data):
+    from hypothesis import strategies as st
+    from strategies import FOCUS_OPS, graphs
+    focus = data.draw(st.sampled_from(FOCUS_OPS), label="focus")
+    graph = data.draw(graphs(focus), label="graph")
+    numpy_program, native_program = _both(graph.objective, graph.wrt, graph.outputs)
+    for size in graph.batch_sizes:
+        params, inputs = graph.data(size)
+        params = {name: params[name] for name in numpy_program.params}
+        inputs = {name: inputs[name] for name in numpy_program.inputs}
+        rtol = 1e-12 if graph.precision == "float64" else 1e-6
+        expected, actual = numpy_program.run(params, inputs), native_program.run(params, inputs)
+        for name in expected:
+            _close(actual[name], expected[name], f"{focus} graph, batch {size}: run {name}", rtol)
+        value, grads = numpy_program.value_and_grad(params, inputs)
+        native_value, native_grads = native_program.value_and_grad(params, inputs)
+        _close(native_value, value, f"{focus} graph, batch {size}: objective", rtol)
+        for name in grads:
+            _close(native_grads[name], grads[name], f"{focus} graph, batch {size}: gradient of {name}", rtol)
+
+
+def test_random_differential_graphs_agree_on_both_backends():
+    from hypothesis import given
+    from hypothesis import strategies as st
+    _differential_settings()(given(data=st.data())(_draw_and_compare))()
+
+
+def test_a_feed_returned_as_a_result_is_a_copy_the_caller_owns():
+    scores = tg.input("scores", shape=(3,))
+    program = tg.compile(tg.sum(scores), outputs={"same": scores}, backend="native")
+    given = np.array([1.0, 2.0, 3.0])
+    result = program.run({}, {"scores": given})
+    assert result["same"] is not given and not np.shares_memory(result["same"], given)
+    np.testing.assert_array_equal(result["same"], given)
+
+
+def test_the_main_job_trains_natively_with_the_same_figures(tmp_path, capsys):
+    from models.__main__ import main
+    tables = {}
+    for backend in ("native", "numpy"):
+        assert main(["ridge-0", "--quick", "--backend", backend, "--out", str(tmp_path / backend)]) == 0
+        out = capsys.readouterr().out
+        assert f"training on the {backend} backend" in out
+        log = [line.split("  [")[0] for line in out.splitlines() if line.startswith("Epoch ")]
+        # every column of the table but the time per epoch
+        table = [line.rsplit(None, 1)[0] for line in (tmp_path / backend / "summary.txt").read_text().splitlines()[2:3]]
+        tables[backend] = (log, table)
+    assert tables["native"] == tables["numpy"]
+
+
+def test_native_calls_from_several_threads_share_no_buffers(ridge):
+    import concurrent.futures
+    (numpy_program, native_program), params, data = ridge
+    batches = [{"x": data["x"][start:start + 3], "y": data["y"][start:start + 3]} for start in range(0, 18, 3)]
+    expected = [numpy_program.value_and_grad(params, batch) for batch in batches]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda batch: native_program.value_and_grad(params, batch), batches * 4))
+    for index, (value, grads) in enumerate(results):
+        want_value, want_grads = expected[index % len(batches)]
+        _close(value, want_value, f"thread call {index}: objective")
+        for name in want_grads:
+            _close(grads[name], want_grads[name], f"thread call {index}: gradient of {name}")

@@ -274,6 +274,26 @@ def test_check_finite_names_the_instruction_on_native_programs():
             program.value_and_grad({"x": np.array([1.0, -1.0])})
 
 
+def test_fed_indices_out_of_bounds_are_refused_as_on_numpy_before_any_step_runs():
+    x = tg.param("x", shape=(4, 3))
+    indices = tg.input("i", shape=("batch",), dtype="int64")
+    numpy_program, native_program = _both(tg.sum(tg.take(x, indices, 0)), [x])
+    params = {"x": np.arange(12.0).reshape(4, 3)}
+    bad = {"i": np.array([0, -4, 4])}
+    with pytest.raises(TapeError) as expected:
+        numpy_program.run(params, bad)
+    with pytest.raises(TapeError) as refused:
+        native_program.run(params, bad)
+    assert str(refused.value) == str(expected.value)
+    assert "index 4 at position (2,) of indices is out of bounds for axis 0 of size 4" in str(refused.value)
+    step = tg.sgd(native_program, step_size=0.1, donate=True)
+    with pytest.raises(TapeError, match=r"step 2 \(rows \[4, 5\]\), refused before the epoch's first step ran: "
+                       r"forward instruction \d+ failed \(IndexError: index 9 at position \(0,\)"):
+        step.epoch(params, {"i": np.array([0, 1, 2, 3, 9, 1])}, batch_size=2)
+    np.testing.assert_array_equal(params["x"], np.arange(12.0).reshape(4, 3))  # no step ran
+
+
+
 def test_source_and_dump_say_native():
     x = tg.param("x", shape=(3,))
     program = tg.compile(tg.sum(tg.tanh(x)), wrt=[x], backend="native")

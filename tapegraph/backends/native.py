@@ -20,9 +20,10 @@ of shape ``()`` are numbers in local variables. The code is compiled
 without fastmath and with numpy's error model (division by zero gives inf,
 as numpy does), so results agree with the numpy backend to rounding.
 
-Labels are checked before any native code runs (for an epoch, every row
-the epoch reads, before its first step), with the numpy backend's
-messages naming the instruction, and the step for an epoch. Inside
+Labels and other index operands (``NativeContext.checked``) are checked
+before any native code runs (for an epoch, every row the epoch reads,
+before its first step), with the numpy backend's messages naming the
+instruction, and the step for an epoch. Inside
 ``tg.check_finite()`` a native program runs its numpy twin, checked, so a
 NaN is reported with the instruction that made it, as on the numpy
 backend.
@@ -163,8 +164,8 @@ class _Translation:
         self.allocations: list[str] = []
         #: Constant arrays, each an argument ``r1_c<value>``.
         self.constant_arrays: list[tuple[str, np.ndarray]] = []
-        #: (feed name, classes, instruction position) of each label operand that is a feed.
-        self.labels: list[tuple[str, int, int]] = []
+        #: (feed name, check, instruction position) of each checked index operand that is a feed.
+        self.labels: list[tuple[str, Callable[[np.ndarray], None], int]] = []
         self.body: list[str] = []
         self.feed_values = {feed.value: feed for feed in tape.feeds}
         #: (shape, dtype) of every value, by value number.
@@ -244,15 +245,14 @@ class _Translation:
         if scalar and destination.kind == "donated":
             self.body.append(f"{self.arguments[destination.feed]}[()] = {out}")
         tape_constants = self.tape.constants
-        for index, classes in ctx.labels:
+        for index, check in ctx.checks:
             value = instruction.input_values[index]
             feed = self.feed_values.get(value)
             if feed is not None:
-                self.labels.append((feed.name, classes, position))
-            else:  # a constant label: checked now, once
-                from tapegraph.ops.softmax import _check_labels
+                self.labels.append((feed.name, check, position))
+            else:  # a constant: checked now, once
                 constant = next(item for item in tape_constants if item.value == value)
-                _check_labels(constant.array, classes)
+                check(constant.array)
         self.names[instruction.value] = out
 
     @staticmethod
@@ -360,15 +360,14 @@ class NativeExecutable:
 
     # Running one step.
 
-    def _label_checks(self) -> list[tuple[int, str, int, int]]:
+    def _label_checks(self) -> list[tuple[int, str, Callable[[np.ndarray], None], int]]:
         positions = {name: index for index, name in enumerate(self.feed_order)}
-        return [(positions[name], name, classes, position) for name, classes, position in self.translation.labels]
+        return [(positions[name], name, check, position) for name, check, position in self.translation.labels]
 
     def _check_labels(self, arrays: Sequence[Any]) -> None:
-        from tapegraph.ops.softmax import _check_labels
-        for index, _, classes, position in self._labels:
+        for index, _, check, position in self._labels:
             try:
-                _check_labels(np.asarray(arrays[index]), classes)
+                check(np.asarray(arrays[index]))
             except IndexError as error:
                 raise self._instruction_error(position, error) from None
 
@@ -511,21 +510,21 @@ class NativeExecutable:
                         np.ascontiguousarray(hypers, dtype=np.float64), step_rows, *constants)
 
     def _check_epoch_labels(self, data, rows, steps, batch, labels_where) -> None:
-        from tapegraph.ops.softmax import _check_labels
         used = rows[:steps * (batch or 1)]
-        for _, name, classes, position in self._labels:
-            labels = np.asarray(data[name])[used]
+        for _, name, check, position in self._labels:
+            values = np.asarray(data[name])
             try:
-                _check_labels(labels, classes)
-            except IndexError:
-                bad = int(np.flatnonzero(((labels < 0) | (labels >= classes)).reshape(len(used), -1).any(axis=1))[0])
-                step = bad // (batch or 1)
-                try:
-                    _check_labels(np.asarray(data[name])[used[step * (batch or 1):(step + 1) * (batch or 1)]]
-                                  if batch else np.asarray(data[name])[used[step]], classes)
-                except IndexError as error:
-                    raise TapeError(f"{labels_where(step)}, refused before the epoch's first step ran: "
-                                    f"{self._instruction_error(position, error)}") from None
+                check(values[used])
+            except IndexError as whole:
+                # some step reads a bad entry: find the first, to name it
+                # with the message its own step would give
+                for step in range(steps):
+                    try:
+                        check(values[used[step * batch:(step + 1) * batch]] if batch else values[used[step]])
+                    except IndexError as error:
+                        raise TapeError(f"{labels_where(step)}, refused before the epoch's first step ran: "
+                                        f"{self._instruction_error(position, error)}") from None
+                raise self._instruction_error(position, whole) from None
 
     def _epoch_source(self, batch: int | None, hyper_names: tuple[str, ...]) -> str:
         translation = self.translation

@@ -15,7 +15,7 @@ import numpy as np
 
 from tapegraph.expr import Node
 from tapegraph.ops.elementwise import MUL
-from tapegraph.ops.native import NativeContext, count
+from tapegraph.ops.native import NativeContext, count, entry
 from tapegraph.ops.reductions import SUM
 from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, register, result_dtype
 from tapegraph.ops.shaping import INDEX
@@ -194,6 +194,8 @@ def _matmul_native(ctx: NativeContext) -> str:
         return "\n".join([f"{total} = {zero}", f"for {k} in range({inner}):",
                           f"    {total} += {a}[{k}] * {b}[{k}]", f"{ctx.out} = {total}"])
     out = ctx.out
+    if len(a_shape) > 2 or len(b_shape) > 2:
+        return _batched_matmul_native(ctx)
     if len(a_shape) == 2 and len(b_shape) == 2:
         if min(*ctx.out_shape, inner) >= NATIVE_BLAS_DIMENSION and count(ctx.out_shape) * inner >= NATIVE_BLAS_WORK:
             left = f"{a}.T" if transpose_a else a
@@ -228,6 +230,40 @@ def _matmul_native(ctx: NativeContext) -> str:
         f"for {i} in range({size}):", f"    {out}[{i}] = {zero}",
         f"for {k} in range({inner}):", f"    {factor} = {vector}[{k}]",
         f"    for {i} in range({size}):", f"        {out}[{i}] += {matrix}[{i}, {k}] * {factor}"])
+
+
+def _batched_matmul_native(ctx: NativeContext) -> str:
+    """``a @ b`` when an operand is a stack of matrices: one sum over the inner index per result entry.
+
+    The result's leading axes are the batch; each operand's batch axes
+    align with its right end, a size-1 one read at 0 (broadcasting). A
+    vector operand is a row (``a``) or a column (``b``) with no axis of
+    its own in the result.
+    """
+    a, b = ctx.operands
+    a_shape, b_shape = ctx.in_shapes
+    transpose_a, transpose_b = ctx["transpose_a"], ctx["transpose_b"]
+    inner = a_shape[-2] if transpose_a and len(a_shape) >= 2 else a_shape[-1]
+    rows = len(a_shape) >= 2
+    columns = len(b_shape) >= 2
+    batch = len(ctx.out_shape) - rows - columns
+    names = ctx.indices(len(ctx.out_shape))
+    batch_names = names[:batch]
+    i = names[batch] if rows else None
+    j = names[-1] if columns else None
+    k = ctx.temp("k")
+
+    def operand(name: str, shape: tuple[int, ...], matrix: list[str]) -> str:
+        if len(shape) == 1:
+            return f"{name}[{k}]"
+        return entry(name, shape, [*batch_names, *matrix])
+
+    a_entry = operand(a, a_shape, [k, i] if transpose_a else [i, k])
+    b_entry = operand(b, b_shape, [j, k] if transpose_b else [k, j])
+    total = ctx.temp("total")
+    body = [f"{total} = {ctx.literal(0.0)}", f"for {k} in range({inner}):", f"    {total} += {a_entry} * {b_entry}",
+            f"{ctx.store(names)} = {total}"]
+    return ctx.loops(ctx.out_shape, body, names)
 
 
 def _outer_native(ctx: NativeContext) -> str:
@@ -411,10 +447,31 @@ def _contract_vjp(g: Node, ans: Node, a: Node, b: Node, subscripts: str):
     return CONTRACT(g, b, f"{output},{right}->{left}"), CONTRACT(a, g, f"{left},{output}->{right}")
 
 
+def _contract_native(ctx: NativeContext) -> str:
+    """Loops over the result's indices, each entry a sum over the shared indices not in the result."""
+    (left, right), output = parse_subscripts(ctx["subscripts"], 2)
+    sizes = letter_sizes([left, right], [ctx.in_shapes[0], ctx.in_shapes[1]])
+    summed = [letter for letter in left if letter in right and letter not in output]
+    name = {letter: ctx.temp(f"i{letter}") for letter in sorted(sizes)}
+
+    def operand(index: int, term: str) -> str:
+        return ctx.at(index, [name[letter] for letter in term])
+    product = f"{operand(0, left)} * {operand(1, right)}"
+    result = [name[letter] for letter in output]
+    if not summed:
+        body = [f"{ctx.store(result)} = {product}"]
+    else:
+        total = ctx.temp("total")
+        sums = ctx.loops([sizes[letter] for letter in summed], [f"{total} += {product}"],
+                         [name[letter] for letter in summed])
+        body = [f"{total} = {ctx.literal(0.0)}", *sums.split("\n"), f"{ctx.store(result)} = {total}"]
+    return ctx.loops([sizes[letter] for letter in output], body, result)
+
+
 CONTRACT = register(Op(
     name="contract", operands=("a", "b"), attributes={"subscripts": REQUIRED}, public=False,
     normalize=_contract_attributes, shape_rule=_contract_rule, kernel=_contract_kernel, vjp=_contract_vjp,
-    specialize=_contract_specialize, source=_contract_source,
+    specialize=_contract_specialize, source=_contract_source, native=_contract_native,
     samples=(
         Sample([Arg((3, 4)), Arg((4, 2))], {"subscripts": "ij,jk->ik"}),
         Sample([Arg((5, 3), batch=True), Arg((5, 3), batch=True)], {"subscripts": "bi,bi->b"}),

@@ -17,14 +17,17 @@ Every value of shape ``()`` is a local number in native code (``ctx.out``
 is then a name to assign, ``ctx.operands[i]`` a number); other values are
 C-contiguous arrays, written in place (never rebound). Integer operands
 that pick an entry by label are declared with ``ctx.label(index,
-classes)``: the backend checks them before the native code runs, which
-itself never checks an index.
+classes)``, and any other integer operand used as an index with
+``ctx.checked(index, check)`` (gather's indices: negative ones count from
+the end, as numpy's do): the backend runs each check, the numpy kernel's
+own, on the operand before the native code runs (which itself never
+checks an index), so a bad index fails as it does on the numpy backend.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,8 +48,9 @@ class NativeContext:
         self.dtype = dtype
         #: Static and derived attributes (``axis``, ``transpose_a``, ``scale`` ...).
         self.attributes = dict(attributes)
-        #: (operand index, number of classes) of each label operand declared.
-        self.labels: list[tuple[int, int]] = []
+        #: (operand index, check) of each index operand declared: the check
+        #: takes the operand's array and raises IndexError for a bad entry.
+        self.checks: list[tuple[int, Callable[[np.ndarray], None]]] = []
         self._prefix = prefix
         self._count = 0
 
@@ -60,7 +64,13 @@ class NativeContext:
 
     def label(self, index: int, classes: int) -> str:
         """Declare operand ``index`` as labels in ``0..classes-1``; its name."""
-        self.labels.append((index, int(classes)))
+        from tapegraph.ops.softmax import _check_labels  # (softmax imports this module)
+        classes = int(classes)
+        return self.checked(index, lambda labels: _check_labels(labels, classes))
+
+    def checked(self, index: int, check: Callable[[np.ndarray], None]) -> str:
+        """Declare operand ``index`` as integers that ``check`` vets (raising IndexError); its name."""
+        self.checks.append((index, check))
         return self.operands[index]
 
     def literal(self, value: float) -> str:

@@ -330,6 +330,57 @@ def _inverse_index(shape: Shape, text: str) -> str:
     return canonical_index(indexed_shape(shape, text), "[" + ", ".join(entries) + "]")
 
 
+def _indexed_entries(shape: tuple[int, ...], index: str, names: list[str]) -> list[str]:
+    """Where ``array[key][names]`` is in ``array`` (of concrete ``shape``): one index expression per axis.
+
+    ``names`` index the result; a slice's entry ``i`` is ``start + step * i``
+    of its axis, an integer is that entry, and a new axis reads nothing.
+    """
+    entries: list[str] = []
+    result_axis = 0
+    axis = 0
+    for item in parse_index(index):
+        if item is None:
+            result_axis += 1
+            continue
+        if isinstance(item, slice):
+            selected = range(shape[axis])[item]
+            name = names[result_axis]
+            if selected.step == 1:
+                entries.append(name if selected.start == 0 else f"{selected.start} + {name}")
+            else:
+                entries.append(f"{selected.start} + {selected.step} * {name}")
+            result_axis += 1
+        else:
+            entries.append(str(item))
+        axis += 1
+    entries.extend(names[result_axis:])
+    return entries
+
+
+def _at(name: str, entries: list[str]) -> str:
+    """``name[entries]``, or ``name`` itself for a number (no entries)."""
+    return f"{name}[{', '.join(entries)}]" if entries else name
+
+
+def _index_native(ctx: NativeContext) -> str:
+    # each result entry read from where the key puts it in x
+    names = ctx.indices(len(ctx.out_shape))
+    source = _at(ctx.operands[0], _indexed_entries(ctx.in_shapes[0], ctx["index"], names))
+    return ctx.loops(ctx.out_shape, [f"{ctx.store(names)} = {source}"], names)
+
+
+def _unindex_native(ctx: NativeContext) -> str:
+    # zeros, then g written where the key puts each of its entries
+    zero_names = ctx.indices(len(ctx.out_shape))
+    zeros = ctx.loops(ctx.out_shape, [f"{ctx.store(zero_names)} = {ctx.literal(0.0)}"], zero_names)
+    (g_shape,) = ctx.in_shapes
+    names = ctx.indices(len(g_shape))
+    target = _at(ctx.out, _indexed_entries(ctx.out_shape, ctx["index"], names))
+    value = _at(ctx.operands[0], names)
+    return "\n".join([zeros, ctx.loops(g_shape, [f"{target} = {value}"], names)])
+
+
 def _index_vjp(g: Node, ans: Node, x: Node, index: str):
     return (UNINDEX(g, index, x.shape),)
 
@@ -376,7 +427,7 @@ def _unindex_as_index(node: Node) -> Node:
 INDEX = register(Op(
     name="index", operands=("x",), attributes={"index": REQUIRED}, public=False, normalize=_index_attributes,
     rewrite=_drop_empty_index, shape_rule=_index_rule, kernel=_index_kernel, specialize=_index_specialize,
-    source=_index_source, fill=_same_fill, vjp=_index_vjp,
+    source=_index_source, native=_index_native, fill=_same_fill, vjp=_index_vjp,
     samples=(
         Sample([Arg((5,))], {"index": 2}),
         Sample([Arg((4, 3), batch=True)], {"index": (slice(None), slice(None, None, -2))}),
@@ -401,7 +452,7 @@ INDEX = register(Op(
 UNINDEX = register(Op(
     name="unindex", operands=("g",), attributes={"index": REQUIRED, "shape": REQUIRED}, public=False,
     normalize=_unindex_attributes, rewrite=_unindex_as_index, shape_rule=_unindex_rule, kernel=_unindex_kernel,
-    specialize=_unindex_specialize, source=_unindex_source,
+    specialize=_unindex_specialize, source=_unindex_source, native=_unindex_native,
     vjp=lambda g, ans, x, index, shape: (INDEX(g, index),),
     samples=(
         Sample([Arg(())], {"index": 2, "shape": (5,)}),
@@ -496,9 +547,52 @@ def _scatter_add_kernel(g: np.ndarray, indices: np.ndarray, out: np.ndarray, axi
     np.add.at(out, (slice(None),) * axis + (indices,), g)
 
 
+def _taken_entry(ctx: NativeContext, axis: int, size: int, names: list[str]) -> tuple[list[str], str]:
+    """Statements giving ``j``, the entry of the axis that ``indices`` picks at ``names`` (negative ones
+    counted from the end), and ``j``'s name; the indices (operand 1) are checked before native code runs."""
+    indices = ctx.checked(1, lambda values: _check_indices(values, size, axis))
+    depth = len(ctx.in_shapes[1])
+    taken = ctx.temp("j")
+    lines = [f"{taken} = {_at(indices, names[axis:axis + depth])}",
+             f"if {taken} < 0:", f"    {taken} += {size}"]
+    return lines, taken
+
+
+def _gather_native(ctx: NativeContext) -> str:
+    # out[pre, i, post] = x[pre, indices[i], post]
+    axis = ctx["axis"]
+    size = ctx.in_shapes[0][axis]
+    names = ctx.indices(len(ctx.out_shape))
+    lines, taken = _taken_entry(ctx, axis, size, names)
+    source = _at(ctx.operands[0], [*names[:axis], taken, *names[axis + len(ctx.in_shapes[1]):]])
+    return _around_taken(ctx, ctx.out_shape, names, axis, lines, f"{ctx.store(names)} = {source}")
+
+
+def _around_taken(ctx: NativeContext, shape: tuple[int, ...], names: list[str], axis: int, taken_lines: list[str],
+                  statement: str) -> str:
+    """Loops over ``shape`` around ``statement``; the taken entry is found once, outside the axes after the indices'."""
+    split = axis + len(ctx.in_shapes[1])
+    inner = ctx.loops(shape[split:], [statement], names[split:])
+    return ctx.loops(shape[:split], [*taken_lines, *inner.split("\n")], names[:split])
+
+
+def _scatter_add_native(ctx: NativeContext) -> str:
+    # zeros, then out[pre, indices[i], post] += g[pre, i, post], in C order
+    # over g as np.add.at adds them
+    axis = ctx["axis"]
+    size = ctx.out_shape[axis]
+    zero_names = ctx.indices(len(ctx.out_shape))
+    zeros = ctx.loops(ctx.out_shape, [f"{ctx.store(zero_names)} = {ctx.literal(0.0)}"], zero_names)
+    g_shape = ctx.in_shapes[0]
+    names = ctx.indices(len(g_shape))
+    lines, taken = _taken_entry(ctx, axis, size, names)
+    target = _at(ctx.out, [*names[:axis], taken, *names[axis + len(ctx.in_shapes[1]):]])
+    return "\n".join([zeros, _around_taken(ctx, g_shape, names, axis, lines, f"{target} += {_at(ctx.operands[0], names)}")])
+
+
 GATHER = register(Op(
     name="gather", operands=("x", "indices"), attributes={"axis": 0}, normalize=gather_attributes, public=False,
-    shape_rule=gather_rule, kernel=_gather_kernel, fill=_gather_fill,
+    shape_rule=gather_rule, kernel=_gather_kernel, fill=_gather_fill, native=_gather_native,
     vjp=lambda g, ans, x, indices, axis: (SCATTER_ADD(g, indices, axis, x.shape), None),
     samples=(
         Sample([Arg((5,)), Arg((3,), dtype="int64", low=-5, high=5)], {"axis": 0}),
@@ -519,6 +613,7 @@ GATHER = register(Op(
 SCATTER_ADD = register(Op(
     name="scatter_add", operands=("g", "indices"), attributes={"axis": REQUIRED, "shape": REQUIRED}, public=False,
     normalize=_scatter_add_attributes, shape_rule=_scatter_add_rule, kernel=_scatter_add_kernel,
+    native=_scatter_add_native,
     vjp=lambda g, ans, x, indices, axis, shape: (GATHER(g, indices, axis), None),
     samples=(
         Sample([Arg((3,)), Arg((3,), dtype="int64", low=0, high=2)], {"axis": 0, "shape": (2,)}),
@@ -566,10 +661,22 @@ def _concat_vjp(g: Node, ans: Node, a: Node, b: Node, axis: int):
     return INDEX(g, before + (slice(0, split),)), INDEX(g, before + (slice(split, None),))
 
 
+def _concat_native(ctx: NativeContext) -> str:
+    # a's entries, then b's after them along the axis
+    axis = ctx["axis"]
+    a_shape, b_shape = ctx.in_shapes
+    a_names = ctx.indices(len(a_shape))
+    b_names = ctx.indices(len(b_shape))
+    after = [*b_names[:axis], f"{a_shape[axis]} + {b_names[axis]}", *b_names[axis + 1:]]
+    return "\n".join([
+        ctx.loops(a_shape, [f"{_at(ctx.out, a_names)} = {_at(ctx.operands[0], a_names)}"], a_names),
+        ctx.loops(b_shape, [f"{_at(ctx.out, after)} = {_at(ctx.operands[1], b_names)}"], b_names)])
+
+
 CONCAT = register(Op(
     name="concat", operands=("a", "b"), attributes={"axis": 0}, public=False, normalize=_concat_attributes,
     shape_rule=_concat_rule, kernel=_concat_kernel, vjp=_concat_vjp,
-    source="np.concatenate(({0}, {1}), axis={axis}, out={out})",
+    source="np.concatenate(({0}, {1}), axis={axis}, out={out})", native=_concat_native,
     samples=(
         Sample([Arg((2,)), Arg((3,))], {"axis": 0}),
         Sample([Arg((4, 2), batch=True), Arg((4, 3), batch=True)], {"axis": -1}),

@@ -8,13 +8,13 @@
 (3,)
 """
 
-from models.base import DivergenceError, Estimator, NotFittedError
+from models.base import DataConversionWarning, DivergenceError, Estimator, NotFittedError
 from models.data import Problem, generate_problem, load_problem, make_blobs, save_problem
 from models.estimators import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
 from models.persist import load
 
 __all__ = [
     "LinearRegression", "RidgeRegression", "MLPRegression", "MulticlassClassifier",
-    "Estimator", "DivergenceError", "NotFittedError",
+    "Estimator", "DivergenceError", "NotFittedError", "DataConversionWarning",
     "Problem", "generate_problem", "load_problem", "save_problem", "make_blobs", "load",
 ]

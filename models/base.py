@@ -6,10 +6,10 @@ signature; everything learned ends in ``_``. When scikit-learn is installed
 (the optional extra ``tapegraph[sklearn]``), the estimators also inherit
 its ``BaseEstimator`` and ``RegressorMixin``/``ClassifierMixin`` (so its
 tags, ``clone``, ``Pipeline``, ``GridSearchCV`` and ``check_estimator``
-see real scikit-learn estimators), and ``NotFittedError`` and
-``DataConversionWarning`` are subclasses of scikit-learn's own. Without it
+see real scikit-learn estimators), ``NotFittedError`` is a subclass of
+scikit-learn's and ``DataConversionWarning`` is scikit-learn's. Without it
 everything else is the same: the checks, the messages and the results
-are this module's own, not scikit-learn's.
+are this module's own, not scikit-learn's (docs/sklearn.md).
 
 A subclass declares its model once, with a symbolic ``"batch"`` leading
 dimension (``_declare``), and says how to start its parameters

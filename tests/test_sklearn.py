@@ -267,7 +267,7 @@ def dask_client():
     distributed = pytest.importorskip("distributed")
     psutil = pytest.importorskip("psutil")
     before = {child.pid for child in psutil.Process().children(recursive=True)}
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                        silence_logs=logging.ERROR, timeout=DASK_TIMEOUT)
     try:
         client = distributed.Client(cluster, timeout=DASK_TIMEOUT)

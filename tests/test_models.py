@@ -297,6 +297,32 @@ def test_a_fitted_estimator_pickles_and_predicts_bit_for_bit(name, rng):
     assert not hasattr(pickle.loads(pickle.dumps(ESTIMATORS[name]())), "program_")  # unfitted stays unfitted
 
 
+@pytest.mark.parametrize("labels", [["low", "high"], [-3, 40], [False, True]], ids=["strings", "integers", "booleans"])
+def test_a_classifier_saves_and_loads_its_classes(labels, tmp_path, rng):
+    X, y = _small_regression(rng)
+    y = np.array(labels)[(y > np.median(y)).astype(int)]
+    fitted = MulticlassClassifier(num_hidden_units=4, max_num_epochs=2, random_state=0).fit(X, y)
+    fitted.save(tmp_path / "classifier.npz")
+    loaded = MulticlassClassifier.load(tmp_path / "classifier.npz")
+    assert np.array_equal(loaded.classes_, fitted.classes_) and loaded.classes_.dtype == fitted.classes_.dtype
+    assert np.array_equal(loaded.predict(X), fitted.predict(X)) and loaded.step_size_ == fitted.step_size_
+
+
+def test_the_classifier_maps_labels_through_classes(rng):
+    X, y = _small_regression(rng, rows=30)
+    indices = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
+    names = np.array(["cat", "dog", "eel"])[indices]
+    by_name = MulticlassClassifier(num_hidden_units=4, max_num_epochs=3, random_state=0).fit(X, names)
+    by_index = MulticlassClassifier(num_hidden_units=4, max_num_epochs=3, random_state=0).fit(X, indices)
+    assert by_name.classes_.tolist() == ["cat", "dog", "eel"] and by_index.classes_.tolist() == [0, 1, 2]
+    assert np.array_equal(by_name.predict(X), by_name.classes_[by_index.predict(X)])
+    assert by_name.score(X, names) == by_index.score(X, indices)
+    with pytest.raises(ValueError, match=r"Unknown label type: continuous"):
+        MulticlassClassifier(max_num_epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match=r"y has only one class \('cat'\)"):
+        MulticlassClassifier(max_num_epochs=1).fit(X, np.full(30, "cat"))
+
+
 # scikit-learn's conventions, without scikit-learn.
 
 def test_estimator_conventions(features, blobs):

@@ -8,13 +8,13 @@
 (3,)
 """
 
-from .base import DivergenceError, Estimator, NotFittedError
+from .base import DataConversionWarning, DivergenceError, Estimator, NotFittedError
 from .data import Problem, generate_problem, load_problem, make_blobs, save_problem
 from .estimators import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
 from .persist import load
 
 __all__ = [
     "LinearRegression", "RidgeRegression", "MLPRegression", "MulticlassClassifier",
-    "Estimator", "DivergenceError", "NotFittedError",
+    "Estimator", "DivergenceError", "NotFittedError", "DataConversionWarning",
     "Problem", "generate_problem", "load_problem", "save_problem", "make_blobs", "load",
 ]

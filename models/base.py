@@ -1,8 +1,15 @@
 """What the four estimators share: parameters, input checks, training by epochs, the log.
 
-scikit-learn's conventions without importing scikit-learn: constructor
-arguments are stored as given and checked in ``fit``; ``get_params`` reads
-them back from the ``__init__`` signature; everything learned ends in ``_``.
+scikit-learn's conventions: constructor arguments are stored as given and
+checked in ``fit``; ``get_params`` reads them back from the ``__init__``
+signature; everything learned ends in ``_``. When scikit-learn is installed
+(the optional extra ``tapegraph[sklearn]``), the estimators also inherit
+its ``BaseEstimator`` and ``RegressorMixin``/``ClassifierMixin`` (so its
+tags, ``clone``, ``Pipeline``, ``GridSearchCV`` and ``check_estimator``
+see real scikit-learn estimators), ``NotFittedError`` is a subclass of
+scikit-learn's and ``DataConversionWarning`` is scikit-learn's. Without it
+everything else is the same: the checks, the messages and the results
+are this module's own, not scikit-learn's (docs/sklearn.md).
 
 A subclass declares its model once, with a symbolic ``"batch"`` leading
 dimension (``_declare``), and says how to start its parameters
@@ -30,11 +37,40 @@ import numbers
 import os
 import sys
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 
 import tapegraph as tg
+
+try:
+    from sklearn.base import BaseEstimator as _BaseEstimator
+    from sklearn.base import ClassifierMixin as _ClassifierMixin
+    from sklearn.base import RegressorMixin as _RegressorMixin
+    from sklearn.exceptions import DataConversionWarning as _DataConversionWarning
+    from sklearn.exceptions import NotFittedError as _NotFittedError
+    #: Whether scikit-learn was found: the estimators then inherit its bases and mixins.
+    HAVE_SKLEARN = True
+except ImportError:
+    HAVE_SKLEARN = False
+
+    class _BaseEstimator:
+        """Stands in for ``sklearn.base.BaseEstimator`` when scikit-learn is not installed."""
+
+    class _RegressorMixin:
+        """Stands in for ``sklearn.base.RegressorMixin``."""
+
+    class _ClassifierMixin:
+        """Stands in for ``sklearn.base.ClassifierMixin``."""
+
+    class _NotFittedError(ValueError, AttributeError):
+        """Stands in for ``sklearn.exceptions.NotFittedError`` (a ValueError and an AttributeError)."""
+
+    class DataConversionWarning(UserWarning):  # noqa: F811 (the same name as scikit-learn's, as warnings print it)
+        """Stands in for ``sklearn.exceptions.DataConversionWarning``."""
+
+    _DataConversionWarning = DataConversionWarning
 
 #: The homework logs every 50 epochs.
 LOG_EVERY = 50
@@ -47,9 +83,21 @@ OPTIMIZERS = {
     "rmsprop": lambda program, step_size: tg.rmsprop(program, learning_rate=step_size),
 }
 
+#: ``step_size="auto"`` with an adaptive optimizer: its own default learning rate (tg.adam's, ...).
+AUTO_LEARNING_RATES = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-2}
 
-class NotFittedError(ValueError, AttributeError):
-    """``predict`` or ``score`` called before ``fit`` (as scikit-learn's, a ValueError and an AttributeError)."""
+
+class NotFittedError(_NotFittedError):
+    """``predict`` or ``score`` called before ``fit``.
+
+    A ValueError and an AttributeError, and with scikit-learn installed a
+    ``sklearn.exceptions.NotFittedError``.
+    """
+
+
+#: Warned when a column vector ``y`` of shape (n, 1) is taken as the 1-D targets
+#: (scikit-learn's own class when it is installed).
+DataConversionWarning = _DataConversionWarning
 
 
 class DivergenceError(FloatingPointError):
@@ -65,7 +113,7 @@ class DivergenceError(FloatingPointError):
         self.epoch = epoch
 
 
-class Estimator:
+class Estimator(_BaseEstimator):
     """Base class: ``get_params``/``set_params``, checks, and the training loop.
 
     Attributes set by ``fit``:
@@ -76,7 +124,12 @@ class Estimator:
     - ``history_``: one dict per logged epoch: ``epoch``, ``objective`` (the
       epoch's average), ``loss`` (on the training set after the epoch), and
       for the classifier ``accuracy``.
-    - ``n_features_in_``, ``n_iter_`` (epochs run), ``fit_time_`` (seconds).
+    - ``n_features_in_``, ``n_iter_`` (epochs run), ``fit_time_`` (seconds),
+      ``step_size_`` (the step size used: ``step_size``, or what ``"auto"`` chose).
+
+    A fitted estimator pickles (``pickle``, ``joblib.dump``) without its
+    compiled program, which is compiled again, from the same declaration,
+    when it is unpickled: it predicts bit for bit the same.
     """
 
     #: ``"regressor"`` or ``"classifier"``; scikit-learn < 1.6 reads this.
@@ -91,8 +144,12 @@ class Estimator:
     def _init_params(self, num_features: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    #: Whether ``step_size="auto"`` is allowed (the linear models: see ``_auto_step_size``).
+    _has_auto_step_size = False
+
     def _check_hyperparameters(self) -> None:
-        _check_number(self, "step_size", positive=True)
+        if not (self._has_auto_step_size and isinstance(self.step_size, str) and self.step_size == "auto"):
+            _check_number(self, "step_size", positive=True, auto=self._has_auto_step_size)
         _check_int(self, "max_num_epochs", minimum=1)
         _check_int(self, "batch_size", minimum=1)
         optimizer = self.optimizer
@@ -105,8 +162,21 @@ class Estimator:
             raise ValueError(f"{type(self).__name__}: random_state must be None, a non-negative int or a "
                              f"numpy Generator, got {rs!r}")
 
-    def _check_targets(self, y: Any) -> np.ndarray:
-        return _finite_floats(y, "y", owner=type(self).__name__)
+    def _fit_targets(self, y: Any) -> np.ndarray:
+        """``y`` as ``fit`` trains on it: real targets (the classifier: class indices, setting ``classes_``)."""
+        return _finite_floats(y, "y", owner=type(self).__name__, warn_column=True)
+
+    def _auto_step_size(self, X: np.ndarray) -> float:
+        """The step size ``step_size="auto"`` gives plain SGD on ``X`` (only where ``_has_auto_step_size``)."""
+        raise NotImplementedError
+
+    def _step_size_for(self, X: np.ndarray) -> float:
+        """The step size this fit uses: ``step_size``, or what ``"auto"`` picks for this data and optimizer."""
+        if not isinstance(self.step_size, str):
+            return float(self.step_size)
+        if isinstance(self.optimizer, str) and self.optimizer in AUTO_LEARNING_RATES:
+            return AUTO_LEARNING_RATES[self.optimizer]
+        return self._auto_step_size(X)
 
     def _training_loss(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Figures logged every 50 epochs, after ``Ave objective``."""
@@ -139,12 +209,32 @@ class Estimator:
         return f"{type(self).__name__}({', '.join(changed)})"
 
     def __sklearn_tags__(self):
-        # Only scikit-learn calls this (>= 1.6), so importing it here adds no dependency.
-        from sklearn.utils import ClassifierTags, RegressorTags, Tags, TargetTags
-        classifier = self._estimator_type == "classifier"
-        return Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=True),
-                    transformer_tags=None, classifier_tags=ClassifierTags() if classifier else None,
-                    regressor_tags=None if classifier else RegressorTags())
+        # Only scikit-learn (>= 1.6) calls this, and then BaseEstimator and the
+        # mixins are in the bases: they give the estimator type and its tags.
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True  # supervised: fit needs y
+        return tags
+
+    # Pickling: the compiled program holds generated code, so it is left out and compiled again.
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__() or {})  # BaseEstimator's adds the scikit-learn version
+        state.pop("program_", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        restore = getattr(super(), "__setstate__", None)
+        if restore is not None:
+            restore(state)  # BaseEstimator's warns if pickled by another scikit-learn version
+        else:
+            self.__dict__.update(state)
+        if "params_" in self.__dict__:
+            self.program_ = self._compile(int(self.n_features_in_))
+
+    def _compile(self, num_features: int) -> tg.Program:
+        """The model's program for ``num_features`` inputs, as ``fit`` compiles it."""
+        objective, wrt, outputs = self._declare(num_features)
+        return tg.compile(objective, wrt=wrt, outputs=outputs, backend=self._backend)
 
     # Training.
 
@@ -159,14 +249,17 @@ class Estimator:
         ``DivergenceError`` if the objective becomes NaN or infinite.
         """
         self._check_hyperparameters()
-        X, y = self._check_X(X, fitting=True), self._check_targets(y)
+        X = self._check_X(X, fitting=True)
+        if y is None:  # scikit-learn's words, which its checks look for
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        y = self._fit_targets(y)
         if len(y) != len(X):
             raise ValueError(f"{type(self).__name__}: X has {len(X)} rows but y has {len(y)} entries; "
                              "they must match, one target per row")
         num_rows, num_features = X.shape
         rng = np.random.default_rng(self.random_state)
-        objective, wrt, outputs = self._declare(num_features)
-        self.program_ = tg.compile(objective, wrt=wrt, outputs=outputs, backend=self._backend)
+        self.step_size_ = self._step_size_for(X)
+        self.program_ = self._compile(num_features)
         self.n_features_in_ = num_features
         self.params_ = self._init_params(num_features, rng)
         self.history_: list[dict[str, float]] = []
@@ -201,7 +294,7 @@ class Estimator:
     def _make_optimizer(self) -> Any:
         """The optimizer ``optimizer=`` names, for ``program_``."""
         if isinstance(self.optimizer, str):
-            return OPTIMIZERS[self.optimizer](self.program_, self.step_size)
+            return OPTIMIZERS[self.optimizer](self.program_, self.step_size_)
         optimizer = self.optimizer(self.program_)
         if not all(callable(getattr(optimizer, name, None)) for name in ("init", "epoch")):
             raise TypeError(f"{type(self).__name__}: optimizer(program) must return a tapegraph optimizer "
@@ -242,7 +335,7 @@ class Estimator:
         raise DivergenceError(
             f"{type(self).__name__}: training diverged in epoch {epoch} (counted from 0, step {step} of the epoch): "
             f"the objective became {value}. params_ holds the last parameters with a finite objective; "
-            f"try a smaller step_size than {self.step_size!r}.", epoch)
+            f"try a smaller step_size than {self.step_size_!r}.", epoch)
 
     def _log(self, epoch: int, objective: float, X: np.ndarray, y: np.ndarray, start: float) -> None:
         figures = self._training_loss(X, y)
@@ -270,9 +363,11 @@ class Estimator:
         if not fitting:
             self._check_fitted()
         X = _finite_floats(X, "X", ndim=2, owner=name)
+        if X.shape[1] == 0:
+            raise ValueError(f"{name}: X has 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
         if not fitting and X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features (columns), but {name} was fitted with "
-                             f"{self.n_features_in_} features")
+            raise ValueError(f"X has {X.shape[1]} features, but {name} is expecting {self.n_features_in_} "
+                             "features as input (the number of columns it was fitted with)")
         return X
 
     def save(self, path: str | os.PathLike) -> None:
@@ -297,7 +392,7 @@ class Estimator:
         return self.program_.map(self.params_, {"x": X}, outputs=[output])[output]
 
 
-class Regressor(Estimator):
+class Regressor(_RegressorMixin, Estimator):
     """Regression: ``predict`` gives real values, ``score`` is R²."""
 
     def predict(self, X: Any) -> np.ndarray:
@@ -322,21 +417,31 @@ def _params_of(state: Any) -> dict[str, np.ndarray]:
     return state.params if isinstance(state, tg.OptimizerState) else state
 
 
-def _finite_floats(values: Any, name: str, ndim: int = 1, owner: str = "") -> np.ndarray:
-    """``values`` as a float64 array of ``ndim`` dimensions, all finite, at least one row."""
+def _finite_floats(values: Any, name: str, ndim: int = 1, owner: str = "", warn_column: bool = False) -> np.ndarray:
+    """``values`` as a float64 array of ``ndim`` dimensions, all finite, at least one row.
+
+    For targets (``ndim=1``) a column vector (n, 1) is taken as its one
+    column, with a ``DataConversionWarning`` if ``warn_column``. Messages
+    carry the phrases scikit-learn's own checks use ("Reshape your data",
+    "Complex data not supported", "sparse"), so tools that look for them
+    find them.
+    """
     prefix = f"{owner}: " if owner else ""
-    if isinstance(values, np.ma.MaskedArray):  # np.asarray would drop the mask and use the masked values
-        raise ValueError(f"{prefix}{name} is a masked array ({int(np.ma.count_masked(values))} of {values.size} entries "
-                         f"masked); the masked values would be used: pass {name}.filled(value), or leave those rows out")
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{prefix}{name} must be numeric: {error}") from None
+    array = _numeric_array(values, name, prefix)
     if ndim == 1 and array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]  # a column vector of targets is fine
+        if warn_column:
+            _warn_column_vector()
+        array = array[:, 0]
     if array.ndim != ndim:
-        hint = " (for one feature, pass X.reshape(-1, 1))" if name == "X" and array.ndim == 1 else ""
-        raise ValueError(f"{prefix}{name} must be a {ndim}-D array, got shape {array.shape}{hint}")
+        if ndim == 2 and array.ndim < 2:
+            got = "a single number" if array.ndim == 0 else f"shape {array.shape}"
+            raise ValueError(f"{prefix}{name} must be a 2-D array, got {got}. Reshape your data: "
+                             f"{name}.reshape(-1, 1) if it has a single feature, {name}.reshape(1, -1) if it is a "
+                             "single example")
+        if ndim == 1:
+            raise ValueError(f"{prefix}{name} should be a 1d array (one target per row), got an array of shape "
+                             f"{array.shape} instead")
+        raise ValueError(f"{prefix}{name} must be a {ndim}-D array, got shape {array.shape}")
     if len(array) == 0:
         raise ValueError(f"{prefix}{name} is empty (shape {array.shape}); it needs at least one row")
     bad = np.argwhere(~np.isfinite(array))
@@ -346,12 +451,43 @@ def _finite_floats(values: Any, name: str, ndim: int = 1, owner: str = "") -> np
     return array
 
 
-def _check_number(estimator: Estimator, name: str, positive: bool = False) -> None:
+def _warn_column_vector() -> None:
+    """The warning for targets given as a column (n, 1), in scikit-learn's words: its checks look for them."""
+    warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
+                  "(n_samples,), for example using ravel().", DataConversionWarning, stacklevel=5)
+
+
+def _numeric_array(values: Any, name: str, prefix: str) -> np.ndarray:
+    """``values`` as a float64 array: not sparse, not masked, not complex, and numbers only."""
+    if type(values).__module__.startswith("scipy.sparse"):  # without importing scipy
+        raise TypeError(f"{prefix}sparse data was passed for {name} ({type(values).__name__}), but dense data is "
+                        f"required: use {name}.toarray() to convert it to a dense numpy array")
+    if isinstance(values, np.ma.MaskedArray):  # np.asarray would drop the mask and use the masked values
+        raise ValueError(f"{prefix}{name} is a masked array ({int(np.ma.count_masked(values))} of {values.size} entries "
+                         f"masked); the masked values would be used: pass {name}.filled(value), or leave those rows out")
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{prefix}{name} must be numeric: {error}") from None
+    if array.dtype.kind == "c":
+        raise ValueError(f"{prefix}Complex data not supported: {name} has dtype {array.dtype}; pass np.real({name}) "
+                         "if its imaginary parts are meant to be zero")
+    # numpy's own error says what was not a number; its type is kept (TypeError for a dict, ValueError for 'a')
+    try:
+        return np.asarray(array, dtype=np.float64)
+    except TypeError as error:
+        raise TypeError(f"{prefix}{name} must be numeric: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"{prefix}{name} must be numeric: {error}") from None
+
+
+def _check_number(estimator: Estimator, name: str, positive: bool = False, auto: bool = False) -> None:
     value = getattr(estimator, name)
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or (value <= 0 if positive else value < 0):
         need = "a positive" if positive else "a non-negative"
-        raise ValueError(f"{type(estimator).__name__}: {name} must be {need} finite number, got {value!r}")
+        alternative = " or 'auto'" if auto else ""
+        raise ValueError(f"{type(estimator).__name__}: {name} must be {need} finite number{alternative}, got {value!r}")
 
 
 def _check_int(estimator: Estimator, name: str, minimum: int) -> None:

@@ -81,7 +81,7 @@ MODELS: dict[str, BuiltinModel] = {model.name: model for model in (
                  lambda: MLPRegression(num_hidden_units=10, step_size=1e-3, init_param_scale=5e-4), 1,
                  _raw_or_step_function_data),
     BuiltinModel("multiclass", "multiclass MLP, 10 tanh hidden units, 3 classes, on 2-D blobs",
-                 lambda: MulticlassClassifier(), 2, _blob_data),
+                 lambda: MulticlassClassifier(num_class=3), 2, _blob_data),
 )}
 
 

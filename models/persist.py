@@ -65,6 +65,15 @@ def save(estimator: Estimator, path: str | os.PathLike) -> None:
         "n_iter": int(getattr(estimator, "n_iter_", 0)),
         "history": [{key: _jsonable(key, value) for key, value in entry.items()} for entry in getattr(estimator, "history_", [])],
     }
+    if hasattr(estimator, "step_size_"):
+        meta["step_size_used"] = float(estimator.step_size_)
+    if hasattr(estimator, "classes_"):
+        classes = estimator.classes_
+        if classes.dtype.kind not in "iufbUO" or not all(isinstance(label, (bool, int, float, str)) for label in classes.tolist()):
+            raise tg.PersistError(f"cannot save the class labels {classes.tolist()[:5]} (dtype {classes.dtype}): "
+                                  "only numbers, strings and booleans are saved")
+        meta["classes"] = classes.tolist()
+        meta["classes_dtype"] = classes.dtype.str
     tg.save_params(path, estimator.params_, meta)
 
 
@@ -99,14 +108,33 @@ def load(path: str | os.PathLike, model: type[Estimator] | None = None) -> Estim
         estimator._check_hyperparameters()
     except (TypeError, ValueError) as error:
         raise tg.PersistError(f"{where}: its hyper-parameters do not rebuild the model ({error})") from None
-    objective, wrt, outputs = estimator._declare(num_features)
-    program = tg.compile(objective, wrt=wrt, outputs=outputs)
+    if name == "MulticlassClassifier":
+        estimator.classes_ = _classes(meta, estimator, where)  # the program's number of classes
+    program = estimator._compile(num_features)
     tg.persist.check_params(params, program, where=where)
     estimator.program_ = program
     estimator.n_features_in_ = num_features
     estimator.params_ = params
     estimator.n_iter_ = n_iter
     estimator.history_ = list(history)
-    if name == "MulticlassClassifier":
-        estimator.classes_ = np.arange(int(estimator.num_class))
+    step_size = meta.get("step_size_used", estimator.step_size)  # files written before step_size_ have a number
+    if isinstance(step_size, numbers.Real) and not isinstance(step_size, bool):
+        estimator.step_size_ = float(step_size)
     return estimator
+
+
+def _classes(meta: dict, estimator: Estimator, where: str) -> np.ndarray:
+    """The classifier's ``classes_`` from the file (files written before ``classes`` have ``num_class``)."""
+    if "classes" not in meta:
+        if estimator.num_class is None:
+            raise tg.PersistError(f"{where}: a classifier's file must hold its 'classes' or num_class")
+        return np.arange(int(estimator.num_class))
+    labels = _entry(meta, "classes", None, list, "a list of class labels", where)
+    dtype = _entry(meta, "classes_dtype", "|O", str, "a numpy dtype", where)
+    try:
+        classes = np.asarray(labels, dtype=np.dtype(dtype))
+    except (TypeError, ValueError) as error:
+        raise tg.PersistError(f"{where}: its classes do not make an array of dtype {dtype!r} ({error})"[:300]) from None
+    if classes.ndim != 1 or len(classes) < 2:
+        raise tg.PersistError(f"{where}: its 'classes' must list at least 2 labels, got {labels!r}"[:300])
+    return classes

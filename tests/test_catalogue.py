@@ -170,7 +170,7 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("CallError", ["tg.sgd: step_size must be a positive finite number, got 0"]),
         ("CallError", ["tg.sgd: step_size must be a positive finite number, got nan"]),
         ("CallError", ["tg.sgd: step_size must be a positive finite number, got '0.01'"]),
-        ("ValueError", ["RidgeRegression: step_size must be a positive finite number, got -1"]),
+        ("ValueError", ["RidgeRegression: step_size must be a positive finite number or 'auto', got -1"]),
     ],
     "donate-not-writable": [
         ("CallError", ["donate=True updates parameters in place, so 'w' must be a writable numpy array of f64[3]",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 
 import numpy as np
@@ -278,12 +279,56 @@ def test_a_named_optimizer_is_saved_and_a_callable_is_not(tmp_path, rng):
         custom.save(tmp_path / "custom.npz")
 
 
+# Pickling: a fitted estimator travels without its compiled program and compiles it again.
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_a_fitted_estimator_pickles_and_predicts_bit_for_bit(name, rng):
+    X, y = _small_regression(rng)
+    if name == "multiclass":
+        y = np.array(["low", "high"])[(y > np.median(y)).astype(int)]
+    fitted = ESTIMATORS[name]().fit(X, y)
+    fitted.predict(X)  # a used program has specialisations and buffers: none of them travels
+    data = pickle.dumps(fitted)
+    assert b"tapegraph.program" not in data
+    loaded = pickle.loads(data)
+    assert isinstance(loaded.program_, tg.Program) and loaded.program_ is not fitted.program_
+    assert loaded.history_ == fitted.history_ and loaded.step_size_ == fitted.step_size_
+    assert np.array_equal(loaded.predict(X), fitted.predict(X))
+    assert not hasattr(pickle.loads(pickle.dumps(ESTIMATORS[name]())), "program_")  # unfitted stays unfitted
+
+
+@pytest.mark.parametrize("labels", [["low", "high"], [-3, 40], [False, True]], ids=["strings", "integers", "booleans"])
+def test_a_classifier_saves_and_loads_its_classes(labels, tmp_path, rng):
+    X, y = _small_regression(rng)
+    y = np.array(labels)[(y > np.median(y)).astype(int)]
+    fitted = MulticlassClassifier(num_hidden_units=4, max_num_epochs=2, random_state=0).fit(X, y)
+    fitted.save(tmp_path / "classifier.npz")
+    loaded = MulticlassClassifier.load(tmp_path / "classifier.npz")
+    assert np.array_equal(loaded.classes_, fitted.classes_) and loaded.classes_.dtype == fitted.classes_.dtype
+    assert np.array_equal(loaded.predict(X), fitted.predict(X)) and loaded.step_size_ == fitted.step_size_
+
+
+def test_the_classifier_maps_labels_through_classes(rng):
+    X, y = _small_regression(rng, rows=30)
+    indices = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
+    names = np.array(["cat", "dog", "eel"])[indices]
+    by_name = MulticlassClassifier(num_hidden_units=4, max_num_epochs=3, random_state=0).fit(X, names)
+    by_index = MulticlassClassifier(num_hidden_units=4, max_num_epochs=3, random_state=0).fit(X, indices)
+    assert by_name.classes_.tolist() == ["cat", "dog", "eel"] and by_index.classes_.tolist() == [0, 1, 2]
+    assert np.array_equal(by_name.predict(X), by_name.classes_[by_index.predict(X)])
+    assert by_name.score(X, names) == by_index.score(X, indices)
+    with pytest.raises(ValueError, match=r"Unknown label type: continuous"):
+        MulticlassClassifier(max_num_epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match=r"y has only one class \('cat'\)"):
+        MulticlassClassifier(max_num_epochs=1).fit(X, np.full(30, "cat"))
+
+
 # scikit-learn's conventions, without scikit-learn.
 
 def test_estimator_conventions(features, blobs):
     X, y = features
     ridge = RidgeRegression(l2_reg=0.5, max_num_epochs=2)
-    assert ridge.get_params() == {"l2_reg": 0.5, "step_size": 0.005, "max_num_epochs": 2, "batch_size": 1,
+    assert ridge.get_params() == {"l2_reg": 0.5, "step_size": "auto", "max_num_epochs": 2, "batch_size": 1,
                                   "random_state": None, "verbose": False, "optimizer": "sgd"}
     assert repr(ridge) == "RidgeRegression(l2_reg=0.5, max_num_epochs=2)"
     assert ridge.set_params(random_state=1) is ridge and ridge.random_state == 1
@@ -306,7 +351,9 @@ def test_estimator_conventions(features, blobs):
 def test_constructor_stores_arguments_and_fit_checks_them(features):
     X, y = features
     for estimator, message in [
-        (LinearRegression(step_size=0), "step_size must be a positive finite number"),
+        (LinearRegression(step_size=0), "step_size must be a positive finite number or 'auto'"),
+        (LinearRegression(step_size="fast"), "step_size must be a positive finite number or 'auto', got 'fast'"),
+        (MLPRegression(step_size="auto"), r"MLPRegression: step_size must be a positive finite number, got 'auto'"),
         (LinearRegression(max_num_epochs=0), "max_num_epochs must be an int >= 1"),
         (LinearRegression(batch_size=2.5), "batch_size must be an int >= 1"),
         (RidgeRegression(l2_reg=-1), "l2_reg must be a non-negative"),
@@ -330,7 +377,7 @@ def test_predict_before_fit():
 def test_bad_input_errors(features, blobs):
     X, y = features
     ridge = RidgeRegression(max_num_epochs=1, random_state=0).fit(X, y)
-    with pytest.raises(ValueError, match=r"X has 399 features \(columns\), but RidgeRegression was fitted with 400"):
+    with pytest.raises(ValueError, match=r"X has 399 features, but RidgeRegression is expecting 400 features as input"):
         ridge.predict(X[:, :-1])
     with pytest.raises(ValueError, match="X has 100 rows but y has 99 entries"):
         RidgeRegression(max_num_epochs=1).fit(X, y[:-1])
@@ -342,13 +389,13 @@ def test_bad_input_errors(features, blobs):
         ridge.predict(bad)
     with pytest.raises(ValueError, match=r"y contains NaN"):
         RidgeRegression(max_num_epochs=1).fit(X, np.where(y > 2, np.inf, y))
-    with pytest.raises(ValueError, match=r"X must be a 2-D array, got shape \(100,\) \(for one feature, pass X.reshape"):
+    with pytest.raises(ValueError, match=r"X must be a 2-D array, got shape \(100,\)\. Reshape your data: X.reshape\(-1, 1\) if it has a single feature"):
         MLPRegression(max_num_epochs=1).fit(X[:, 0], y)
     with pytest.raises(ValueError, match="X must be numeric"):
         LinearRegression(max_num_epochs=1).fit([["a", "b"]], [1.0])
 
     X_train, y_train, _, _ = blobs
-    classifier = MulticlassClassifier(max_num_epochs=1)
+    classifier = MulticlassClassifier(max_num_epochs=1, num_class=3)  # the homework's labels 0 .. 2
     for labels, message in [(y_train + 1, r"labels must be in 0 \.\. 2 \(num_class=3\), got \[3\]"),
                             (y_train - 1, r"labels must be in 0 \.\. 2 \(num_class=3\), got \[-1\]"),
                             (y_train + 0.5, "labels must be integers 0 .. 2"),

@@ -274,6 +274,22 @@ def test_check_finite_names_the_instruction_on_native_programs():
             program.value_and_grad({"x": np.array([1.0, -1.0])})
 
 
+def test_stacks_of_matrices_at_blas_sizes_agree():
+    # one BLAS product per matrix of the batch, broadcasting a size-1 batch axis
+    a = tg.param("a", shape=(2, 1, 8, 8))
+    b = tg.param("b", shape=(3, 64, 8))
+    product = tg.matmul(a, b, transpose_b=True)
+    numpy_program, native_program = _both(tg.sum(product * product), [a, b])
+    rng = np.random.default_rng(3)
+    params = {"a": rng.normal(size=(2, 1, 8, 8)), "b": rng.normal(size=(3, 64, 8))}
+    assert "np.dot(" in native_program.source(backend="native")
+    value, grads = numpy_program.value_and_grad(params)
+    native_value, native_grads = native_program.value_and_grad(params)
+    _close(native_value, value, "objective")
+    for key in grads:
+        _close(native_grads[key], grads[key], f"gradient of {key}")
+
+
 def test_fed_indices_out_of_bounds_are_refused_as_on_numpy_before_any_step_runs():
     x = tg.param("x", shape=(4, 3))
     indices = tg.input("i", shape=("batch",), dtype="int64")

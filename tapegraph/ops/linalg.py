@@ -258,6 +258,17 @@ def _batched_matmul_native(ctx: NativeContext) -> str:
             return f"{name}[{k}]"
         return entry(name, shape, [*batch_names, *matrix])
 
+    if rows and columns and min(*ctx.out_shape[-2:], inner) >= NATIVE_BLAS_DIMENSION \
+            and count(ctx.out_shape[-2:]) * inner >= NATIVE_BLAS_WORK:
+        # matrices of BLAS's sizes: one BLAS product per matrix of the batch, as np.matmul does
+        def matrix(name: str, shape: tuple[int, ...], transpose: bool) -> str:
+            own = batch_names[len(batch_names) - (len(shape) - 2):]  # its batch axes, right-aligned
+            picked = ["0" if dim == 1 else index for dim, index in zip(shape[:-2], own)]
+            view = f"{name}[{', '.join(picked)}]" if picked else name
+            return f"{view}.T" if transpose else view
+        product = (f"np.dot({matrix(a, a_shape, transpose_a)}, {matrix(b, b_shape, transpose_b)}, "
+                   f"{ctx.out}[{', '.join(batch_names)}])")
+        return ctx.loops(ctx.out_shape[:batch], [product], batch_names)
     a_entry = operand(a, a_shape, [k, i] if transpose_a else [i, k])
     b_entry = operand(b, b_shape, [j, k] if transpose_b else [k, j])
     total = ctx.temp("total")

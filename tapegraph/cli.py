@@ -177,7 +177,7 @@ a function that returns the wrong thing). See docs/cli.md.""")
 exit code 0 when every gradient is within --rtol, 1 when one is not.""")
     _add_target_arguments(gradcheck)
     gradcheck.add_argument("--eps", type=_positive_float, default=1e-5, metavar="FLOAT",
-                           help="relative step of the central differences (default 1e-5)")
+                           help="step of the central differences, also tried scaled by each entry above 1 (default 1e-5)")
     gradcheck.add_argument("--rtol", type=_non_negative_float, default=1e-6, metavar="FLOAT",
                            help="largest relative error that passes (default 1e-6)")
     gradcheck.add_argument("--seed", type=_non_negative_int, default=0, metavar="INT",
@@ -508,6 +508,7 @@ def label_ranges(program: Program, sizes: Mapping[str, int]) -> dict[str, int]:
             continue
         labels = node.inputs[1]
         if labels.op is INPUT:
-            classes = substitute(node.inputs[0].shape, sizes)[-1]
+            # the classes are on the op's axis (cross_entropy(z, y, axis=0)), the last by default
+            classes = substitute(node.inputs[0].shape, sizes)[node.attr("axis", -1)]
             ranges[labels.name] = min(classes, ranges.get(labels.name, classes))
     return ranges

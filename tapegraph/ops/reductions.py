@@ -1,4 +1,4 @@
-"""Reductions and their transposes: sum, mean, expand, sum_to, broadcast_to.
+"""Reductions and their transposes: sum, mean, max, min, prod, logsumexp, var, std, cumsum, expand, sum_to, broadcast_to.
 
 ``sum_to`` is the one place broadcasting is undone: the differentiation
 pass applies it to any cotangent whose shape differs from its input's.
@@ -6,12 +6,13 @@ pass applies it to any cotangent whose shape differs from its input's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from tapegraph.expr import Node
-from tapegraph.ops.elementwise import MUL, SQUARE
+from tapegraph.ops.elementwise import ADD, DIV, MUL, SIGN, SQUARE, SUB
 from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, normalize_axis, register, result_dtype
 from tapegraph.shapes import Shape, as_shape, broadcast, format_shape
 
@@ -294,4 +295,320 @@ BROADCAST_TO = register(Op(
     vjp=lambda g, ans, x, shape: (g,),
     samples=(Sample([Arg((3,))], {"shape": (4, 3)}), Sample([Arg(())], {"shape": (2,)})),
     doc="Broadcast ``x`` to ``shape`` (a copy, as numpy's rules allow).",
+))
+
+
+# More reductions: max, min, prod, logsumexp, var, std, and cumsum. Each
+# takes ``axis`` (an int or a tuple, negative counting from the end; None:
+# every axis) and ``keepdims`` as sum does; cumsum takes one axis.
+
+def _nonempty_reduce_rule(x: Node, axis: tuple[int, ...], keepdims: bool) -> tuple[Shape, str]:
+    # max, min and logsumexp of no entries have no value (numpy refuses them too)
+    empty = [index for index in axis if x.shape[index] == 0]
+    if empty:
+        raise ValueError(f"axis {empty[0]} has no entries, and a reduction over none has no value")
+    return _reduce_rule(x, axis, keepdims)
+
+
+def _kept(ans: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """``ans``, a reduction's result, with its reduced axes as size 1 so it broadcasts against the input."""
+    return ans if keepdims else np.expand_dims(ans, axis)
+
+
+def _max_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
+    np.maximum.reduce(x, axis=axis, keepdims=keepdims, out=out)
+
+
+def _min_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
+    np.minimum.reduce(x, axis=axis, keepdims=keepdims, out=out)
+
+
+def _tie_share_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], smallest: bool) -> None:
+    chooser = np.minimum if smallest else np.maximum
+    np.equal(x, chooser.reduce(x, axis=axis, keepdims=True), out=out)
+    # a NaN among the entries makes no entry equal: 0 / 0, the gradient is NaN as the value is
+    with np.errstate(invalid="ignore"):
+        np.divide(out, np.add.reduce(out, axis=axis, keepdims=True), out=out)
+
+
+def _chooser_vjp(smallest: bool) -> Callable[..., tuple[Node]]:
+    def vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool) -> tuple[Node]:
+        # the cotangent goes to the entries equal to the result, shared
+        # equally between ties: a subgradient, symmetric in the tied entries
+        return (MUL(EXPAND(g, x.shape, axis, keepdims), TIE_SHARE(x, axis, smallest)),)
+    return vjp
+
+
+def _prod_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
+    np.multiply.reduce(x, axis=axis, keepdims=keepdims, out=out)
+
+
+def _grouped(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    """``x`` with the axes of ``axis`` moved last and merged into one (a copy)."""
+    moved = np.moveaxis(x, axis, tuple(range(x.ndim - len(axis), x.ndim)))
+    return moved.reshape(moved.shape[:x.ndim - len(axis)] + (-1,))
+
+
+def _ungrouped(grouped: np.ndarray, out: np.ndarray, axis: tuple[int, ...]) -> None:
+    """Write ``grouped`` (as ``_grouped`` made it) back into ``out`` in the original layout."""
+    target = np.moveaxis(out, axis, tuple(range(out.ndim - len(axis), out.ndim)))
+    np.copyto(target, grouped.reshape(target.shape))
+
+
+def _prod_others_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...]) -> None:
+    # the product of the entries before each one times those after it: no
+    # division, so an entry's partner of a zero gets the exact product
+    flat = _grouped(x, axis)
+    before = np.ones_like(flat)
+    after = np.ones_like(flat)
+    if flat.shape[-1] > 1:
+        np.multiply.accumulate(flat[..., :-1], axis=-1, out=before[..., 1:])
+        np.multiply.accumulate(flat[..., :0:-1], axis=-1, out=after[..., -2::-1])
+    _ungrouped(np.multiply(before, after), out, axis)
+
+
+def _prod_others_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...]):
+    # d(others_i)/dx_k = prod over j not i, k, for k != i: sum_i g_i of it
+    # is others_k * (sum_i g_i / x_i - g_k / x_k) (NaN where an entry is 0)
+    over_x = DIV(g, x)
+    return (MUL(ans, SUB(SUM(over_x, axis=axis, keepdims=True), over_x)),)
+
+
+def _logsumexp_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
+    # max + log sum exp(x - max), the sum taken as count of maxima plus the
+    # rest so that a result near the maximum keeps its digits (log1p)
+    top = np.maximum.reduce(x, axis=axis, keepdims=True)
+    finite = np.isfinite(top)
+    shift = np.where(finite, top, 0.0)  # all -inf (or an inf): no shift, numpy's inf arithmetic decides
+    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
+        shifted = x - shift
+    exps = np.exp(shifted)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plain = np.log(np.add.reduce(exps, axis=axis, keepdims=True))
+        at_top = shifted == 0.0
+        count = np.add.reduce(at_top, axis=axis, keepdims=True)
+        rest = np.add.reduce(np.where(at_top, 0.0, exps), axis=axis, keepdims=True)
+        careful = np.log(count) + np.log1p(rest / count)
+    result = shift + np.where(finite, careful, plain)
+    np.copyto(out, result if keepdims else result.reshape(out.shape))
+
+
+def _logsumexp_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool):
+    if not axis:
+        return (g,)
+    from tapegraph.ops.softmax import SOFTMAX  # softmax.py builds on this module's ops
+    # the softmax along axis, computed from the shifted entries: exact for entries near 1e10
+    return (MUL(EXPAND(g, x.shape, axis, keepdims), SOFTMAX(x, axis)),)
+
+
+def _spread_specialize(in_shapes, out_shape, axis, keepdims) -> dict[str, Any]:
+    count = _count(in_shapes[0], axis)
+    return {"scale": 1.0 / count if count else float("nan")}
+
+
+def _var_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float) -> None:
+    # two passes: the mean, then the mean square of the deviations (no
+    # cancellation of E[x^2] - E[x]^2)
+    deviations = x - np.add.reduce(x, axis=axis, keepdims=True) * scale
+    np.add.reduce(np.square(deviations), axis=axis, keepdims=keepdims, out=out)
+    np.multiply(out, scale, out=out)
+
+
+def _std_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float) -> None:
+    _var_kernel(x, out, axis, keepdims, scale)
+    np.sqrt(out, out=out)
+
+
+def _deviations(x: Node, axis: tuple[int, ...]) -> Node:
+    return SUB(x, MEAN(x, axis, keepdims=True))
+
+
+def _var_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool):
+    # d var / dx = 2 (x - mean) / count
+    return (MUL(EXPAND(MUL(g, 2.0), x.shape, axis, keepdims, mean=True), _deviations(x, axis)),)
+
+
+def _std_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool):
+    # d std / dx = (x - mean) / (count std); where std is 0 (all entries
+    # equal) the gradient is taken as 0, the subgradient of least norm, as
+    # abs has at 0: sign(s) / (s + 1 - sign(s)) is 1/s there and 0 at s = 0
+    sign = SIGN(ans)
+    reciprocal = DIV(sign, ADD(ans, SUB(1.0, sign)))
+    return (MUL(EXPAND(MUL(g, reciprocal), x.shape, axis, keepdims, mean=True), _deviations(x, axis)),)
+
+
+def _cumsum_attributes(x: Node, axis: Any, reverse: Any) -> dict[str, Any]:
+    if x.ndim == 0:
+        raise ValueError("a cumulative sum needs an axis, and a scalar has none")
+    if axis is None:
+        if x.ndim > 1:
+            raise ValueError(f"a cumulative sum of {x.ndim} dimensions needs an axis (numpy would flatten it; "
+                             "reshape first for that)")
+        axis = 0
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis must be one int (cumsum runs along one axis), got {type(axis).__name__} {axis!r}")
+    (index,) = normalize_axis(int(axis), x.ndim)
+    return {"axis": index, "reverse": bool(reverse)}
+
+
+def _cumsum_rule(x: Node, axis: int, reverse: bool) -> tuple[Shape, str]:
+    return x.shape, result_dtype(x)
+
+
+def _cumsum_kernel(x: np.ndarray, out: np.ndarray, axis: int, reverse: bool) -> None:
+    if reverse:
+        backwards = (slice(None),) * axis + (slice(None, None, -1),)
+        np.add.accumulate(x[backwards], axis=axis, out=out[backwards])
+    else:
+        np.add.accumulate(x, axis=axis, out=out)
+
+
+_NONEMPTY_SAMPLES = (
+    Sample([Arg((5,))], {"axis": (0,), "keepdims": False}),
+    Sample([Arg((4, 3), batch=True)], {"axis": (0,), "keepdims": False}),
+    Sample([Arg((4, 3), batch=True)], {"axis": (1,), "keepdims": True}),
+    Sample([Arg((2, 3, 2))], {"axis": (0, 2), "keepdims": False}),
+    Sample([Arg((2, 3, 2))], {"axis": (0, 1, 2), "keepdims": True}),
+)
+
+MAX = register(Op(
+    name="max", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
+    shape_rule=_nonempty_reduce_rule, kernel=_max_kernel,
+    source="np.maximum.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
+    vjp=_chooser_vjp(smallest=False), samples=_NONEMPTY_SAMPLES,
+    doc="""The largest entry of ``x`` over ``axis`` (all of them by default).
+
+    The gradient goes to the entries equal to the maximum; ``k`` tied
+    entries get ``g / k`` each (a subgradient, the same for every tied
+    entry). A NaN entry makes the maximum and its gradient NaN.
+
+    >>> import tapegraph as tg
+    >>> tg.max(tg.input("x", shape=("batch", 3)), axis=-1, keepdims=True)
+    <max f64[batch,1] at ...>
+    """,
+))
+
+MIN = register(Op(
+    name="min", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
+    shape_rule=_nonempty_reduce_rule, kernel=_min_kernel,
+    source="np.minimum.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
+    vjp=_chooser_vjp(smallest=True), samples=_NONEMPTY_SAMPLES,
+    doc="""The smallest entry of ``x`` over ``axis`` (all of them by default).
+
+    The gradient goes to the entries equal to the minimum; ``k`` tied
+    entries get ``g / k`` each. A NaN entry makes the minimum and its
+    gradient NaN.
+    """,
+))
+
+TIE_SHARE = register(Op(
+    name="tie_share", operands=("x",), attributes={"axis": REQUIRED, "smallest": False}, public=False,
+    normalize=lambda x, axis, smallest: {"axis": normalize_axis(axis, x.ndim), "smallest": bool(smallest)},
+    shape_rule=lambda x, axis, smallest: (x.shape, result_dtype(x)), kernel=_tie_share_kernel,
+    # piecewise constant: no gradient flows through the choice of entries
+    vjp=lambda g, ans, x, axis, smallest: (None,),
+    samples=(
+        Sample([Arg((4, 3))], {"axis": (0,)}),
+        Sample([Arg((4, 3), batch=True)], {"axis": (1,), "smallest": True}),
+        Sample([Arg((2, 3, 2))], {"axis": (0, 2)}),
+    ),
+    doc="""``(x == max x) / count`` along ``axis`` (``min`` if ``smallest``): each entry's share of the cotangent.
+
+    Entries equal to the maximum (minimum) share 1 equally, the others
+    get 0: the gradient of max and min, spread over ties.
+    """,
+))
+
+PROD = register(Op(
+    name="prod", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
+    shape_rule=_reduce_rule, kernel=_prod_kernel,
+    source="np.multiply.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
+    vjp=lambda g, ans, x, axis, keepdims: (MUL(EXPAND(g, x.shape, axis, keepdims), PROD_OTHERS(x, axis)),),
+    samples=(
+        Sample([Arg((5,), low=0.5, high=1.5)], {"axis": (0,), "keepdims": False}),
+        Sample([Arg((4, 3), batch=True)], {"axis": (0,), "keepdims": False}),
+        Sample([Arg((4, 3), batch=True)], {"axis": (1,), "keepdims": True}),
+        Sample([Arg((2, 3, 2))], {"axis": (0, 2), "keepdims": False}),
+    ),
+    doc="""The product of the entries of ``x`` over ``axis`` (all of them by default).
+
+    The gradient of each entry is the product of the others, computed
+    without division, so it is exact where entries are 0 (the product of
+    an empty axis is 1). Second-order gradients divide by the entries
+    and are NaN where one is exactly 0.
+    """,
+))
+
+PROD_OTHERS = register(Op(
+    name="prod_others", operands=("x",), attributes={"axis": REQUIRED}, public=False,
+    normalize=lambda x, axis: {"axis": normalize_axis(axis, x.ndim)},
+    shape_rule=lambda x, axis: (x.shape, result_dtype(x)), kernel=_prod_others_kernel, vjp=_prod_others_vjp,
+    samples=(
+        Sample([Arg((5,), low=0.5, high=1.5)], {"axis": (0,)}),
+        Sample([Arg((4, 3), batch=True)], {"axis": (1,)}),
+        Sample([Arg((2, 3, 2))], {"axis": (0, 2)}),
+    ),
+    doc="""For each entry, the product of the other entries of its group along ``axis``: prod's gradient.
+
+    Computed as the product of the entries before it times those after
+    it, without division.
+    """,
+))
+
+LOGSUMEXP = register(Op(
+    name="logsumexp", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
+    rewrite=_drop_empty_reduction, shape_rule=_nonempty_reduce_rule, kernel=_logsumexp_kernel,
+    vjp=_logsumexp_vjp,
+    samples=(*_NONEMPTY_SAMPLES, Sample([Arg((4,), low=990.0, high=1010.0)], {"axis": (0,), "keepdims": False})),
+    doc="""``log sum exp(x)`` over ``axis`` (all of them by default), without overflow.
+
+    ``max + log(count of maxima) + log1p(rest / count)``, where rest sums
+    ``exp(x - max)`` below the maximum; ``-inf`` when every entry is
+    ``-inf``. The VJP is ``g`` times the softmax over ``axis``.
+    """,
+))
+
+VAR = register(Op(
+    name="var", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
+    shape_rule=_reduce_rule, kernel=_var_kernel, specialize=_spread_specialize, vjp=_var_vjp,
+    samples=_NONEMPTY_SAMPLES,
+    doc="""The variance of the entries of ``x`` over ``axis``: ``mean((x - mean x)^2)`` (numpy's ``ddof=0``).
+
+    Computed in two passes (no cancellation of ``E[x^2] - E[x]^2``);
+    d/dx = ``2 (x - mean x) / count``.
+    """,
+))
+
+STD = register(Op(
+    name="std", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
+    shape_rule=_reduce_rule, kernel=_std_kernel, specialize=_spread_specialize, vjp=_std_vjp,
+    samples=_NONEMPTY_SAMPLES,
+    doc="""The standard deviation of the entries of ``x`` over ``axis``: ``sqrt(var(x))`` (``ddof=0``).
+
+    d/dx = ``(x - mean x) / (count std)``; where all entries of a group
+    are equal (std 0, where std is not differentiable) the gradient is 0.
+    """,
+))
+
+CUMSUM = register(Op(
+    name="cumsum", operands=("x",), attributes={"axis": None, "reverse": False}, normalize=_cumsum_attributes,
+    shape_rule=_cumsum_rule, kernel=_cumsum_kernel,
+    # the transpose of a running sum is the running sum from the other end
+    vjp=lambda g, ans, x, axis, reverse: (CUMSUM(g, axis, not reverse),),
+    samples=(
+        Sample([Arg((5,))]),
+        Sample([Arg((4, 3), batch=True)], {"axis": 0}),
+        Sample([Arg((4, 3), batch=True)], {"axis": -1, "reverse": True}),
+        Sample([Arg((2, 3, 2))], {"axis": 1}),
+    ),
+    doc="""Running sums of ``x`` along ``axis``: ``out[i] = x[0] + ... + x[i]`` (``x[i] + ... + x[-1]`` if ``reverse``).
+
+    ``axis`` is one int (negative counts from the end), and may be left
+    out for a vector; there is no ``keepdims``, as no axis is removed.
+    The VJP is the running sum of ``g`` in the other direction.
+
+    >>> import tapegraph as tg
+    >>> tg.cumsum(tg.input("x", shape=("batch", 3)), axis=1)
+    <cumsum f64[batch,3] at ...>
+    """,
 ))

@@ -30,13 +30,12 @@ from tapegraph.expr import CONST, INPUT, PARAM, Node
 from tapegraph.ops import Op
 from tapegraph.ops.elementwise import ADD, CAST, DIV, EXP, LOG, MUL, NEG, RELU, SIGN, SQRT, SQUARE, SUB, TANH
 from tapegraph.ops.reductions import (
-    BROADCAST_TO, CUMSUM, EXPAND, LOGSUMEXP, MAX, MEAN, MIN, PROD, PROD_OTHERS, STD, SUM, SUM_SQUARES, SUM_TO,
-    TIE_SHARE, VAR,
+    BROADCAST_TO, CUMSUM, EXPAND, MAX, MEAN, MIN, PROD, PROD_OTHERS, STD, SUM, SUM_SQUARES, SUM_TO, TIE_SHARE, VAR,
 )
 from tapegraph.ops.linalg import MATMUL, OUTER
 from tapegraph.ops.shaping import RESHAPE, TRANSPOSE
 from tapegraph.ops.softmax import (
-    CROSS_ENTROPY, LOG_SOFTMAX, PICK, SOFTMAX, SOFTMAX_JVP, SOFTMAX_MINUS_ONEHOT, UNPICK,
+    CROSS_ENTROPY, LOG_SOFTMAX, LOGSUMEXP, PICK, SOFTMAX, SOFTMAX_JVP, SOFTMAX_MINUS_ONEHOT, UNPICK,
 )
 from tapegraph.shapes import array_type, format_type
 

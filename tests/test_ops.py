@@ -54,7 +54,7 @@ TOP_LEVEL = {"add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", 
              "vector_scalar_affine", "squared_l2_distance", "l2_norm_penalty", "affine"}
 #: And those reachable in tapegraph.ops only.
 INTERNAL = {"sign", "outer", "expand", "sum_to", "broadcast_to", "pick", "unpick", "softmax_minus_onehot",
-            "softmax_jvp"}
+            "softmax_jvp", "tie_share", "prod_others"}
 
 
 def test_the_op_functions_are_exported_where_users_had_them():

@@ -287,3 +287,19 @@ def test_other_bad_axes_are_refused_with_a_reason():
         tg.max(tg.input("e", shape=(0, 3)), axis=0)
     with pytest.raises(tg.ShapeError, match=r"softmax\(x: f64\[2,3\]\) .*axis=\(\) names no axis"):
         tg.softmax(x, axis=())
+
+
+def test_axes_must_be_distinct_ints():
+    x = tg.input("x", shape=(2, 3))
+    with pytest.raises(tg.ShapeError, match=r"max\(x: f64\[2,3\]\) at test_reductions.py:\d+: axis \(1, -1\) names axis 1 twice"):
+        tg.max(x, axis=(1, -1))
+    with pytest.raises(tg.ShapeError, match=r"sum\(x: f64\[2,3\]\) at .*an axis must be an int, got float 1.0"):
+        tg.sum(x, axis=(1.0,))
+
+
+def test_the_reductions_are_exported_at_top_level():
+    for name in ("sum", "mean", "max", "min", "prod", "logsumexp", "var", "std", "cumsum", "softmax", "log_softmax",
+                 "cross_entropy"):
+        assert getattr(tg, name).op.name == name
+    for name in ("tie_share", "prod_others", "softmax_jvp"):
+        assert not hasattr(tg, name) and callable(getattr(tg.ops, name))

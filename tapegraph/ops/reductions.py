@@ -1,4 +1,7 @@
-"""Reductions and their transposes: sum, mean, max, min, prod, logsumexp, var, std, cumsum, expand, sum_to, broadcast_to.
+"""Reductions and their transposes: sum, mean, max, min, prod, var, std, cumsum, expand, sum_to, broadcast_to.
+
+``logsumexp``, the softmax's log-normaliser, is declared with the softmax
+family in ``softmax.py``.
 
 ``sum_to`` is the one place broadcasting is undone: the differentiation
 pass applies it to any cotangent whose shape differs from its input's.
@@ -13,7 +16,7 @@ import numpy as np
 
 from tapegraph.expr import Node
 from tapegraph.ops.elementwise import ADD, DIV, MUL, SIGN, SQUARE, SUB
-from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, normalize_axis, register, result_dtype
+from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, Scratch, normalize_axis, register, result_dtype
 from tapegraph.shapes import Shape, as_shape, broadcast, format_shape
 
 
@@ -323,12 +326,20 @@ def _min_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims:
     np.minimum.reduce(x, axis=axis, keepdims=keepdims, out=out)
 
 
-def _tie_share_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], smallest: bool) -> None:
+def _kept_workspace(in_shapes, out_shape, dtype, axis, **static) -> dict[str, Scratch]:
+    # one number per group, its reduced axes kept as size 1
+    return {"group": Scratch(_reduced_shape(in_shapes[0], axis, True), dtype)}
+
+
+def _tie_share_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], smallest: bool,
+                      group: np.ndarray) -> None:
     chooser = np.minimum if smallest else np.maximum
-    np.equal(x, chooser.reduce(x, axis=axis, keepdims=True), out=out)
+    chooser.reduce(x, axis=axis, keepdims=True, out=group)
+    np.equal(x, group, out=out)
+    np.add.reduce(out, axis=axis, keepdims=True, out=group)
     # a NaN among the entries makes no entry equal: 0 / 0, the gradient is NaN as the value is
     with np.errstate(invalid="ignore"):
-        np.divide(out, np.add.reduce(out, axis=axis, keepdims=True), out=out)
+        np.divide(out, group, out=out)
 
 
 def _chooser_vjp(smallest: bool) -> Callable[..., tuple[Node]]:
@@ -374,48 +385,32 @@ def _prod_others_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...]):
     return (MUL(ans, SUB(SUM(over_x, axis=axis, keepdims=True), over_x)),)
 
 
-def _logsumexp_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
-    # max + log sum exp(x - max), the sum taken as count of maxima plus the
-    # rest so that a result near the maximum keeps its digits (log1p)
-    top = np.maximum.reduce(x, axis=axis, keepdims=True)
-    finite = np.isfinite(top)
-    shift = np.where(finite, top, 0.0)  # all -inf (or an inf): no shift, numpy's inf arithmetic decides
-    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
-        shifted = x - shift
-    exps = np.exp(shifted)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plain = np.log(np.add.reduce(exps, axis=axis, keepdims=True))
-        at_top = shifted == 0.0
-        count = np.add.reduce(at_top, axis=axis, keepdims=True)
-        rest = np.add.reduce(np.where(at_top, 0.0, exps), axis=axis, keepdims=True)
-        careful = np.log(count) + np.log1p(rest / count)
-    result = shift + np.where(finite, careful, plain)
-    np.copyto(out, result if keepdims else result.reshape(out.shape))
-
-
-def _logsumexp_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool):
-    if not axis:
-        return (g,)
-    from tapegraph.ops.softmax import SOFTMAX  # softmax.py builds on this module's ops
-    # the softmax along axis, computed from the shifted entries: exact for entries near 1e10
-    return (MUL(EXPAND(g, x.shape, axis, keepdims), SOFTMAX(x, axis)),)
-
-
 def _spread_specialize(in_shapes, out_shape, axis, keepdims) -> dict[str, Any]:
     count = _count(in_shapes[0], axis)
     return {"scale": 1.0 / count if count else float("nan")}
 
 
-def _var_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float) -> None:
+def _spread_workspace(in_shapes, out_shape, dtype, axis, keepdims) -> dict[str, Scratch]:
+    scratch = _kept_workspace(in_shapes, out_shape, dtype, axis)
+    scratch["deviations"] = Scratch(in_shapes[0], dtype)
+    return scratch
+
+
+def _var_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float,
+                group: np.ndarray, deviations: np.ndarray) -> None:
     # two passes: the mean, then the mean square of the deviations (no
     # cancellation of E[x^2] - E[x]^2)
-    deviations = x - np.add.reduce(x, axis=axis, keepdims=True) * scale
-    np.add.reduce(np.square(deviations), axis=axis, keepdims=keepdims, out=out)
+    np.add.reduce(x, axis=axis, keepdims=True, out=group)
+    np.multiply(group, scale, out=group)
+    np.subtract(x, group, out=deviations)
+    np.square(deviations, out=deviations)
+    np.add.reduce(deviations, axis=axis, keepdims=keepdims, out=out)
     np.multiply(out, scale, out=out)
 
 
-def _std_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float) -> None:
-    _var_kernel(x, out, axis, keepdims, scale)
+def _std_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float,
+                group: np.ndarray, deviations: np.ndarray) -> None:
+    _var_kernel(x, out, axis, keepdims, scale, group, deviations)
     np.sqrt(out, out=out)
 
 
@@ -505,6 +500,7 @@ TIE_SHARE = register(Op(
     name="tie_share", operands=("x",), attributes={"axis": REQUIRED, "smallest": False}, public=False,
     normalize=lambda x, axis, smallest: {"axis": normalize_axis(axis, x.ndim), "smallest": bool(smallest)},
     shape_rule=lambda x, axis, smallest: (x.shape, result_dtype(x)), kernel=_tie_share_kernel,
+    workspace=_kept_workspace,
     # piecewise constant: no gradient flows through the choice of entries
     vjp=lambda g, ans, x, axis, smallest: (None,),
     samples=(
@@ -555,22 +551,10 @@ PROD_OTHERS = register(Op(
     """,
 ))
 
-LOGSUMEXP = register(Op(
-    name="logsumexp", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
-    rewrite=_drop_empty_reduction, shape_rule=_nonempty_reduce_rule, kernel=_logsumexp_kernel,
-    vjp=_logsumexp_vjp,
-    samples=(*_NONEMPTY_SAMPLES, Sample([Arg((4,), low=990.0, high=1010.0)], {"axis": (0,), "keepdims": False})),
-    doc="""``log sum exp(x)`` over ``axis`` (all of them by default), without overflow.
-
-    ``max + log(count of maxima) + log1p(rest / count)``, where rest sums
-    ``exp(x - max)`` below the maximum; ``-inf`` when every entry is
-    ``-inf``. The VJP is ``g`` times the softmax over ``axis``.
-    """,
-))
-
 VAR = register(Op(
     name="var", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
-    shape_rule=_reduce_rule, kernel=_var_kernel, specialize=_spread_specialize, vjp=_var_vjp,
+    shape_rule=_reduce_rule, kernel=_var_kernel, specialize=_spread_specialize, workspace=_spread_workspace,
+    vjp=_var_vjp,
     samples=_NONEMPTY_SAMPLES,
     doc="""The variance of the entries of ``x`` over ``axis``: ``mean((x - mean x)^2)`` (numpy's ``ddof=0``).
 
@@ -581,7 +565,8 @@ VAR = register(Op(
 
 STD = register(Op(
     name="std", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
-    shape_rule=_reduce_rule, kernel=_std_kernel, specialize=_spread_specialize, vjp=_std_vjp,
+    shape_rule=_reduce_rule, kernel=_std_kernel, specialize=_spread_specialize, workspace=_spread_workspace,
+    vjp=_std_vjp,
     samples=_NONEMPTY_SAMPLES,
     doc="""The standard deviation of the entries of ``x`` over ``axis``: ``sqrt(var(x))`` (``ddof=0``).
 

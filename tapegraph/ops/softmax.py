@@ -1,4 +1,4 @@
-"""Softmax, log-softmax, cross-entropy, and picking one entry per row by label.
+"""Softmax, log-softmax, logsumexp, cross-entropy, and picking one entry per row by label.
 
 Softmax and log-softmax are fused primitives because computing them from
 ``exp`` and ``sum`` overflows for large logits; both subtract the maximum
@@ -22,7 +22,9 @@ import numpy as np
 
 from tapegraph.expr import Node, is_const
 from tapegraph.ops.elementwise import EXP, MUL, SUB
-from tapegraph.ops.reductions import EXPAND, SUM
+from tapegraph.ops.reductions import (
+    _NONEMPTY_SAMPLES, EXPAND, SUM, _drop_empty_reduction, _kept_workspace, _nonempty_reduce_rule, _reduce_attributes,
+)
 from tapegraph.ops.registry import (
     REQUIRED, Arg, Op, Sample, Scratch, normalize_axis, register, require_float, result_dtype,
 )
@@ -348,9 +350,9 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarr
         at_label = exponentials[index]
         exponentials[index] = 0.0
         others = sum(exponentials)
-        whole = others + at_label
-        result = [scale * value / whole for value in exponentials]
-        result[index] = -scale * others / whole
+        factor = scale / (others + at_label)
+        result = [value * factor for value in exponentials]
+        result[index] = -others * factor
         out[:] = result
         return
     _check_labels(label, z.shape[axis])
@@ -442,6 +444,54 @@ SOFTMAX_JVP = register(Op(
     It is computed with ``v`` shifted by its value at the largest logit,
     so for a near one-hot ``p`` no entry is the difference of two nearly
     equal numbers.
+    """,
+))
+
+# logsumexp: the log of the softmax's normaliser, over any axes.
+
+def _logsumexp_workspace(in_shapes, out_shape, dtype, axis, keepdims) -> dict[str, Scratch]:
+    scratch = _kept_workspace(in_shapes, out_shape, dtype, axis)
+    for name in ("rest", "count"):
+        scratch[name] = Scratch(scratch["group"].shape, dtype)
+    for name in ("shifted", "exps", "mask"):
+        scratch[name] = Scratch(in_shapes[0], dtype)
+    return scratch
+
+
+def _logsumexp_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, group: np.ndarray,
+                      rest: np.ndarray, count: np.ndarray, shifted: np.ndarray, exps: np.ndarray,
+                      mask: np.ndarray) -> None:
+    # max + log sum exp(x - max), the sum taken as count of maxima plus the
+    # rest so that a result near the maximum keeps its digits (log1p)
+    np.maximum.reduce(x, axis=axis, keepdims=True, out=group)
+    with np.errstate(over="ignore", invalid="ignore"):  # -1e308 - 1e308 is -inf; inf - inf is nan, see below
+        np.subtract(x, group, out=shifted)
+    _log_sum_of_shifted(shifted, axis, exps, mask, rest, count)
+    np.add(group, rest, out=rest)
+    # a group whose maximum is not finite gave NaN above; its log-sum-exp
+    # is that maximum (-inf for all -inf, inf, or NaN), and elsewhere the
+    # result is at least the maximum: fmax, which passes over NaN, picks it
+    np.fmax(rest, group, out=rest)
+    np.copyto(out, rest if keepdims else rest.reshape(out.shape))
+
+
+def _logsumexp_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool):
+    if not axis:
+        return (g,)
+    # the softmax along axis, computed from the shifted entries: exact for entries near 1e10
+    return (MUL(EXPAND(g, x.shape, axis, keepdims), SOFTMAX(x, axis)),)
+
+
+LOGSUMEXP = register(Op(
+    name="logsumexp", operands=("x",), attributes={"axis": None, "keepdims": False}, normalize=_reduce_attributes,
+    rewrite=_drop_empty_reduction, shape_rule=_nonempty_reduce_rule, kernel=_logsumexp_kernel,
+    workspace=_logsumexp_workspace, vjp=_logsumexp_vjp,
+    samples=(*_NONEMPTY_SAMPLES, Sample([Arg((4,), low=990.0, high=1010.0)], {"axis": (0,), "keepdims": False})),
+    doc="""``log sum exp(x)`` over ``axis`` (all of them by default), without overflow.
+
+    ``max + log(count of maxima) + log1p(rest / count)``, where rest sums
+    ``exp(x - max)`` below the maximum; ``-inf`` when every entry is
+    ``-inf``. The VJP is ``g`` times the softmax over ``axis``.
     """,
 ))
 

@@ -354,28 +354,33 @@ def _prod_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims
     np.multiply.reduce(x, axis=axis, keepdims=keepdims, out=out)
 
 
-def _grouped(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
-    """``x`` with the axes of ``axis`` moved last and merged into one (a copy)."""
-    moved = np.moveaxis(x, axis, tuple(range(x.ndim - len(axis), x.ndim)))
-    return moved.reshape(moved.shape[:x.ndim - len(axis)] + (-1,))
+def _moved_last(array: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    """A view of ``array`` with the axes of ``axis`` moved to the end, in order."""
+    return np.moveaxis(array, axis, tuple(range(array.ndim - len(axis), array.ndim)))
 
 
-def _ungrouped(grouped: np.ndarray, out: np.ndarray, axis: tuple[int, ...]) -> None:
-    """Write ``grouped`` (as ``_grouped`` made it) back into ``out`` in the original layout."""
-    target = np.moveaxis(out, axis, tuple(range(out.ndim - len(axis), out.ndim)))
-    np.copyto(target, grouped.reshape(target.shape))
+def _prod_others_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
+    # each group's entries in one row: the other axes, then the group's axes merged
+    grouped = tuple(dim for index, dim in enumerate(out_shape) if index not in axis)
+    grouped += (_count(out_shape, axis),)
+    return {name: Scratch(grouped, dtype) for name in ("flat", "before", "after")}
 
 
-def _prod_others_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...]) -> None:
+def _prod_others_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], flat: np.ndarray,
+                        before: np.ndarray, after: np.ndarray) -> None:
     # the product of the entries before each one times those after it: no
     # division, so an entry's partner of a zero gets the exact product
-    flat = _grouped(x, axis)
-    before = np.ones_like(flat)
-    after = np.ones_like(flat)
-    if flat.shape[-1] > 1:
+    moved = _moved_last(x, axis)
+    np.copyto(flat.reshape(moved.shape), moved)
+    size = flat.shape[-1]
+    if size:
+        before[..., 0] = 1.0
+        after[..., size - 1] = 1.0
+    if size > 1:
         np.multiply.accumulate(flat[..., :-1], axis=-1, out=before[..., 1:])
         np.multiply.accumulate(flat[..., :0:-1], axis=-1, out=after[..., -2::-1])
-    _ungrouped(np.multiply(before, after), out, axis)
+    np.multiply(before, after, out=before)
+    np.copyto(_moved_last(out, axis), before.reshape(moved.shape))
 
 
 def _prod_others_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...]):
@@ -538,7 +543,8 @@ PROD = register(Op(
 PROD_OTHERS = register(Op(
     name="prod_others", operands=("x",), attributes={"axis": REQUIRED}, public=False,
     normalize=lambda x, axis: {"axis": normalize_axis(axis, x.ndim)},
-    shape_rule=lambda x, axis: (x.shape, result_dtype(x)), kernel=_prod_others_kernel, vjp=_prod_others_vjp,
+    shape_rule=lambda x, axis: (x.shape, result_dtype(x)), kernel=_prod_others_kernel,
+    workspace=_prod_others_workspace, vjp=_prod_others_vjp,
     samples=(
         Sample([Arg((5,), low=0.5, high=1.5)], {"axis": (0,)}),
         Sample([Arg((4, 3), batch=True)], {"axis": (1,)}),

@@ -110,22 +110,36 @@ def _softmax_jvp_rule(z: Node, v: Node, axis: tuple[int, ...]) -> tuple[Shape, s
     return z.shape, result_dtype(z, v)
 
 
-def _softmax_jvp_kernel(z: np.ndarray, v: np.ndarray, out: np.ndarray, axis: tuple[int, ...]) -> None:
+def _softmax_jvp_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
+    group = tuple(1 if index in axis else dim for index, dim in enumerate(out_shape))
+    return {"group": Scratch(group, dtype), "count": Scratch(group, dtype), "shifted": Scratch(out_shape, dtype),
+            "p": Scratch(out_shape, dtype), "mask": Scratch(out_shape, dtype)}
+
+
+def _softmax_jvp_kernel(z: np.ndarray, v: np.ndarray, out: np.ndarray, axis: tuple[int, ...], group: np.ndarray,
+                        count: np.ndarray, shifted: np.ndarray, p: np.ndarray, mask: np.ndarray) -> None:
     # p * (v - <v, p>) for p = softmax(z), with v first shifted by its value
     # at a largest logit: for a near one-hot p, v_k - <v, p> is a difference
     # of two numbers that agree to 1e-8, while (v_k - r) - sum_j p_j (v_j - r)
     # with r = v_k only sums the small terms, so every entry keeps its digits
+    np.maximum.reduce(z, axis=axis, keepdims=True, out=group)
     with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
-        shifted_z = z - np.maximum.reduce(z, axis=axis, keepdims=True)
-    exps = np.exp(shifted_z)
-    p = exps / np.add.reduce(exps, axis=axis, keepdims=True)
-    at_top = shifted_z == 0.0
-    count = np.add.reduce(at_top, axis=axis, keepdims=True)
+        np.subtract(z, group, out=shifted)
+    np.exp(shifted, out=p)
+    np.add.reduce(p, axis=axis, keepdims=True, out=group)
+    np.divide(p, group, out=p)
+    # r: the mean of v over the largest logits (ties share it)
+    np.equal(shifted, 0.0, out=mask)
+    np.add.reduce(mask, axis=axis, keepdims=True, out=count)
+    np.multiply(mask, v, out=mask)
+    np.add.reduce(mask, axis=axis, keepdims=True, out=group)
     with np.errstate(invalid="ignore"):  # no maximum (a row of nan) gives nan
-        reference = np.add.reduce(np.where(at_top, v, 0.0), axis=axis, keepdims=True) / count
-    shifted_v = v - reference
-    weighted = np.add.reduce(p * shifted_v, axis=axis, keepdims=True)
-    np.multiply(p, shifted_v - weighted, out=out)
+        np.divide(group, count, out=group)
+    np.subtract(v, group, out=shifted)  # v - r
+    np.multiply(p, shifted, out=mask)
+    np.add.reduce(mask, axis=axis, keepdims=True, out=group)  # <v - r, p>
+    np.subtract(shifted, group, out=shifted)
+    np.multiply(p, shifted, out=out)
 
 
 def _softmax_jvp_vjp(g: Node, ans: Node, z: Node, v: Node, axis: tuple[int, ...]):
@@ -252,28 +266,43 @@ def _labels_rule(z: Node, label: Node, axis: int) -> tuple[Shape, str]:
     return rows, z.dtype
 
 
-def _rows_and_moved(z_shape: tuple[int, ...], axis: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The labels' shape, and the scores' with the classes moved last."""
-    rows = tuple(z_shape[:axis]) + tuple(z_shape[axis + 1:])
-    return rows, rows + (z_shape[axis],)
+def _label_workspace(in_shapes, out_shape, dtype, axis: int) -> dict[str, np.ndarray | Scratch]:
+    """Where each row's entries lie, and one number per row: the shared scratch of cross-entropy and its gradient.
+
+    Row r's class k is at flat position ``offsets[r] + k * stride`` of the
+    scores as they are laid out (``stride`` the size of the axes after
+    ``axis``), so the kernels work in that layout: no transposed copy,
+    which numpy would buffer on every call.
+    """
+    z_shape = tuple(in_shapes[0])
+    size = int(np.prod(z_shape, dtype=np.int64))
+    offsets = np.arange(size, dtype=np.intp).reshape(z_shape).take(0, axis=axis)
+    rows = offsets.shape
+    group = tuple(1 if index == axis else dim for index, dim in enumerate(z_shape))
+    return {"offsets": offsets, "flat": Scratch(rows, np.dtype(np.intp).name), "row": Scratch(group, dtype)}
+
+
+def _flat_positions(label: np.ndarray, z_shape: tuple[int, ...], axis: int, offsets: np.ndarray,
+                    flat: np.ndarray) -> None:
+    # checked labels fit any integer type (see _check_labels)
+    np.multiply(label, math.prod(z_shape[axis + 1:]), out=flat, casting="unsafe")
+    np.add(flat, offsets, out=flat)
 
 
 def _cross_entropy_workspace(in_shapes, out_shape, dtype, axis: int) -> dict[str, np.ndarray | Scratch]:
     if _in_floats(in_shapes):
         return {}
-    rows, moved = _rows_and_moved(in_shapes[0], axis)
-    scratch = _flat_index_workspace([moved, rows], out_shape, dtype)
+    scratch = _label_workspace(in_shapes, out_shape, dtype, axis)
     for name in ("shifted", "exps", "mask"):
-        scratch[name] = Scratch(moved, dtype)
-    scratch["row"] = Scratch(rows + (1,), dtype)
-    scratch["count"] = Scratch(rows + (1,), dtype)
+        scratch[name] = Scratch(in_shapes[0], dtype)
+    scratch["count"] = Scratch(scratch["row"].shape, dtype)
     return scratch
 
 
 def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, axis: int = -1,
-                          floats: bool = False, rows: np.ndarray | None = None, flat: np.ndarray | None = None,
-                          shifted: np.ndarray | None = None, exps: np.ndarray | None = None,
-                          mask: np.ndarray | None = None, row: np.ndarray | None = None,
+                          floats: bool = False, offsets: np.ndarray | None = None, flat: np.ndarray | None = None,
+                          row: np.ndarray | None = None, shifted: np.ndarray | None = None,
+                          exps: np.ndarray | None = None, mask: np.ndarray | None = None,
                           count: np.ndarray | None = None) -> None:
     # with s = z - max z, ce = log sum exp(s) - s[label], the log-sum taken
     # as log(count of maxima) + log1p(rest) so that a near one-hot row
@@ -291,22 +320,22 @@ def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, axi
         out[()] = math.log(count_of_top) + math.log1p(rest / count_of_top) - picked if count_of_top else math.nan
         return
     _check_labels(label, z.shape[axis])
-    moved = z if axis == z.ndim - 1 else np.moveaxis(z, axis, -1)
-    np.maximum.reduce(moved, axis=-1, keepdims=True, out=row)
+    np.maximum.reduce(z, axis=axis, keepdims=True, out=row)
     with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
-        np.subtract(moved, row, out=shifted)
-    _log_sum_of_shifted(shifted, -1, exps, mask, row, count)
-    np.add(label, rows, out=flat, casting="unsafe")
+        np.subtract(z, row, out=shifted)
+    _log_sum_of_shifted(shifted, axis, exps, mask, row, count)
+    _flat_positions(label, z.shape, axis, offsets, flat)
     shifted.take(flat, None, out)
     np.subtract(row.reshape(out.shape), out, out=out)
 
 
 def _cross_entropy_vjp(g: Node, ans: Node, z: Node, label: Node, axis: int):
-    if g.ndim == 0 and is_const(g):
-        factor = float(g.value.array)
+    if is_const(g) and (g.ndim == 0 or g.value.fill is not None):
+        factor = float(g.value.array) if g.ndim == 0 else float(g.value.fill)
         if factor != 0.0 and math.isfinite(factor):
-            # a constant factor (an SGD step's step size) scales the residual
-            # inside its kernel, which saves a multiply of the whole residual
+            # a constant factor (an SGD step's step size, a mean's 1/n for
+            # every row) scales the residual inside its kernel, which saves
+            # a multiply of the whole residual and a constant of its size
             return SOFTMAX_MINUS_ONEHOT(z, label, axis, scale=factor), None
     residual = SOFTMAX_MINUS_ONEHOT(z, label, axis)
     if g.ndim:  # one g per row: spread it along the classes
@@ -323,21 +352,16 @@ def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype, axis: int,
                                     scale: float = 1.0) -> dict[str, np.ndarray | Scratch]:
     if _in_floats(in_shapes):
         return {}
-    rows, moved = _rows_and_moved(in_shapes[0], axis)
-    scratch = _flat_index_workspace([moved, rows], out_shape, dtype)
-    scratch["picked"] = Scratch(rows, dtype)
-    scratch["row"] = Scratch(rows + (1,), dtype)
-    scratch["total"] = Scratch(rows + (1,), dtype)
-    if axis != len(out_shape) - 1:  # the classes are not last: computed apart, then copied into out
-        scratch["exps"] = Scratch(moved, dtype)
+    scratch = _label_workspace(in_shapes, out_shape, dtype, axis)
+    scratch["picked"] = Scratch(scratch["offsets"].shape, dtype)
+    scratch["total"] = Scratch(scratch["row"].shape, dtype)
     return scratch
 
 
 def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, axis: int = -1,
-                                 scale: float = 1.0, floats: bool = False, rows: np.ndarray | None = None,
-                                 flat: np.ndarray | None = None, picked: np.ndarray | None = None,
-                                 row: np.ndarray | None = None, total: np.ndarray | None = None,
-                                 exps: np.ndarray | None = None) -> None:
+                                 scale: float = 1.0, floats: bool = False, offsets: np.ndarray | None = None,
+                                 flat: np.ndarray | None = None, row: np.ndarray | None = None,
+                                 picked: np.ndarray | None = None, total: np.ndarray | None = None) -> None:
     # softmax from the shifted logits e = exp(z - max z): e / total off the
     # label, and -others / total at it, where others sums the exponentials
     # off the label: p[label] - 1 would round to the spacing of floats
@@ -356,28 +380,22 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarr
         out[:] = result
         return
     _check_labels(label, z.shape[axis])
-    last = axis == z.ndim - 1
-    moved = z if last else np.moveaxis(z, axis, -1)
-    if last:
-        exps = out
-    np.maximum.reduce(moved, axis=-1, keepdims=True, out=row)
+    np.maximum.reduce(z, axis=axis, keepdims=True, out=row)
     with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
-        np.subtract(moved, row, out=exps)
-    np.exp(exps, out=exps)
-    np.add(label, rows, out=flat, casting="unsafe")
-    exps.take(flat, None, picked)
-    exps.put(flat, 0.0)
-    np.add.reduce(exps, axis=-1, keepdims=True, out=row)  # the others
+        np.subtract(z, row, out=out)
+    np.exp(out, out=out)
+    _flat_positions(label, z.shape, axis, offsets, flat)
+    out.take(flat, None, picked)
+    out.put(flat, 0.0)
+    np.add.reduce(out, axis=axis, keepdims=True, out=row)  # the others
     np.add(row, picked.reshape(row.shape), out=total)
-    np.divide(exps, total, out=exps)
+    np.divide(out, total, out=out)
     np.divide(row, total, out=row)
     np.negative(row, out=row)
     # one label per row, so no entry is written twice
-    exps.put(flat, row)
+    out.put(flat, row)
     if scale != 1.0:
-        np.multiply(exps, scale, out=exps)
-    if not last:
-        np.copyto(np.moveaxis(out, axis, -1), exps)
+        np.multiply(out, scale, out=out)
 
 
 def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, axis: int, scale: float):
@@ -430,7 +448,8 @@ LOG_SOFTMAX = register(Op(
 SOFTMAX_JVP = register(Op(
     name="softmax_jvp", operands=("z", "v"), attributes={"axis": REQUIRED}, public=False,
     normalize=lambda z, v, axis: {"axis": normalize_axis(axis, z.ndim)},
-    shape_rule=_softmax_jvp_rule, kernel=_softmax_jvp_kernel, vjp=_softmax_jvp_vjp,
+    shape_rule=_softmax_jvp_rule, kernel=_softmax_jvp_kernel, workspace=_softmax_jvp_workspace,
+    vjp=_softmax_jvp_vjp,
     samples=(
         Sample([Arg((4,)), Arg((4,))], {"axis": (0,)}),
         Sample([Arg((5, 3), batch=True), Arg((5, 3), batch=True)], {"axis": (1,)}),

@@ -313,11 +313,6 @@ def _nonempty_reduce_rule(x: Node, axis: tuple[int, ...], keepdims: bool) -> tup
     return _reduce_rule(x, axis, keepdims)
 
 
-def _kept(ans: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
-    """``ans``, a reduction's result, with its reduced axes as size 1 so it broadcasts against the input."""
-    return ans if keepdims else np.expand_dims(ans, axis)
-
-
 def _max_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
     np.maximum.reduce(x, axis=axis, keepdims=keepdims, out=out)
 

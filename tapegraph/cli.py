@@ -181,8 +181,8 @@ a function that returns the wrong thing). See docs/cli.md.""")
 exit code 0 when every gradient is within --rtol, 1 when one is not.""")
     _add_target_arguments(gradcheck)
     gradcheck.add_argument("--eps", type=_positive_float, metavar="FLOAT",
-                           help=f"relative step of the central differences (default by the program's precision: "
-                                f"{_defaults('eps')})")
+                           help=f"step of the central differences, also tried scaled by each entry above 1 "
+                                f"(default by the program's precision: {_defaults('eps')})")
     gradcheck.add_argument("--rtol", type=_non_negative_float, metavar="FLOAT",
                            help=f"largest relative error that passes (default by the program's precision: "
                                 f"{_defaults('rtol')})")
@@ -538,6 +538,7 @@ def label_ranges(program: Program, sizes: Mapping[str, int]) -> dict[str, int]:
             continue
         labels = node.inputs[1]
         if labels.op is INPUT:
-            classes = substitute(node.inputs[0].shape, sizes)[-1]
+            # the classes are on the op's axis (cross_entropy(z, y, axis=0)), the last by default
+            classes = substitute(node.inputs[0].shape, sizes)[node.attr("axis", -1)]
             ranges[labels.name] = min(classes, ranges.get(labels.name, classes))
     return ranges

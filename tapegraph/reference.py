@@ -29,10 +29,14 @@ import numpy as np
 from tapegraph.expr import CONST, INPUT, PARAM, Node
 from tapegraph.ops import Op
 from tapegraph.ops.elementwise import ADD, CAST, DIV, EXP, LOG, MUL, NEG, RELU, SIGN, SQRT, SQUARE, SUB, TANH
-from tapegraph.ops.reductions import BROADCAST_TO, EXPAND, MEAN, SUM, SUM_SQUARES, SUM_TO
+from tapegraph.ops.reductions import (
+    BROADCAST_TO, CUMSUM, EXPAND, MAX, MEAN, MIN, PROD, PROD_OTHERS, STD, SUM, SUM_SQUARES, SUM_TO, TIE_SHARE, VAR,
+)
 from tapegraph.ops.linalg import CONTRACT, MATMUL, OUTER
 from tapegraph.ops.shaping import CONCAT, GATHER, INDEX, RESHAPE, SCATTER_ADD, TRANSPOSE, UNINDEX
-from tapegraph.ops.softmax import CROSS_ENTROPY, LOG_SOFTMAX, PICK, SOFTMAX, SOFTMAX_MINUS_ONEHOT, UNPICK
+from tapegraph.ops.softmax import (
+    CROSS_ENTROPY, LOG_SOFTMAX, LOGSUMEXP, PICK, SOFTMAX, SOFTMAX_JVP, SOFTMAX_MINUS_ONEHOT, UNPICK,
+)
 from tapegraph.shapes import array_type, format_type
 
 #: ``rule(*operands, **static) -> array``: the value of one op, from the
@@ -62,14 +66,30 @@ def _unpick(g: np.ndarray, label: np.ndarray, depth: int) -> np.ndarray:
     return _onehot(label, depth) * g[..., np.newaxis]
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    shifted = np.exp(z - np.max(z, axis=-1, keepdims=True))
-    return shifted / np.sum(shifted, axis=-1, keepdims=True)
+def _softmax(z: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    shifted = np.exp(z - np.max(z, axis=axis, keepdims=True))
+    return shifted / np.sum(shifted, axis=axis, keepdims=True)
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    shifted = z - np.max(z, axis=-1, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+def _log_softmax(z: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    shifted = z - np.max(z, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def _cross_entropy(z: np.ndarray, label: np.ndarray, axis: int) -> np.ndarray:
+    return -_pick(np.moveaxis(_log_softmax(z, (axis,)), axis, -1), label)
+
+
+def _softmax_minus_onehot(z: np.ndarray, label: np.ndarray, axis: int, scale: float) -> np.ndarray:
+    moved = np.moveaxis(z, axis, -1)
+    residual = _softmax(moved, (moved.ndim - 1,)) - _onehot(label, moved.shape[-1])
+    return np.moveaxis(scale * residual, -1, axis)
+
+
+def _softmax_jvp(z: np.ndarray, v: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    # the Jacobian of the softmax, diag(p) - p p^T, times v
+    p = _softmax(z, axis)
+    return p * v - p * np.sum(p * v, axis=axis, keepdims=True)
 
 
 def _expand(g: np.ndarray, shape: tuple[int, ...], axis: tuple[int, ...], keepdims: bool, mean: bool) -> np.ndarray:
@@ -88,6 +108,43 @@ def _sum_to(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     x = np.sum(x, axis=tuple(range(x.ndim - len(shape))))
     stretched = tuple(index for index, size in enumerate(shape) if size == 1 and x.shape[index] != 1)
     return np.sum(x, axis=stretched, keepdims=True).reshape(shape)
+
+
+def _moved_last(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    """``x`` with the axes of ``axis`` moved to the end, in order."""
+    return np.moveaxis(x, axis, tuple(range(x.ndim - len(axis), x.ndim)))
+
+
+def _tie_share(x: np.ndarray, axis: tuple[int, ...], smallest: bool) -> np.ndarray:
+    chosen = (np.min if smallest else np.max)(x, axis=axis, keepdims=True)
+    hits = (x == chosen).astype(float)
+    return hits / np.sum(hits, axis=axis, keepdims=True)
+
+
+def _prod_others(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    # by definition: each entry replaced by 1, then the product of its group
+    moved = _moved_last(x, axis)
+    flat = moved.reshape(moved.shape[:x.ndim - len(axis)] + (-1,))
+    result = np.empty_like(flat)
+    for index in range(flat.shape[-1]):
+        others = flat.copy()
+        others[..., index] = 1.0
+        result[..., index] = np.prod(others, axis=-1)
+    return np.moveaxis(result.reshape(moved.shape), tuple(range(x.ndim - len(axis), x.ndim)), axis)
+
+
+def _logsumexp(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    top = np.max(x, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        result = top + np.log(np.sum(np.exp(x - top), axis=axis, keepdims=True))
+    return result if keepdims else np.squeeze(result, axis=axis)
+
+
+def _cumsum(x: np.ndarray, axis: int, reverse: bool) -> np.ndarray:
+    if reverse:
+        return np.flip(np.cumsum(np.flip(x, axis), axis=axis), axis)
+    return np.cumsum(x, axis=axis)
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool, transpose_b: bool) -> np.ndarray:
@@ -150,6 +207,16 @@ RULES: dict[Op, Rule] = {
     SUM: lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
     MEAN: lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims),
     SUM_SQUARES: lambda x: np.sum(x * x),
+    # the reductions over an axis, numpy's own
+    MAX: lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims),
+    MIN: lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims),
+    TIE_SHARE: _tie_share,
+    PROD: lambda x, axis, keepdims: np.prod(x, axis=axis, keepdims=keepdims),
+    PROD_OTHERS: _prod_others,
+    LOGSUMEXP: _logsumexp,
+    VAR: lambda x, axis, keepdims: np.var(x, axis=axis, keepdims=keepdims),
+    STD: lambda x, axis, keepdims: np.std(x, axis=axis, keepdims=keepdims),
+    CUMSUM: _cumsum,
     EXPAND: _expand,
     SUM_TO: _sum_to,
     BROADCAST_TO: lambda x, shape: np.broadcast_to(x, shape).copy(),
@@ -163,14 +230,15 @@ RULES: dict[Op, Rule] = {
     GATHER: lambda x, indices, axis: np.take(x, _check_indices(indices, x.shape[axis]), axis=axis),
     SCATTER_ADD: _scatter_add,
     CONCAT: lambda a, b, axis: np.concatenate([a, b], axis=axis),
-    SOFTMAX: _softmax,
-    LOG_SOFTMAX: _log_softmax,
     PICK: _pick,
     UNPICK: _unpick,
-    CROSS_ENTROPY: lambda z, label: -_pick(_log_softmax(z), label),
-    # the gradient of cross-entropy: softmax(z) - onehot(label), when ce is the cross-entropy
-    SOFTMAX_MINUS_ONEHOT: lambda z, label, ce, scale=1.0: scale * (
-        np.exp(z - _pick(z, label)[..., np.newaxis] - ce[..., np.newaxis]) - _onehot(label, z.shape[-1])),
+    # the softmax family, along their axis
+    SOFTMAX: _softmax,
+    LOG_SOFTMAX: _log_softmax,
+    SOFTMAX_JVP: _softmax_jvp,
+    CROSS_ENTROPY: _cross_entropy,
+    # the gradient of cross-entropy
+    SOFTMAX_MINUS_ONEHOT: _softmax_minus_onehot,
 }
 
 

@@ -48,9 +48,8 @@ import tapegraph as tg
 from tapegraph.inspect.dump import format_expression
 from tapegraph.expr import Node
 from tapegraph.ops import (
-    COMPOSITES, REGISTRY, broadcast_to, concat, contract, expand, gather, outer, pick, softmax_minus_onehot, sum_to, unindex,
-    unpick,
-    scatter_add,
+    COMPOSITES, REGISTRY, broadcast_to, concat, contract, expand, gather, outer, pick, prod_others, scatter_add,
+    softmax_jvp, softmax_minus_onehot, sum_to, tie_share, unindex, unpick,
 )
 from tapegraph.ops.shaping import canonical_index, indexed_shape, selects_everything
 from tapegraph.shapes import broadcast
@@ -386,19 +385,76 @@ class _Builder:
         if name == "sum_squares":
             x = self.tame(x, 30.0)
             return self.push(tg.sum_squares(x.node), x.bound ** 2 * _count(x.shape))
-        mode = self.choice(["all", "subset", "negative"])
-        if mode == "all":
-            axis = None
-            axes = tuple(range(x.ndim))
-        else:
-            axes = tuple(sorted(self.draw(st.sets(st.integers(0, x.ndim - 1), min_size=1))))
-            axis = tuple(index - x.ndim for index in axes) if mode == "negative" else axes
+        axis, axes = self.reduction_axes(x)
         keepdims = self.flip(40)
         function = tg.sum if name == "sum" else tg.mean
         node = function(x.node, axis=axis, keepdims=keepdims)
         if name == "mean":
             return self.push(node, x.bound, x.low)
         return self.push(node, x.bound * _count(x.shape[index] for index in axes), x.low)
+
+    def reduction_axes(self, x: Value, allow_int: bool = True) -> tuple[Any, tuple[int, ...]]:
+        """An ``axis`` argument for a reduction of ``x`` (None, a tuple, negative, or one int) and its axes."""
+        mode = self.choice(["all", "subset", "negative", "int"] if allow_int else ["all", "subset", "negative"])
+        if mode == "all":
+            return None, tuple(range(x.ndim))
+        if mode == "int":
+            index = self.draw(st.integers(-x.ndim, x.ndim - 1))
+            return index, (index % x.ndim,)
+        axes = tuple(sorted(self.draw(st.sets(st.integers(0, x.ndim - 1), min_size=1))))
+        return (tuple(index - x.ndim for index in axes) if mode == "negative" else axes), axes
+
+    def tie_free(self, x: Value) -> Value:
+        """``x`` plus distinct small constants along its fixed axes, so no two entries of a row are equal.
+
+        max, min and std have kinks where entries tie (relu's zeros, a
+        constant row); central differences across a kink disagree with
+        any one-sided convention, so the graphs keep away from them.
+        """
+        symbolic = [index for index, dim in enumerate(x.shape) if isinstance(dim, str)]
+        fixed = x.shape[symbolic[-1] + 1:] if symbolic else x.shape  # the axes a constant can span
+        if not fixed:
+            return x
+        offsets = tg.const(self.rng.permutation(math.prod(fixed)).reshape(fixed) * 0.37 / math.prod(fixed),
+                           dtype=x.node.dtype)
+        return self.push(x.node + offsets, x.bound + 0.37, 0.0)
+
+    def chooser(self, name: str) -> Value:
+        """max, min, logsumexp, var or std over drawn axes."""
+        x = self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim()))
+        x = self.tame(x, 30.0)
+        if name in ("max", "min", "std"):
+            x = self.tie_free(x)
+        axis, axes = self.reduction_axes(x)
+        keepdims = self.flip(40)
+        node = {"max": tg.max, "min": tg.min, "logsumexp": tg.logsumexp, "var": tg.var, "std": tg.std}[name](
+            x.node, axis=axis, keepdims=keepdims)
+        count = _count(x.shape[index] for index in axes)
+        bound = {"max": x.bound, "min": x.bound, "logsumexp": x.bound + math.log(max(count, 1)),
+                 "var": x.bound ** 2, "std": x.bound}[name]
+        return self.push(node, bound, x.low if name in ("max", "min") else 0.0)
+
+    def prod(self) -> Value:
+        x = self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim()))
+        x = self.tame(x, 1.0)  # entries of magnitude up to 1: the product stays bounded by 1
+        axis, _ = self.reduction_axes(x)
+        return self.push(tg.prod(x.node, axis=axis, keepdims=self.flip(40)), 1.0)
+
+    def prod_others(self) -> Value:
+        x = self.tame(self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim())), 1.0)
+        _, axes = self.reduction_axes(x, allow_int=False)
+        return self.push(prod_others(x.node, axes), 1.0)
+
+    def tie_share(self) -> Value:
+        x = self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim()))
+        _, axes = self.reduction_axes(x, allow_int=False)
+        return self.push(tie_share(x.node, axes, smallest=self.flip(50)), 1.0)
+
+    def cumsum(self) -> Value:
+        x = self.tame(self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim())), 30.0)
+        axis = self.draw(st.integers(-x.ndim, x.ndim - 1))
+        node = tg.cumsum(x.node, axis=axis, reverse=self.flip(30))
+        return self.push(node, x.bound * _size(x.shape[axis]))
 
     def expand(self) -> Value:
         g = self.any_value(max_rank=2)
@@ -496,11 +552,18 @@ class _Builder:
         return self.tame(scores, limit)
 
     def softmax(self, name: str) -> Value:
-        z = self.tame(self.any_value(lambda value: value.ndim >= 1, shape=(self.batch, self.dim())), 30.0)
-        classes = _size(z.shape[-1])
+        z = self.tame(self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim())), 30.0)
+        if self.flip(50):
+            axis, axes = -1, (z.ndim - 1,)  # the classes on the last axis, as usual
+        else:
+            axis, axes = self.reduction_axes(z)
+        classes = _count(z.shape[index] for index in axes)
         if name == "softmax":
-            return self.push(tg.softmax(z.node), 1.0, math.exp(-2 * z.bound) / classes)
-        return self.push(tg.log_softmax(z.node), 2 * z.bound + math.log(classes))
+            return self.push(tg.softmax(z.node, axis=axis), 1.0, math.exp(-2 * z.bound) / classes)
+        if name == "softmax_jvp":
+            v = self.tame(self.operand(lambda value: value.shape == z.shape, lambda: self.leaf(z.shape)), 30.0)
+            return self.push(softmax_jvp(z.node, v.node, axes), 2 * v.bound)
+        return self.push(tg.log_softmax(z.node, axis=axis), 2 * z.bound + math.log(classes))
 
     def pick(self, name: str) -> Value:
         z = self.classes_operand(30.0)
@@ -509,6 +572,9 @@ class _Builder:
         if name == "pick":
             return self.push(pick(z.node, label), z.bound, z.low)
         if name == "cross_entropy":
+            if z.ndim == 2 and not _symbolic(z.shape[:1]) and self.flip(40):  # classes on the first axis
+                label = self.label(z.shape[1:], z.shape[0])
+                return self.push(tg.cross_entropy(z.node, label, axis=0), 2 * z.bound + math.log(z.shape[0]))
             return self.push(tg.cross_entropy(z.node, label), 2 * z.bound + math.log(classes))
         # nll: of a softmax (becomes cross-entropy) or of any positive values
         probs = self.push(tg.softmax(z.node), 1.0) if self.flip(50) else self.positive(z)
@@ -524,12 +590,8 @@ class _Builder:
     def softmax_minus_onehot(self) -> Value:
         z = self.classes_operand(3.0)
         label = self.label(z.shape[:-1], z.shape[-1])
-        if self.flip(50):
-            ce = self.push(tg.cross_entropy(z.node, label), 2 * z.bound + math.log(z.shape[-1]))
-        else:
-            ce = self.operand(lambda value: value.shape == label.shape, lambda: self.leaf(label.shape))
-        ce = self.tame(ce, 3.0)
-        return self.push(softmax_minus_onehot(z.node, label, ce.node), math.exp(2 * z.bound + ce.bound) + 1.0)
+        scale = float(self.rng.uniform(-2.0, 2.0)) if self.flip(30) else 1.0
+        return self.push(softmax_minus_onehot(z.node, label, scale=scale), abs(scale) * 2.0)
 
     def affine(self, name: str) -> Value:
         x = self.classes_operand(10.0)
@@ -786,8 +848,10 @@ class _Builder:
             return self.unary(name)
         if name in ("sum", "mean", "sum_squares"):
             return self.reduction(name)
-        if name in ("softmax", "log_softmax"):
+        if name in ("softmax", "log_softmax", "softmax_jvp"):
             return self.softmax(name)
+        if name in ("max", "min", "logsumexp", "var", "std"):
+            return self.chooser(name)
         if name in ("pick", "cross_entropy", "nll"):
             return self.pick(name)
         if name in ("affine", "vector_scalar_affine"):

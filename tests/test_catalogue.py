@@ -146,7 +146,7 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("CallError", ["input 'label' expects integer data (i64[]): 18446744073709551615 does not fit in int64"]),
         ("CallError", ["input 'small_label' expects integer data (i8[]): 300 does not fit in int8"]),
         ("ShapeError", ["cross_entropy(no_classes: f64[0], label: i64[]) at errors.md:",
-                        "the last axis holds the classes, and it has none"]),
+                        "axis 0 holds the classes, and it has none"]),
     ],
     "not-finite": [
         ("NonFiniteError", ["forward instruction 0 (log, from log w) produced f64[3] [0, nan, 0.693147]",

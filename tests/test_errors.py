@@ -265,7 +265,7 @@ def test_zero_classes_are_refused_at_declaration():
     """A cross-entropy over zero classes was accepted, then failed "outside 0..-1"."""
     label = tg.input("label", dtype="int64")
     with pytest.raises(tg.ShapeError, match=r"^cross_entropy\(scores: f64\[0\], label: i64\[\]\) at test_errors.py:\d+: "
-                                            r"the last axis holds the classes, and it has none"):
+                                            r"axis 0 holds the classes, and it has none"):
         tg.cross_entropy(tg.input("scores", shape=(0,)), label)
     labels = tg.input("labels", shape=("batch",), dtype="int64")
     scores = tg.input("scores", shape=("batch", "classes"))

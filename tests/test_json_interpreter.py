@@ -25,7 +25,7 @@ import homework_graphs as hw
 import json_interpreter
 from json_interpreter import JsonTapeError, run_json
 from models import LinearRegression, MLPRegression, MulticlassClassifier, RidgeRegression
-from strategies import FOCUS_OPS, graphs
+from strategies import FOCUS_OPS, graphs, reachable
 
 #: The reference rules and the kernels differ only by rounding: in float64,
 #: and in float32 (whose rounding a chain of ops accumulates) for graphs
@@ -40,9 +40,10 @@ def _exported(tape) -> dict:
 
 
 def _precision(program: tg.Program) -> str:
-    """float32 when any of the program's feeds holds fewer than 64-bit floats."""
+    """float32 when any value of the program (a feed, or a cast inside) holds fewer than 64-bit floats."""
+    roots = [node for node in [program.objective, *program.outputs.values()] if node is not None]
     narrow = any(np.dtype(node.dtype).kind == "f" and np.dtype(node.dtype).itemsize < 8
-                 for node in [*program.params.values(), *program.inputs.values()])
+                 for node in [*program.params.values(), *program.inputs.values(), *reachable(roots)])
     return "float32" if narrow else "float64"
 
 

@@ -54,7 +54,7 @@ TOP_LEVEL = {"add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "square", 
              "vector_scalar_affine", "squared_l2_distance", "l2_norm_penalty", "affine"}
 #: And those reachable in tapegraph.ops only.
 INTERNAL = {"sign", "expand", "sum_to", "pick", "unpick", "softmax_minus_onehot", "index", "unindex", "gather",
-            "scatter_add", "concat", "contract"}
+            "scatter_add", "concat", "contract", "softmax_jvp", "tie_share", "prod_others"}
 
 
 def test_the_op_functions_are_exported_where_users_had_them():
@@ -229,7 +229,11 @@ def test_comparing_an_op_record_with_a_name_is_an_error_not_false():
 def test_one_example_kernels_in_floats_match_their_array_form(classes):
     """The Python-float path of cross_entropy and softmax_minus_onehot (one
     row of few classes) computes what the array path computes."""
-    from tapegraph.ops.softmax import FEW_CLASSES, _cross_entropy_kernel, _label_specialize, _softmax_minus_onehot_kernel
+    from tapegraph.ops.registry import allocate_workspace
+    from tapegraph.ops.softmax import (
+        FEW_CLASSES, _cross_entropy_kernel, _cross_entropy_workspace, _label_specialize, _softmax_minus_onehot_kernel,
+        _softmax_minus_onehot_workspace,
+    )
     assert _label_specialize([(classes,), ()], ()) == {"floats": classes <= FEW_CLASSES}
     assert _label_specialize([(FEW_CLASSES + 1,), ()], ()) == {"floats": False}
     z = np.random.default_rng(classes).normal(size=classes) * 30.0
@@ -237,14 +241,19 @@ def test_one_example_kernels_in_floats_match_their_array_form(classes):
         label = np.array(label)
         by_floats, by_arrays = np.empty(()), np.empty(())
         _cross_entropy_kernel(z, label, by_floats, floats=True)
-        _cross_entropy_kernel(z, label, by_arrays, full=np.empty(classes))
-        np.testing.assert_allclose(by_floats, by_arrays, rtol=1e-14, atol=1e-14)
-        gradient_floats, gradient_arrays = np.empty(classes), np.empty(classes)
-        _softmax_minus_onehot_kernel(z, label, by_arrays, gradient_floats, floats=True)
-        _softmax_minus_onehot_kernel(z, label, by_arrays, gradient_arrays)
+        # the array path, on a batch of this one row
+        rows, labels, by_arrays = z[np.newaxis], label[np.newaxis], np.empty(1)
+        scratch = _cross_entropy_workspace([rows.shape, labels.shape], (1,), "float64", axis=1)
+        _cross_entropy_kernel(rows, labels, by_arrays, axis=1, **allocate_workspace(scratch))
+        np.testing.assert_allclose(by_floats, by_arrays[0], rtol=1e-14, atol=1e-14)
+        gradient_floats, gradient_arrays = np.empty(classes), np.empty((1, classes))
+        _softmax_minus_onehot_kernel(z, label, gradient_floats, floats=True)
+        scratch = _softmax_minus_onehot_workspace([rows.shape, labels.shape], (1, classes), "float64", axis=1)
+        _softmax_minus_onehot_kernel(rows, labels, gradient_arrays, axis=1, **allocate_workspace(scratch))
+        gradient_arrays = gradient_arrays[0]
         np.testing.assert_allclose(gradient_floats, gradient_arrays, rtol=1e-14, atol=1e-15)
     for bad in (-1, classes):
         with pytest.raises(IndexError, match=rf"label {bad} is outside 0\.\.{classes - 1}"):
             _cross_entropy_kernel(z, np.array(bad), np.empty(()), floats=True)
         with pytest.raises(IndexError, match=rf"label {bad} is outside 0\.\.{classes - 1}"):
-            _softmax_minus_onehot_kernel(z, np.array(bad), np.empty(()), np.empty(classes), floats=True)
+            _softmax_minus_onehot_kernel(z, np.array(bad), np.empty(classes), floats=True)

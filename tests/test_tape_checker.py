@@ -63,8 +63,16 @@ def test_a_non_elementwise_op_may_not_write_over_its_own_input():
 
 # Workspaces.
 
-def _cross_entropy(tape) -> int:
-    return _position(tape, lambda instruction: instruction.op.name == "cross_entropy")
+def _picking_tape():
+    """A tape whose log_softmax has two scratch workspaces and whose pick has fixed row offsets and scratch."""
+    scores = tg.input("z", shape=("batch", 3)) + tg.param("b", shape=(3,))
+    labels = tg.input("y", shape=("batch",), dtype="int64")
+    program = tg.compile(tg.sum(tg.ops.pick(tg.log_softmax(scores), labels)), wrt=[scores.inputs[1]])
+    return program.tape(sizes={"batch": 4})
+
+
+def _op_position(tape, name: str) -> int:
+    return _position(tape, lambda instruction: instruction.op.name == name)
 
 
 def _replace_workspace(tape, name: str, position: int, **changes):
@@ -75,31 +83,32 @@ def _replace_workspace(tape, name: str, position: int, **changes):
 
 
 def test_a_missing_workspace_is_refused():
-    tape = _multiclass_tape()
-    position = _cross_entropy(tape)
+    tape = _picking_tape()
+    check_tape(tape)
+    position = _op_position(tape, "log_softmax")
     kept = tuple(workspace for workspace in tape.workspaces
                  if (workspace.instruction, workspace.name) != (position, "row"))
-    _refused(attrs.evolve(tape, workspaces=kept), r"has workspaces \['flat', 'full', 'rows'\], but cross_entropy needs")
+    _refused(attrs.evolve(tape, workspaces=kept), r"has workspaces \['count', 'full', 'mask'\], but log_softmax needs")
 
 
 def test_a_workspace_of_the_wrong_shape_or_dtype_is_refused():
-    tape = _multiclass_tape()
-    position = _cross_entropy(tape)
-    _refused(_replace_workspace(tape, "full", position, shape=(4, 2)), r"workspace full is f64\[4,2\], but cross_entropy needs f64\[4,3\]")
-    _refused(_replace_workspace(tape, "flat", position, dtype="int32"), "workspace flat is i32\\[4\\]")
+    tape = _picking_tape()
+    _refused(_replace_workspace(tape, "full", _op_position(tape, "log_softmax"), shape=(4, 2)),
+             r"workspace full is f64\[4,2\], but log_softmax needs f64\[4,3\]")
+    _refused(_replace_workspace(tape, "flat", _op_position(tape, "pick"), dtype="int32"), "workspace flat is i32\\[4\\]")
 
 
 def test_fixed_workspace_contents_must_be_present_and_right():
-    tape = _multiclass_tape()
-    position = _cross_entropy(tape)
+    tape = _picking_tape()
+    position = _op_position(tape, "pick")
     _refused(_replace_workspace(tape, "rows", position, contents=None), "workspace rows holds fixed data .* gives no contents")
     _refused(_replace_workspace(tape, "rows", position, contents=np.zeros(4, dtype=np.int64)),
              "workspace rows has contents other than the fixed data")
 
 
 def test_scratch_workspaces_carry_no_contents():
-    tape = _multiclass_tape()
-    _refused(_replace_workspace(tape, "flat", _cross_entropy(tape), contents=np.zeros(4, dtype=np.int64)),
+    tape = _picking_tape()
+    _refused(_replace_workspace(tape, "flat", _op_position(tape, "pick"), contents=np.zeros(4, dtype=np.int64)),
              "workspace flat is scratch, but the tape gives it contents")
 
 
@@ -117,13 +126,13 @@ def test_a_workspace_of_an_op_that_takes_none_or_of_no_instruction_is_refused():
 
 def test_only_a_single_float64_of_an_op_with_a_scalar_form_is_held_as_a_number():
     tape = _multiclass_tape()
-    position = _cross_entropy(tape)
+    position = _op_position(tape, "cross_entropy")
     _refused(_with(tape, position, destination=Destination("scalar")), r"is held as a number, but it is f64\[4\]")
 
 
 def test_a_number_operand_must_be_a_single_float64():
     tape = _multiclass_tape()
-    position = _cross_entropy(tape)
+    position = _op_position(tape, "cross_entropy")
     _refused(_with(tape, position, operand_forms=("array", "number")), r"takes operand 1 \(%10, i64\[4\]\) as a number")
 
 

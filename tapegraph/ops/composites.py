@@ -134,7 +134,7 @@ def nll(probs: Any, label: Any, name: str | None = None) -> Node:
     takes the log of an underflowed zero, and its gradient is the softmax
     minus the one-hot label, one instruction instead of six.
     """
-    if isinstance(probs, Node) and probs.op is SOFTMAX:
+    if isinstance(probs, Node) and probs.op is SOFTMAX and probs.attr("axis") == (probs.ndim - 1,):
         return _named(CROSS_ENTROPY(probs.inputs[0], label), name)
     return _named(NEG(LOG(PICK(probs, label))), name)
 

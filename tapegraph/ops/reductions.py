@@ -1,4 +1,7 @@
-"""Reductions and their transposes: sum, mean, expand, sum_to, broadcast_to.
+"""Reductions and their transposes: sum, mean, max, min, prod, var, std, cumsum, expand, sum_to, broadcast_to.
+
+``logsumexp``, the softmax's log-normaliser, is declared with the softmax
+family in ``softmax.py``.
 
 ``sum_to`` is the one place broadcasting is undone: the differentiation
 pass applies it to any cotangent whose shape differs from its input's.
@@ -6,14 +9,15 @@ pass applies it to any cotangent whose shape differs from its input's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from tapegraph.expr import Node
-from tapegraph.ops.elementwise import MUL, SQUARE
+from tapegraph.ops.elementwise import ADD, DIV, MUL, SIGN, SQUARE, SUB
 from tapegraph.ops.native import NativeContext, count, entry
-from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, normalize_axis, register, result_dtype
+from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, Scratch, normalize_axis, register, result_dtype
 from tapegraph.shapes import Shape, as_shape, broadcast, format_shape
 
 
@@ -365,4 +369,303 @@ BROADCAST_TO = register(Op(
     vjp=lambda g, ans, x, shape: (g,),
     samples=(Sample([Arg((3,))], {"shape": (4, 3)}), Sample([Arg(())], {"shape": (2,)})),
     doc="Broadcast ``x`` to ``shape`` (a copy, as numpy's rules allow).",
+))
+
+
+# More reductions: max, min, prod, logsumexp, var, std, and cumsum. Each
+# takes ``axis`` (an int or a tuple, negative counting from the end; None:
+# every axis) and ``keepdims`` as sum does; cumsum takes one axis.
+
+def _nonempty_reduce_rule(x: Node, axis: tuple[int, ...], keepdims: bool) -> tuple[Shape, str]:
+    # max, min and logsumexp of no entries have no value (numpy refuses them too)
+    empty = [index for index in axis if x.shape[index] == 0]
+    if empty:
+        raise ValueError(f"axis {empty[0]} has no entries, and a reduction over none has no value")
+    return _reduce_rule(x, axis, keepdims)
+
+
+def _max_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
+    np.maximum.reduce(x, axis=axis, keepdims=keepdims, out=out)
+
+
+def _min_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
+    np.minimum.reduce(x, axis=axis, keepdims=keepdims, out=out)
+
+
+def _kept_workspace(in_shapes, out_shape, dtype, axis, **static) -> dict[str, Scratch]:
+    # one number per group, its reduced axes kept as size 1
+    return {"group": Scratch(_reduced_shape(in_shapes[0], axis, True), dtype)}
+
+
+def _tie_share_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], smallest: bool,
+                      group: np.ndarray) -> None:
+    chooser = np.minimum if smallest else np.maximum
+    chooser.reduce(x, axis=axis, keepdims=True, out=group)
+    np.equal(x, group, out=out)
+    np.add.reduce(out, axis=axis, keepdims=True, out=group)
+    # a NaN among the entries makes no entry equal: 0 / 0, the gradient is NaN as the value is
+    with np.errstate(invalid="ignore"):
+        np.divide(out, group, out=out)
+
+
+def _chooser_vjp(smallest: bool) -> Callable[..., tuple[Node]]:
+    def vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool) -> tuple[Node]:
+        # the cotangent goes to the entries equal to the result, shared
+        # equally between ties: a subgradient, symmetric in the tied entries
+        return (MUL(EXPAND(g, x.shape, axis, keepdims), TIE_SHARE(x, axis, smallest)),)
+    return vjp
+
+
+def _prod_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> None:
+    np.multiply.reduce(x, axis=axis, keepdims=keepdims, out=out)
+
+
+def _moved_last(array: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    """A view of ``array`` with the axes of ``axis`` moved to the end, in order."""
+    return np.moveaxis(array, axis, tuple(range(array.ndim - len(axis), array.ndim)))
+
+
+def _prod_others_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
+    # each group's entries in one row: the other axes, then the group's axes merged
+    grouped = tuple(dim for index, dim in enumerate(out_shape) if index not in axis)
+    grouped += (_count(out_shape, axis),)
+    return {name: Scratch(grouped, dtype) for name in ("flat", "before", "after")}
+
+
+def _prod_others_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], flat: np.ndarray,
+                        before: np.ndarray, after: np.ndarray) -> None:
+    # the product of the entries before each one times those after it: no
+    # division, so an entry's partner of a zero gets the exact product
+    moved = _moved_last(x, axis)
+    np.copyto(flat.reshape(moved.shape), moved)
+    size = flat.shape[-1]
+    if size:
+        before[..., 0] = 1.0
+        after[..., size - 1] = 1.0
+    if size > 1:
+        np.multiply.accumulate(flat[..., :-1], axis=-1, out=before[..., 1:])
+        np.multiply.accumulate(flat[..., :0:-1], axis=-1, out=after[..., -2::-1])
+    np.multiply(before, after, out=before)
+    np.copyto(_moved_last(out, axis), before.reshape(moved.shape))
+
+
+def _prod_others_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...]):
+    # d(others_i)/dx_k = prod over j not i, k, for k != i: sum_i g_i of it
+    # is others_k * (sum_i g_i / x_i - g_k / x_k) (NaN where an entry is 0)
+    over_x = DIV(g, x)
+    return (MUL(ans, SUB(SUM(over_x, axis=axis, keepdims=True), over_x)),)
+
+
+def _spread_specialize(in_shapes, out_shape, axis, keepdims) -> dict[str, Any]:
+    count = _count(in_shapes[0], axis)
+    return {"scale": 1.0 / count if count else float("nan")}
+
+
+def _spread_workspace(in_shapes, out_shape, dtype, axis, keepdims) -> dict[str, Scratch]:
+    scratch = _kept_workspace(in_shapes, out_shape, dtype, axis)
+    scratch["deviations"] = Scratch(in_shapes[0], dtype)
+    return scratch
+
+
+def _var_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float,
+                group: np.ndarray, deviations: np.ndarray) -> None:
+    # two passes: the mean, then the mean square of the deviations (no
+    # cancellation of E[x^2] - E[x]^2)
+    np.add.reduce(x, axis=axis, keepdims=True, out=group)
+    np.multiply(group, scale, out=group)
+    np.subtract(x, group, out=deviations)
+    np.square(deviations, out=deviations)
+    np.add.reduce(deviations, axis=axis, keepdims=keepdims, out=out)
+    np.multiply(out, scale, out=out)
+
+
+def _std_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float,
+                group: np.ndarray, deviations: np.ndarray) -> None:
+    _var_kernel(x, out, axis, keepdims, scale, group, deviations)
+    np.sqrt(out, out=out)
+
+
+def _deviations(x: Node, axis: tuple[int, ...]) -> Node:
+    return SUB(x, MEAN(x, axis, keepdims=True))
+
+
+def _var_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool):
+    # d var / dx = 2 (x - mean) / count
+    return (MUL(EXPAND(MUL(g, 2.0), x.shape, axis, keepdims, mean=True), _deviations(x, axis)),)
+
+
+def _std_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool):
+    # d std / dx = (x - mean) / (count std); where std is 0 (all entries
+    # equal) the gradient is taken as 0, the subgradient of least norm, as
+    # abs has at 0: sign(s) / (s + 1 - sign(s)) is 1/s there and 0 at s = 0
+    sign = SIGN(ans)
+    reciprocal = DIV(sign, ADD(ans, SUB(1.0, sign)))
+    return (MUL(EXPAND(MUL(g, reciprocal), x.shape, axis, keepdims, mean=True), _deviations(x, axis)),)
+
+
+def _cumsum_attributes(x: Node, axis: Any, reverse: Any) -> dict[str, Any]:
+    if x.ndim == 0:
+        raise ValueError("a cumulative sum needs an axis, and a scalar has none")
+    if axis is None:
+        if x.ndim > 1:
+            raise ValueError(f"a cumulative sum of {x.ndim} dimensions needs an axis (numpy would flatten it; "
+                             "reshape first for that)")
+        axis = 0
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis must be one int (cumsum runs along one axis), got {type(axis).__name__} {axis!r}")
+    (index,) = normalize_axis(int(axis), x.ndim)
+    return {"axis": index, "reverse": bool(reverse)}
+
+
+def _cumsum_rule(x: Node, axis: int, reverse: bool) -> tuple[Shape, str]:
+    return x.shape, result_dtype(x)
+
+
+def _cumsum_kernel(x: np.ndarray, out: np.ndarray, axis: int, reverse: bool) -> None:
+    if reverse:
+        backwards = (slice(None),) * axis + (slice(None, None, -1),)
+        np.add.accumulate(x[backwards], axis=axis, out=out[backwards])
+    else:
+        np.add.accumulate(x, axis=axis, out=out)
+
+
+_NONEMPTY_SAMPLES = (
+    Sample([Arg((5,))], {"axis": (0,), "keepdims": False}),
+    Sample([Arg((4, 3), batch=True)], {"axis": (0,), "keepdims": False}),
+    Sample([Arg((4, 3), batch=True)], {"axis": (1,), "keepdims": True}),
+    Sample([Arg((2, 3, 2))], {"axis": (0, 2), "keepdims": False}),
+    Sample([Arg((2, 3, 2))], {"axis": (0, 1, 2), "keepdims": True}),
+)
+
+MAX = register(Op(
+    name="max", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
+    shape_rule=_nonempty_reduce_rule, kernel=_max_kernel,
+    source="np.maximum.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
+    vjp=_chooser_vjp(smallest=False), samples=_NONEMPTY_SAMPLES,
+    doc="""The largest entry of ``x`` over ``axis`` (all of them by default).
+
+    The gradient goes to the entries equal to the maximum; ``k`` tied
+    entries get ``g / k`` each (a subgradient, the same for every tied
+    entry). A NaN entry makes the maximum and its gradient NaN.
+
+    >>> import tapegraph as tg
+    >>> tg.max(tg.input("x", shape=("batch", 3)), axis=-1, keepdims=True)
+    <max f64[batch,1] at ...>
+    """,
+))
+
+MIN = register(Op(
+    name="min", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
+    shape_rule=_nonempty_reduce_rule, kernel=_min_kernel,
+    source="np.minimum.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
+    vjp=_chooser_vjp(smallest=True), samples=_NONEMPTY_SAMPLES,
+    doc="""The smallest entry of ``x`` over ``axis`` (all of them by default).
+
+    The gradient goes to the entries equal to the minimum; ``k`` tied
+    entries get ``g / k`` each. A NaN entry makes the minimum and its
+    gradient NaN.
+    """,
+))
+
+TIE_SHARE = register(Op(
+    name="tie_share", operands=("x",), attributes={"axis": REQUIRED, "smallest": False}, public=False,
+    normalize=lambda x, axis, smallest: {"axis": normalize_axis(axis, x.ndim), "smallest": bool(smallest)},
+    shape_rule=lambda x, axis, smallest: (x.shape, result_dtype(x)), kernel=_tie_share_kernel,
+    workspace=_kept_workspace,
+    # piecewise constant: no gradient flows through the choice of entries
+    vjp=lambda g, ans, x, axis, smallest: (None,),
+    samples=(
+        Sample([Arg((4, 3))], {"axis": (0,)}),
+        Sample([Arg((4, 3), batch=True)], {"axis": (1,), "smallest": True}),
+        Sample([Arg((2, 3, 2))], {"axis": (0, 2)}),
+    ),
+    doc="""``(x == max x) / count`` along ``axis`` (``min`` if ``smallest``): each entry's share of the cotangent.
+
+    Entries equal to the maximum (minimum) share 1 equally, the others
+    get 0: the gradient of max and min, spread over ties.
+    """,
+))
+
+PROD = register(Op(
+    name="prod", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
+    shape_rule=_reduce_rule, kernel=_prod_kernel,
+    source="np.multiply.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
+    vjp=lambda g, ans, x, axis, keepdims: (MUL(EXPAND(g, x.shape, axis, keepdims), PROD_OTHERS(x, axis)),),
+    samples=(
+        Sample([Arg((5,), low=0.5, high=1.5)], {"axis": (0,), "keepdims": False}),
+        Sample([Arg((4, 3), batch=True)], {"axis": (0,), "keepdims": False}),
+        Sample([Arg((4, 3), batch=True)], {"axis": (1,), "keepdims": True}),
+        Sample([Arg((2, 3, 2))], {"axis": (0, 2), "keepdims": False}),
+    ),
+    doc="""The product of the entries of ``x`` over ``axis`` (all of them by default).
+
+    The gradient of each entry is the product of the others, computed
+    without division, so it is exact where entries are 0 (the product of
+    an empty axis is 1). Second-order gradients divide by the entries
+    and are NaN where one is exactly 0.
+    """,
+))
+
+PROD_OTHERS = register(Op(
+    name="prod_others", operands=("x",), attributes={"axis": REQUIRED}, public=False,
+    normalize=lambda x, axis: {"axis": normalize_axis(axis, x.ndim)},
+    shape_rule=lambda x, axis: (x.shape, result_dtype(x)), kernel=_prod_others_kernel,
+    workspace=_prod_others_workspace, vjp=_prod_others_vjp,
+    samples=(
+        Sample([Arg((5,), low=0.5, high=1.5)], {"axis": (0,)}),
+        Sample([Arg((4, 3), batch=True)], {"axis": (1,)}),
+        Sample([Arg((2, 3, 2))], {"axis": (0, 2)}),
+    ),
+    doc="""For each entry, the product of the other entries of its group along ``axis``: prod's gradient.
+
+    Computed as the product of the entries before it times those after
+    it, without division.
+    """,
+))
+
+VAR = register(Op(
+    name="var", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
+    shape_rule=_reduce_rule, kernel=_var_kernel, specialize=_spread_specialize, workspace=_spread_workspace,
+    vjp=_var_vjp,
+    samples=_NONEMPTY_SAMPLES,
+    doc="""The variance of the entries of ``x`` over ``axis``: ``mean((x - mean x)^2)`` (numpy's ``ddof=0``).
+
+    Computed in two passes (no cancellation of ``E[x^2] - E[x]^2``);
+    d/dx = ``2 (x - mean x) / count``.
+    """,
+))
+
+STD = register(Op(
+    name="std", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
+    shape_rule=_reduce_rule, kernel=_std_kernel, specialize=_spread_specialize, workspace=_spread_workspace,
+    vjp=_std_vjp,
+    samples=_NONEMPTY_SAMPLES,
+    doc="""The standard deviation of the entries of ``x`` over ``axis``: ``sqrt(var(x))`` (``ddof=0``).
+
+    d/dx = ``(x - mean x) / (count std)``; where all entries of a group
+    are equal (std 0, where std is not differentiable) the gradient is 0.
+    """,
+))
+
+CUMSUM = register(Op(
+    name="cumsum", operands=("x",), attributes={"axis": None, "reverse": False}, normalize=_cumsum_attributes,
+    shape_rule=_cumsum_rule, kernel=_cumsum_kernel,
+    # the transpose of a running sum is the running sum from the other end
+    vjp=lambda g, ans, x, axis, reverse: (CUMSUM(g, axis, not reverse),),
+    samples=(
+        Sample([Arg((5,))]),
+        Sample([Arg((4, 3), batch=True)], {"axis": 0}),
+        Sample([Arg((4, 3), batch=True)], {"axis": -1, "reverse": True}),
+        Sample([Arg((2, 3, 2))], {"axis": 1}),
+    ),
+    doc="""Running sums of ``x`` along ``axis``: ``out[i] = x[0] + ... + x[i]`` (``x[i] + ... + x[-1]`` if ``reverse``).
+
+    ``axis`` is one int (negative counts from the end), and may be left
+    out for a vector; there is no ``keepdims``, as no axis is removed.
+    The VJP is the running sum of ``g`` in the other direction.
+
+    >>> import tapegraph as tg
+    >>> tg.cumsum(tg.input("x", shape=("batch", 3)), axis=1)
+    <cumsum f64[batch,3] at ...>
+    """,
 ))

@@ -623,9 +623,13 @@ def normalize_axis(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ..
         axis = (int(axis),)
     result = set()
     for item in axis:
+        if not isinstance(item, (int, np.integer)) or isinstance(item, bool):
+            raise TypeError(f"an axis must be an int, got {type(item).__name__} {item!r}")
         if not -ndim <= item < ndim:
             raise ValueError(f"axis {item} is out of range for {ndim} dimension(s)")
-        result.add(item % ndim)
+        if int(item) % ndim in result:
+            raise ValueError(f"axis {tuple(axis)} names axis {int(item) % ndim} twice")
+        result.add(int(item) % ndim)
     return tuple(sorted(result))
 
 

@@ -1,10 +1,14 @@
-"""Softmax, log-softmax, cross-entropy, and picking one entry per row by label.
+"""Softmax, log-softmax, logsumexp, cross-entropy, and picking one entry per row by label.
 
 Softmax and log-softmax are fused primitives because computing them from
-``exp`` and ``sum`` overflows for large logits; both subtract the row
-maximum first. Cross-entropy is fused too, for speed: its gradient is
-``softmax(z) - onehot(label)``, one instruction, where the chain rule
-through log-softmax and pick takes six (measured in docs/performance.md).
+``exp`` and ``sum`` overflows for large logits; both subtract the maximum
+over their axis first. Cross-entropy is fused too, for speed and for
+exact numerics: its gradient is ``softmax(z) - onehot(label)``, one
+instruction, where the chain rule through log-softmax and pick takes six
+(measured in docs/performance.md), and its Hessian-vector product is one
+``softmax_jvp``. Every one of them works from the shifted logits ``z -
+max z``, so no term rounds to the spacing of floats near ``|z|`` (logits
+near 1e10 keep the digits of their differences).
 ``pick``/``unpick`` are a transpose pair: taking the label's entry, and
 putting a value back at the label's position.
 """
@@ -12,50 +16,142 @@ putting a value back at the label's position.
 from __future__ import annotations
 
 import math
+from typing import Any
+
 import numpy as np
 
 from tapegraph.expr import Node, is_const
-from tapegraph.ops.elementwise import ADD, EXP, MUL, NEG, SUB
-from tapegraph.ops.reductions import EXPAND, SUM
+from tapegraph.ops.elementwise import EXP, MUL, SUB
 from tapegraph.ops.native import NativeContext, count
-from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, Scratch, register, require_float, result_dtype
+from tapegraph.ops.reductions import (
+    _NONEMPTY_SAMPLES, EXPAND, SUM, _drop_empty_reduction, _kept_workspace, _nonempty_reduce_rule, _reduce_attributes,
+)
+from tapegraph.ops.registry import (
+    REQUIRED, Arg, Op, Sample, Scratch, normalize_axis, register, require_float, result_dtype,
+)
 from tapegraph.shapes import Shape, format_shape
 
 
-def _last_axis_rule(z: Node) -> tuple[Shape, str]:
+def _class_axes(z: Node, axis: Any) -> dict[str, Any]:
+    # every axis the softmax normalises over, as a sorted tuple (-1: the last)
     if z.ndim == 0:
-        raise ValueError("needs at least one axis (the classes are the last axis)")
+        raise ValueError("needs at least one axis to normalise over, and a scalar has none")
+    axes = normalize_axis(axis, z.ndim)
+    if not axes:
+        raise ValueError("axis=() names no axis to normalise over")
+    return {"axis": axes}
+
+
+def _same_shape_rule(z: Node, axis: tuple[int, ...]) -> tuple[Shape, str]:
     return z.shape, result_dtype(z)
 
 
-def _row_workspace(in_shapes, out_shape, dtype) -> dict[str, Scratch]:
-    return {"row": Scratch(tuple(out_shape[:-1]) + (1,), dtype)}
+def _row_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
+    row = tuple(1 if index in axis else dim for index, dim in enumerate(out_shape))
+    return {"row": Scratch(row, dtype)}
 
 
 # Kernels call ufunc methods (np.maximum.reduce, not np.max): the
 # fromnumeric wrappers cost more than the work on rows of a few classes.
 
-def _softmax_kernel(z: np.ndarray, out: np.ndarray, row: np.ndarray) -> None:
-    np.maximum.reduce(z, axis=-1, keepdims=True, out=row)
-    np.subtract(z, row, out=out)
+def _softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], row: np.ndarray) -> None:
+    np.maximum.reduce(z, axis=axis, keepdims=True, out=row)
+    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
+        np.subtract(z, row, out=out)
     np.exp(out, out=out)
-    np.add.reduce(out, axis=-1, keepdims=True, out=row)
+    np.add.reduce(out, axis=axis, keepdims=True, out=row)
     np.divide(out, row, out=out)
 
 
-def _log_softmax_workspace(in_shapes, out_shape, dtype) -> dict[str, Scratch]:
-    scratch = _row_workspace(in_shapes, out_shape, dtype)
+def _log_softmax_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
+    scratch = _row_workspace(in_shapes, out_shape, dtype, axis)
+    scratch["count"] = Scratch(scratch["row"].shape, dtype)
     scratch["full"] = Scratch(out_shape, dtype)
+    scratch["mask"] = Scratch(out_shape, dtype)
     return scratch
 
 
-def _log_softmax_kernel(z: np.ndarray, out: np.ndarray, row: np.ndarray, full: np.ndarray) -> None:
-    np.maximum.reduce(z, axis=-1, keepdims=True, out=row)
-    np.subtract(z, row, out=out)
-    np.exp(out, out=full)
-    np.add.reduce(full, axis=-1, keepdims=True, out=row)
-    np.log(row, out=row)
+def _log_sum_of_shifted(shifted: np.ndarray, axis: int | tuple[int, ...], exps: np.ndarray, mask: np.ndarray,
+                        rest: np.ndarray, count: np.ndarray) -> None:
+    """``rest := log sum exp(shifted)`` along ``axis`` (kept), for ``shifted = z - max z``; no allocation.
+
+    The maxima contribute exactly 1 each (``exp(0)``), so with ``count``
+    of them and ``rest`` the sum of the other exponentials, the log-sum is
+    ``log(count) + log1p(rest / count)``: for a near one-hot row (rest
+    around 1e-8) ``log(1 + rest)`` would round 1 + rest to the spacing
+    of floats near 1, while ``log1p`` keeps every digit. ``exps``,
+    ``mask`` (the shape of ``shifted``) and ``count`` (of ``rest``) are
+    scratch.
+    """
+    np.exp(shifted, out=exps)
+    np.equal(shifted, 0.0, out=mask)
+    np.subtract(exps, mask, out=exps)  # exactly 0 at the maxima, as exp(0) is exactly 1
+    np.add.reduce(exps, axis=axis, keepdims=True, out=rest)
+    np.add.reduce(mask, axis=axis, keepdims=True, out=count)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a row of -inf or nan gives nan, as numpy would
+        np.divide(rest, count, out=rest)
+        np.log1p(rest, out=rest)
+        np.log(count, out=count)
+    np.add(rest, count, out=rest)
+
+
+def _log_softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], row: np.ndarray,
+                        count: np.ndarray, full: np.ndarray, mask: np.ndarray) -> None:
+    np.maximum.reduce(z, axis=axis, keepdims=True, out=row)
+    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf: the exact log-softmax rounds to it
+        np.subtract(z, row, out=out)
+    _log_sum_of_shifted(out, axis, full, mask, row, count)
     np.subtract(out, row, out=out)
+
+
+def _softmax_jvp_rule(z: Node, v: Node, axis: tuple[int, ...]) -> tuple[Shape, str]:
+    if z.shape != v.shape:
+        raise ValueError(f"the logits {format_shape(z.shape)} and the direction {format_shape(v.shape)} "
+                         "must have one shape")
+    return z.shape, result_dtype(z, v)
+
+
+def _softmax_jvp_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
+    group = tuple(1 if index in axis else dim for index, dim in enumerate(out_shape))
+    return {"group": Scratch(group, dtype), "count": Scratch(group, dtype), "shifted": Scratch(out_shape, dtype),
+            "p": Scratch(out_shape, dtype), "mask": Scratch(out_shape, dtype)}
+
+
+def _softmax_jvp_kernel(z: np.ndarray, v: np.ndarray, out: np.ndarray, axis: tuple[int, ...], group: np.ndarray,
+                        count: np.ndarray, shifted: np.ndarray, p: np.ndarray, mask: np.ndarray) -> None:
+    # p * (v - <v, p>) for p = softmax(z), with v first shifted by its value
+    # at a largest logit: for a near one-hot p, v_k - <v, p> is a difference
+    # of two numbers that agree to 1e-8, while (v_k - r) - sum_j p_j (v_j - r)
+    # with r = v_k only sums the small terms, so every entry keeps its digits
+    np.maximum.reduce(z, axis=axis, keepdims=True, out=group)
+    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
+        np.subtract(z, group, out=shifted)
+    np.exp(shifted, out=p)
+    np.add.reduce(p, axis=axis, keepdims=True, out=group)
+    np.divide(p, group, out=p)
+    # r: the mean of v over the largest logits (ties share it)
+    np.equal(shifted, 0.0, out=mask)
+    np.add.reduce(mask, axis=axis, keepdims=True, out=count)
+    np.multiply(mask, v, out=mask)
+    np.add.reduce(mask, axis=axis, keepdims=True, out=group)
+    with np.errstate(invalid="ignore"):  # no maximum (a row of nan) gives nan
+        np.divide(group, count, out=group)
+    np.subtract(v, group, out=shifted)  # v - r
+    np.multiply(p, shifted, out=mask)
+    np.add.reduce(mask, axis=axis, keepdims=True, out=group)  # <v - r, p>
+    np.subtract(shifted, group, out=shifted)
+    np.multiply(p, shifted, out=out)
+
+
+def _softmax_jvp_vjp(g: Node, ans: Node, z: Node, v: Node, axis: tuple[int, ...]):
+    # with p = softmax(z) and J its Jacobian (symmetric), f = <g, J v> =
+    # <g*p, v> - <g,p><v,p>: df/dv = J g, and df/dz = J df/dp with
+    # df/dp = g*v - <g,p> v - <v,p> g
+    p = SOFTMAX(z, axis)
+    g_dot_p = SUM(MUL(g, p), axis=axis, keepdims=True)
+    v_dot_p = SUM(MUL(v, p), axis=axis, keepdims=True)
+    d_p = SUB(SUB(MUL(g, v), MUL(g_dot_p, v)), MUL(v_dot_p, g))
+    return SOFTMAX_JVP(z, d_p, axis), SOFTMAX_JVP(z, g, axis)
 
 
 def _pick_rule(x: Node, index: Node) -> tuple[Shape, str]:
@@ -132,7 +228,7 @@ def _in_floats(in_shapes) -> bool:
     return len(in_shapes[0]) == 1 and in_shapes[0][0] <= FEW_CLASSES
 
 
-def _label_specialize(in_shapes, out_shape, scale: float = 1.0) -> dict[str, bool]:
+def _label_specialize(in_shapes, out_shape, axis: int = -1, scale: float = 1.0) -> dict[str, bool]:
     return {"floats": _in_floats(in_shapes)}
 
 
@@ -144,119 +240,170 @@ def _checked_label(label: np.ndarray, classes: int) -> int:
     return value
 
 
-def _cross_entropy_rule(z: Node, label: Node) -> tuple[Shape, str]:
-    return _pick_rule(z, label)
+def _class_axis(z: Node, label: Node, axis: Any, scale: Any = None) -> dict[str, Any]:
+    # the one axis holding the classes, non-negative; labels index it
+    if z.ndim == 0:
+        raise ValueError("the scores need an axis of classes, and a scalar has none")
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis must be one int (the axis of classes), got {type(axis).__name__} {axis!r}")
+    (index,) = normalize_axis(int(axis), z.ndim)
+    static: dict[str, Any] = {"axis": index}
+    if scale is not None:
+        static["scale"] = float(scale)
+    return static
 
 
-def _cross_entropy_workspace(in_shapes, out_shape, dtype) -> dict[str, np.ndarray | Scratch]:
+def _labels_rule(z: Node, label: Node, axis: int) -> tuple[Shape, str]:
+    require_float(z)
+    if np.dtype(label.dtype).kind not in "iu":
+        raise ValueError(f"the label must be an integer array, got dtype {label.dtype}")
+    rows = z.shape[:axis] + z.shape[axis + 1:]
+    if label.shape != rows:
+        raise ValueError(f"labels of shape {format_shape(label.shape)} do not fit scores of shape "
+                         f"{format_shape(z.shape)} with the classes on axis {axis}; need one label per row "
+                         f"({format_shape(rows)})")
+    if z.shape[axis] == 0:
+        raise ValueError(f"axis {axis} holds the classes, and it has none: there is no label to pick")
+    return rows, z.dtype
+
+
+def _label_workspace(in_shapes, out_shape, dtype, axis: int) -> dict[str, np.ndarray | Scratch]:
+    """Where each row's entries lie, and one number per row: the shared scratch of cross-entropy and its gradient.
+
+    Row r's class k is at flat position ``offsets[r] + k * stride`` of the
+    scores as they are laid out (``stride`` the size of the axes after
+    ``axis``), so the kernels work in that layout: no transposed copy,
+    which numpy would buffer on every call.
+    """
+    z_shape = tuple(in_shapes[0])
+    size = int(np.prod(z_shape, dtype=np.int64))
+    offsets = np.arange(size, dtype=np.intp).reshape(z_shape).take(0, axis=axis)
+    rows = offsets.shape
+    group = tuple(1 if index == axis else dim for index, dim in enumerate(z_shape))
+    return {"offsets": offsets, "flat": Scratch(rows, np.dtype(np.intp).name), "row": Scratch(group, dtype)}
+
+
+def _flat_positions(label: np.ndarray, z_shape: tuple[int, ...], axis: int, offsets: np.ndarray,
+                    flat: np.ndarray) -> None:
+    # checked labels fit any integer type (see _check_labels)
+    np.multiply(label, math.prod(z_shape[axis + 1:]), out=flat, casting="unsafe")
+    np.add(flat, offsets, out=flat)
+
+
+def _cross_entropy_workspace(in_shapes, out_shape, dtype, axis: int) -> dict[str, np.ndarray | Scratch]:
     if _in_floats(in_shapes):
         return {}
-    scratch = _flat_index_workspace(in_shapes, out_shape, dtype)
-    scratch["row"] = Scratch(tuple(out_shape) + (1,), dtype)
-    scratch["full"] = Scratch(in_shapes[0], dtype)
+    scratch = _label_workspace(in_shapes, out_shape, dtype, axis)
+    for name in ("shifted", "exps", "mask"):
+        scratch[name] = Scratch(in_shapes[0], dtype)
+    scratch["count"] = Scratch(scratch["row"].shape, dtype)
     return scratch
 
 
-def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, floats: bool = False,
-                          rows: np.ndarray | None = None, flat: np.ndarray | None = None,
-                          row: np.ndarray | None = None, full: np.ndarray | None = None) -> None:
-    # log sum exp(z - max) - (z[label] - max), with every exp at most 1
-    if floats:  # one example, few classes: Python floats, no workspace
+def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, axis: int = -1,
+                          floats: bool = False, offsets: np.ndarray | None = None, flat: np.ndarray | None = None,
+                          row: np.ndarray | None = None, shifted: np.ndarray | None = None,
+                          exps: np.ndarray | None = None, mask: np.ndarray | None = None,
+                          count: np.ndarray | None = None) -> None:
+    # with s = z - max z, ce = log sum exp(s) - s[label], the log-sum taken
+    # as log(count of maxima) + log1p(rest) so that a near one-hot row
+    # keeps every digit of its small cross-entropy
+    if floats:  # one example, few classes: Python floats
         values = z.tolist()
         top = max(values)
-        shifted = values[_checked_label(label, len(values))] - top
-        out[()] = math.log(sum([math.exp(value - top) for value in values])) - shifted
+        picked = values[_checked_label(label, len(values))] - top
+        count_of_top, rest = 0, 0.0
+        for value in values:
+            if value == top:
+                count_of_top += 1
+            else:
+                rest += math.exp(value - top)
+        out[()] = math.log(count_of_top) + math.log1p(rest / count_of_top) - picked if count_of_top else math.nan
         return
-    _check_labels(label, z.shape[-1])
-    if label.ndim == 0:  # one example: scalar arithmetic beats reductions with out=
-        top = np.maximum.reduce(z)
-        np.subtract(z, top, out=full)
-        shifted = full[label]
-        np.exp(full, out=full)
-        out[()] = math.log(np.add.reduce(full)) - shifted
-        return
-    np.maximum.reduce(z, axis=-1, keepdims=True, out=row)
-    np.subtract(z, row, out=full)
-    np.add(label, rows, out=flat, casting="unsafe")
-    full.take(flat, None, out)
-    np.exp(full, out=full)
-    np.add.reduce(full, axis=-1, keepdims=True, out=row)
-    np.log(row, out=row)
+    _check_labels(label, z.shape[axis])
+    np.maximum.reduce(z, axis=axis, keepdims=True, out=row)
+    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
+        np.subtract(z, row, out=shifted)
+    _log_sum_of_shifted(shifted, axis, exps, mask, row, count)
+    _flat_positions(label, z.shape, axis, offsets, flat)
+    shifted.take(flat, None, out)
     np.subtract(row.reshape(out.shape), out, out=out)
 
 
-def _cross_entropy_vjp(g: Node, ans: Node, z: Node, label: Node):
-    if g.ndim == 0 and is_const(g):
-        factor = float(g.value.array)
+def _cross_entropy_vjp(g: Node, ans: Node, z: Node, label: Node, axis: int):
+    if is_const(g) and (g.ndim == 0 or g.value.fill is not None):
+        factor = float(g.value.array) if g.ndim == 0 else float(g.value.fill)
         if factor != 0.0 and math.isfinite(factor):
-            # a constant factor (an SGD step's step size) scales the residual
-            # inside its kernel, which saves a multiply of the whole residual
-            return SOFTMAX_MINUS_ONEHOT(z, label, ans, scale=factor), None
-    residual = SOFTMAX_MINUS_ONEHOT(z, label, ans)
+            # a constant factor (an SGD step's step size, a mean's 1/n for
+            # every row) scales the residual inside its kernel, which saves
+            # a multiply of the whole residual and a constant of its size
+            return SOFTMAX_MINUS_ONEHOT(z, label, axis, scale=factor), None
+    residual = SOFTMAX_MINUS_ONEHOT(z, label, axis)
     if g.ndim:  # one g per row: spread it along the classes
-        g = EXPAND(g, z.shape, (z.ndim - 1,), False)
+        g = EXPAND(g, z.shape, (axis,), False)
     return MUL(g, residual), None
 
 
-def _softmax_minus_onehot_rule(z: Node, label: Node, ce: Node, scale: float = 1.0) -> tuple[Shape, str]:
-    _pick_rule(z, label)
-    if ce.shape != label.shape:
-        raise ValueError(f"the cross-entropy operand must have one value per row ({format_shape(label.shape)}), "
-                         f"got {format_shape(ce.shape)}")
-    return z.shape, result_dtype(z, ce)
+def _softmax_minus_onehot_rule(z: Node, label: Node, axis: int, scale: float) -> tuple[Shape, str]:
+    _labels_rule(z, label, axis)
+    return z.shape, result_dtype(z)
 
 
-def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, ce: np.ndarray, out: np.ndarray,
-                                 scale: float = 1.0, floats: bool = False, rows: np.ndarray | None = None,
-                                 flat: np.ndarray | None = None, picked: np.ndarray | None = None) -> None:
-    # with ce = log sum exp(z) - z[label], z - z[label] - ce = z - log sum exp(z) <= 0:
-    # the softmax without a single reduction, and exp never overflows
+def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype, axis: int,
+                                    scale: float = 1.0) -> dict[str, np.ndarray | Scratch]:
+    if _in_floats(in_shapes):
+        return {}
+    scratch = _label_workspace(in_shapes, out_shape, dtype, axis)
+    scratch["picked"] = Scratch(scratch["offsets"].shape, dtype)
+    scratch["total"] = Scratch(scratch["row"].shape, dtype)
+    return scratch
+
+
+def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, axis: int = -1,
+                                 scale: float = 1.0, floats: bool = False, offsets: np.ndarray | None = None,
+                                 flat: np.ndarray | None = None, row: np.ndarray | None = None,
+                                 picked: np.ndarray | None = None, total: np.ndarray | None = None) -> None:
+    # softmax from the shifted logits e = exp(z - max z): e / total off the
+    # label, and -others / total at it, where others sums the exponentials
+    # off the label: p[label] - 1 would round to the spacing of floats
+    # near 1 when p[label] is close to 1
     if floats:  # one example, few classes: Python floats, written out at once
         values = z.tolist()
         index = _checked_label(label, len(values))
-        shift = values[index] + float(ce)
-        result = [scale * math.exp(value - shift) for value in values]
-        result[index] -= scale
+        top = max(values)
+        exponentials = [math.exp(value - top) for value in values]
+        at_label = exponentials[index]
+        exponentials[index] = 0.0
+        others = sum(exponentials)
+        factor = scale / (others + at_label)
+        result = [value * factor for value in exponentials]
+        result[index] = -others * factor
         out[:] = result
         return
-    _check_labels(label, z.shape[-1])
-    if label.ndim == 0:
-        np.subtract(z, z[label] + ce, out=out)
-        np.exp(out, out=out)
-        out[label] -= 1.0
-        if scale != 1.0:
-            np.multiply(out, scale, out=out)
-        return
-    np.add(label, rows, out=flat, casting="unsafe")
-    z.take(flat, None, picked)
-    np.add(picked, ce, out=picked)
-    np.subtract(z, picked[..., np.newaxis], out=out)
+    _check_labels(label, z.shape[axis])
+    np.maximum.reduce(z, axis=axis, keepdims=True, out=row)
+    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
+        np.subtract(z, row, out=out)
     np.exp(out, out=out)
-    # one label per row, so no entry is decremented twice
+    _flat_positions(label, z.shape, axis, offsets, flat)
     out.take(flat, None, picked)
-    np.subtract(picked, 1.0, out=picked)
-    out.put(flat, picked)
+    out.put(flat, 0.0)
+    np.add.reduce(out, axis=axis, keepdims=True, out=row)  # the others
+    np.add(row, picked.reshape(row.shape), out=total)
+    np.divide(out, total, out=out)
+    np.divide(row, total, out=row)
+    np.negative(row, out=row)
+    # one label per row, so no entry is written twice
+    out.put(flat, row)
     if scale != 1.0:
         np.multiply(out, scale, out=out)
 
 
-def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype, scale: float = 1.0) -> dict[str, np.ndarray | Scratch]:
-    if _in_floats(in_shapes):
-        return {}
-    scratch = _flat_index_workspace(in_shapes, out_shape, dtype)
-    scratch["picked"] = Scratch(tuple(out_shape[:-1]), dtype)
-    return scratch
-
-
-def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, ce: Node, scale: float):
-    # f = scale (s - onehot) with s = exp(z - z[label] - ce), each input independent:
-    # with h = scale g, df/dz . g = h*s - onehot * <h, s>, df/dce . g = -<h, s>
-    depth = z.shape[-1]
-    ones = EXPAND(1.0, label.shape, tuple(range(label.ndim)), False) if label.ndim else 1.0
-    s = ADD(ans if scale == 1.0 else MUL(ans, 1.0 / scale), UNPICK(ones, label, depth))
-    weighted = MUL(g if scale == 1.0 else MUL(g, scale), s)
-    total = SUM(weighted, axis=-1)
-    return SUB(weighted, UNPICK(total, label, depth)), None, NEG(total)
+def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, axis: int, scale: float):
+    # d/dz of scale * (softmax(z) - onehot) is scale times the softmax's
+    # Jacobian, symmetric: one fused product, exact for a near one-hot row
+    # (the Hessian-vector product of the cross-entropy)
+    return SOFTMAX_JVP(z, g if scale == 1.0 else MUL(g, scale), (axis,)), None
 
 
 # Native forms: one loop over rows of C classes, in the order numpy's
@@ -372,23 +519,109 @@ _CLASS_SAMPLES = (
     Sample([Arg((4,))]),
     Sample([Arg((5, 3), batch=True)]),
     Sample([Arg((3,), low=500.0, high=1000.0)]),  # large logits stay finite
+    Sample([Arg((4, 3), batch=True)], {"axis": 0}),  # over the batch
+    Sample([Arg((2, 3, 2))], {"axis": (0, 2)}),
+    Sample([Arg((2, 4, 3))], {"axis": -2}),
 )
 
 SOFTMAX = register(Op(
-    name="softmax", operands=("z",), shape_rule=_last_axis_rule, kernel=_softmax_kernel,
-    workspace=_row_workspace, native=_softmax_native,
-    # J = diag(s) - s s^T, so g J = s * (g - <g, s>)
-    vjp=lambda g, ans, z: (MUL(ans, SUB(g, SUM(MUL(g, ans), axis=-1, keepdims=True))),),
+    name="softmax", operands=("z",), attributes={"axis": -1}, normalize=_class_axes,
+    shape_rule=_same_shape_rule, kernel=_softmax_kernel, workspace=_row_workspace,
+    # J = diag(s) - s s^T, so g J = s * (g - <g, s>), fused so a near
+    # one-hot s keeps its digits
+    vjp=lambda g, ans, z, axis: (SOFTMAX_JVP(z, g, axis),),
     samples=_CLASS_SAMPLES,
-    doc="Softmax over the last axis, stable for large logits: exp(z - max z) / sum exp(z - max z).",
+    doc="""Softmax over ``axis`` (the last by default; an int or a tuple), stable for large logits.
+
+    ``exp(z - max z) / sum exp(z - max z)``, the sums taken over ``axis``;
+    the VJP is ``s * (g - <g, s>)``.
+
+    >>> import tapegraph as tg
+    >>> tg.softmax(tg.input("z", shape=("batch", 3)), axis=0)
+    <softmax f64[batch,3] at ...>
+    """,
 ))
 
 LOG_SOFTMAX = register(Op(
-    name="log_softmax", operands=("z",), shape_rule=_last_axis_rule, kernel=_log_softmax_kernel,
-    workspace=_log_softmax_workspace, native=_log_softmax_native,
-    vjp=lambda g, ans, z: (SUB(g, MUL(EXP(ans), SUM(g, axis=-1, keepdims=True))),),
+    name="log_softmax", operands=("z",), attributes={"axis": -1}, normalize=_class_axes,
+    shape_rule=_same_shape_rule, kernel=_log_softmax_kernel, workspace=_log_softmax_workspace,
+    vjp=lambda g, ans, z, axis: (SUB(g, MUL(EXP(ans), SUM(g, axis=axis, keepdims=True))),),
     samples=_CLASS_SAMPLES,
-    doc="Log of the softmax over the last axis, computed without overflow: z - max z - log sum exp(z - max z).",
+    doc="""Log of the softmax over ``axis`` (the last by default; an int or a tuple), without overflow.
+
+    ``z - max z - log sum exp(z - max z)``, the log-sum computed with
+    ``log1p`` of the terms below the maximum, so a near one-hot row keeps
+    its digits; the VJP is ``g - softmax(z) * sum g``.
+    """,
+))
+
+SOFTMAX_JVP = register(Op(
+    name="softmax_jvp", operands=("z", "v"), attributes={"axis": REQUIRED}, public=False,
+    normalize=lambda z, v, axis: {"axis": normalize_axis(axis, z.ndim)},
+    shape_rule=_softmax_jvp_rule, kernel=_softmax_jvp_kernel, workspace=_softmax_jvp_workspace,
+    vjp=_softmax_jvp_vjp,
+    samples=(
+        Sample([Arg((4,)), Arg((4,))], {"axis": (0,)}),
+        Sample([Arg((5, 3), batch=True), Arg((5, 3), batch=True)], {"axis": (1,)}),
+        Sample([Arg((2, 3, 2)), Arg((2, 3, 2))], {"axis": (0, 2)}),
+        Sample([Arg((3,), low=20.0, high=40.0), Arg((3,))], {"axis": (0,)}),  # near one-hot
+    ),
+    doc="""``J v`` for ``J`` the Jacobian of ``softmax(z)`` over ``axis``: ``p * (v - <v, p>)``, ``p = softmax(z)``.
+
+    ``J`` is symmetric, so this is the VJP of the softmax, and with ``v``
+    a direction it is the Hessian-vector product of the cross-entropy.
+    It is computed with ``v`` shifted by its value at the largest logit,
+    so for a near one-hot ``p`` no entry is the difference of two nearly
+    equal numbers.
+    """,
+))
+
+# logsumexp: the log of the softmax's normaliser, over any axes.
+
+def _logsumexp_workspace(in_shapes, out_shape, dtype, axis, keepdims) -> dict[str, Scratch]:
+    scratch = _kept_workspace(in_shapes, out_shape, dtype, axis)
+    for name in ("rest", "count"):
+        scratch[name] = Scratch(scratch["group"].shape, dtype)
+    for name in ("shifted", "exps", "mask"):
+        scratch[name] = Scratch(in_shapes[0], dtype)
+    return scratch
+
+
+def _logsumexp_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, group: np.ndarray,
+                      rest: np.ndarray, count: np.ndarray, shifted: np.ndarray, exps: np.ndarray,
+                      mask: np.ndarray) -> None:
+    # max + log sum exp(x - max), the sum taken as count of maxima plus the
+    # rest so that a result near the maximum keeps its digits (log1p)
+    np.maximum.reduce(x, axis=axis, keepdims=True, out=group)
+    with np.errstate(over="ignore", invalid="ignore"):  # -1e308 - 1e308 is -inf; inf - inf is nan, see below
+        np.subtract(x, group, out=shifted)
+    _log_sum_of_shifted(shifted, axis, exps, mask, rest, count)
+    np.add(group, rest, out=rest)
+    # a group whose maximum is not finite gave NaN above; its log-sum-exp
+    # is that maximum (-inf for all -inf, inf, or NaN), and elsewhere the
+    # result is at least the maximum: fmax, which passes over NaN, picks it
+    np.fmax(rest, group, out=rest)
+    np.copyto(out, rest if keepdims else rest.reshape(out.shape))
+
+
+def _logsumexp_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool):
+    if not axis:
+        return (g,)
+    # the softmax along axis, computed from the shifted entries: exact for entries near 1e10
+    return (MUL(EXPAND(g, x.shape, axis, keepdims), SOFTMAX(x, axis)),)
+
+
+LOGSUMEXP = register(Op(
+    name="logsumexp", operands=("x",), attributes={"axis": None, "keepdims": False}, normalize=_reduce_attributes,
+    rewrite=_drop_empty_reduction, shape_rule=_nonempty_reduce_rule, kernel=_logsumexp_kernel,
+    workspace=_logsumexp_workspace, vjp=_logsumexp_vjp,
+    samples=(*_NONEMPTY_SAMPLES, Sample([Arg((4,), low=990.0, high=1010.0)], {"axis": (0,), "keepdims": False})),
+    doc="""``log sum exp(x)`` over ``axis`` (all of them by default), without overflow.
+
+    ``max + log(count of maxima) + log1p(rest / count)``, where rest sums
+    ``exp(x - max)`` below the maximum; ``-inf`` when every entry is
+    ``-inf``. The VJP is ``g`` times the softmax over ``axis``.
+    """,
 ))
 
 PICK = register(Op(
@@ -416,18 +649,25 @@ UNPICK = register(Op(
 
 
 CROSS_ENTROPY = register(Op(
-    name="cross_entropy", operands=("logits", "label"), shape_rule=_cross_entropy_rule, kernel=_cross_entropy_kernel,
-    workspace=_cross_entropy_workspace, specialize=_label_specialize, vjp=_cross_entropy_vjp,
-    native=_cross_entropy_native,
+    name="cross_entropy", operands=("logits", "label"), attributes={"axis": -1}, normalize=_class_axis,
+    shape_rule=_labels_rule, kernel=_cross_entropy_kernel, workspace=_cross_entropy_workspace,
+    specialize=_label_specialize, vjp=_cross_entropy_vjp,
     samples=(
         Sample([Arg((3,)), Arg((), dtype="int64", low=0, high=3)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)]),
         Sample([Arg((3,), low=800.0, high=1000.0), Arg((), dtype="int64", low=0, high=3)]),
+        Sample([Arg((5, 3)), Arg((3,), dtype="int64", low=0, high=5)], {"axis": 0}),
+        Sample([Arg((5, 3, 2), batch=True), Arg((5, 2), dtype="int64", low=0, high=3, batch=True)], {"axis": 1}),
+        Sample([Arg((20,)), Arg((), dtype="int64", low=0, high=20)]),  # more classes than the float path takes
     ),
-    doc="""``-log softmax(logits)[label]``, one value per example, stable for large logits.
+    doc="""``-log softmax(logits)[label]`` along ``axis``, one value per example, exact for any finite logits.
 
-    Computed as log sum exp(z - max z) - (z[label] - max z);
-    d/dz = softmax(z) - onehot(label).
+    Computed from ``s = z - max z`` as ``log sum exp(s) - s[label]``, the
+    log-sum with ``log1p`` of the terms below the maximum;
+    ``d/dz = softmax(z) - onehot(label)``. ``label`` has the shape of the
+    logits without ``axis`` (the last by default). Logits of opposite
+    signs near the largest float give the gradient exactly; a
+    cross-entropy beyond the largest float is ``inf``.
 
     >>> import tapegraph as tg
     >>> tg.cross_entropy(tg.input("z", shape=("batch", 3)), tg.input("y", shape=("batch",), dtype="int64"))
@@ -436,25 +676,24 @@ CROSS_ENTROPY = register(Op(
 ))
 
 SOFTMAX_MINUS_ONEHOT = register(Op(
-    name="softmax_minus_onehot", operands=("z", "label", "ce"), attributes={"scale": 1.0}, public=False,
-    normalize=lambda z, label, ce, scale: {"scale": float(scale)}, shape_rule=_softmax_minus_onehot_rule,
-    kernel=_softmax_minus_onehot_kernel, workspace=_softmax_minus_onehot_workspace, specialize=_label_specialize,
-    native=_softmax_minus_onehot_native,
-    vjp=_softmax_minus_onehot_vjp,
+    name="softmax_minus_onehot", operands=("z", "label"), attributes={"axis": -1, "scale": 1.0}, public=False,
+    normalize=_class_axis, shape_rule=_softmax_minus_onehot_rule, kernel=_softmax_minus_onehot_kernel,
+    workspace=_softmax_minus_onehot_workspace, specialize=_label_specialize, vjp=_softmax_minus_onehot_vjp,
     samples=(
-        Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4), Arg((), low=0.5, high=2.0)]),
-        Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True),
-                Arg((5,), low=0.5, high=2.0, batch=True)]),
-        Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4), Arg((), low=0.5, high=2.0)], {"scale": 0.25}),
-        Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True),
-                Arg((5,), low=0.5, high=2.0, batch=True)], {"scale": -3.0}),
+        Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4)]),
+        Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)]),
+        Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4)], {"scale": 0.25}),
+        Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)], {"scale": -3.0}),
+        Sample([Arg((3, 5)), Arg((5,), dtype="int64", low=0, high=3)], {"axis": 0}),
+        Sample([Arg((5, 3, 2), batch=True), Arg((5, 2), dtype="int64", low=0, high=3, batch=True)], {"axis": -2}),
+        Sample([Arg((20,)), Arg((), dtype="int64", low=0, high=20)]),
     ),
-    doc="""``scale * (exp(z - z[label] - ce) - onehot(label))`` per row.
+    doc="""``scale * (softmax(z) - onehot(label))`` along ``axis``: the gradient of the cross-entropy.
 
-    With ``ce = cross_entropy(z, label)`` that is ``softmax(z) -
-    onehot(label)``, the gradient of ``ce`` with respect to ``z``: the
-    cross-entropy already holds the log-sum-exp, so no reduction is redone.
-    ``scale`` is a constant factor of the cross-entropy's cotangent (an
-    SGD step's step size), applied in the kernel.
+    Computed from ``e = exp(z - max z)``: ``e / total`` off the label and
+    ``-others / total`` at it (``others`` the sum of ``e`` off the label),
+    so that ``p[label] - 1`` near 0 keeps its digits. ``scale`` is a
+    constant factor of the cross-entropy's cotangent (an SGD step's step
+    size), applied in the kernel.
     """,
 ))

@@ -130,3 +130,57 @@ def elementwise_source(expression: str, ctx: NativeContext) -> str:
 def count(shape: Sequence[int]) -> int:
     """The number of entries of ``shape``."""
     return int(np.prod(shape, dtype=np.int64))
+
+
+class Groups:
+    """Loops over the groups of entries of ``shape`` that a reduction over ``axes`` combines.
+
+    The kept axes are the outer loops (``each``), the reduced axes the
+    inner ones (``over``, run once per group, as often as a template
+    needs a pass); ``names`` index the whole array in axis order, so
+    ``at(name)`` is the entry of the current pass and ``reduced(name,
+    keepdims)`` the group's entry of a reduced result.
+    """
+
+    def __init__(self, ctx: NativeContext, shape: Sequence[int], axes: Sequence[int]) -> None:
+        self.shape = tuple(shape)
+        self.axes = tuple(sorted(axes))
+        self.kept = tuple(axis for axis in range(len(self.shape)) if axis not in self.axes)
+        #: One index name per axis of ``shape``.
+        self.names = ctx.indices(len(self.shape), "g")
+        self._ctx = ctx
+
+    def each(self, body: Sequence[str]) -> str:
+        """``body`` (lines) once per group: loops over the kept axes."""
+        return loops([self.shape[axis] for axis in self.kept], body, [self.names[axis] for axis in self.kept])
+
+    def over(self, body: Sequence[str], backwards: bool = False) -> list[str]:
+        """Lines running ``body`` on every entry of the group, in C order (reversed if ``backwards``)."""
+        if backwards:
+            lines = []
+            for depth, axis in enumerate(self.axes):
+                lines.append("    " * depth + f"for {self.names[axis]} in range({self.shape[axis] - 1}, -1, -1):")
+            lines.extend("    " * len(self.axes) + line for line in body)
+            return lines
+        return loops([self.shape[axis] for axis in self.axes], body, [self.names[axis] for axis in self.axes]).split("\n")
+
+    def at(self, name: str, shape: Sequence[int] | None = None) -> str:
+        """Entry of ``name`` (of ``shape``, the groups' own by default, broadcasting) at the current indices."""
+        return entry(name, self.shape if shape is None else shape, self.names)
+
+    def reduced(self, name: str, keepdims: bool) -> str:
+        """The current group's entry of ``name``, a result reduced over the axes (``keepdims``: kept as size 1)."""
+        if keepdims:
+            parts = ["0" if axis in self.axes else index for axis, index in enumerate(self.names)]
+        else:
+            parts = [self.names[axis] for axis in self.kept]
+        return f"{name}[{', '.join(parts)}]" if parts else name
+
+    def first(self, name: str) -> str:
+        """The current group's first entry of ``name`` (the groups' shape): index 0 on each reduced axis."""
+        return self.reduced(name, keepdims=True) if self.shape else name
+
+    def replaced(self, name: str, axis: int, index: str) -> str:
+        """Entry of ``name`` (the groups' shape) at the current indices, but ``index`` along ``axis``."""
+        parts = [index if position == axis else own for position, own in enumerate(self.names)]
+        return f"{name}[{', '.join(parts)}]"

@@ -16,7 +16,7 @@ import numpy as np
 
 from tapegraph.expr import Node
 from tapegraph.ops.elementwise import ADD, DIV, MUL, SIGN, SQUARE, SUB
-from tapegraph.ops.native import NativeContext, count, entry
+from tapegraph.ops.native import Groups, NativeContext, count, entry
 from tapegraph.ops.registry import REQUIRED, Arg, Op, Sample, Scratch, normalize_axis, register, result_dtype
 from tapegraph.shapes import Shape, as_shape, broadcast, format_shape
 
@@ -529,6 +529,85 @@ def _cumsum_kernel(x: np.ndarray, out: np.ndarray, axis: int, reverse: bool) -> 
         np.add.accumulate(x, axis=axis, out=out)
 
 
+# Native forms of these: one group of entries at a time (``Groups``), in
+# the passes the numpy kernels make over it.
+
+def _chooser_native(smallest: bool) -> Callable[[NativeContext], str]:
+    def native(ctx: NativeContext) -> str:
+        groups = Groups(ctx, ctx.in_shapes[0], ctx["axis"])
+        *lines, best = _group_best(ctx, groups, ctx.operands[0], smallest)
+        return groups.each([*lines, f"{groups.reduced(ctx.out, ctx['keepdims'])} = {best}"])
+    return native
+
+
+def _group_best(ctx: NativeContext, groups: Groups, x: str, smallest: bool = False) -> list[str]:
+    """Lines setting ``best`` (the name, returned last) to the group's largest (smallest) entry of array ``x``.
+
+    Two numbers at a time with np.maximum (np.minimum), as numpy's
+    reduction takes them: a NaN wins.
+    """
+    best = ctx.temp("best")
+    chooser = "np.minimum" if smallest else "np.maximum"
+    return [f"{best} = {groups.first(x)}", *groups.over([f"{best} = {chooser}({best}, {groups.at(x)})"]), best]
+
+
+def _tie_share_native(ctx: NativeContext) -> str:
+    # (x == best) / (number of entries equal to best): 0 / 0 when a NaN makes none equal
+    groups = Groups(ctx, ctx.in_shapes[0], ctx["axis"])
+    x = groups.at(ctx.operands[0])
+    *lines, best = _group_best(ctx, groups, ctx.operands[0], ctx["smallest"])
+    ties = ctx.temp("ties")
+    one, zero = ctx.literal(1.0), ctx.literal(0.0)
+    body = [*lines, f"{ties} = {zero}", *groups.over([f"if {x} == {best}:", f"    {ties} += {one}"]),
+            *groups.over([f"{groups.at(ctx.out)} = ({one} if {x} == {best} else {zero}) / {ties}"])]
+    return groups.each(body)
+
+
+def _prod_native(ctx: NativeContext) -> str:
+    groups = Groups(ctx, ctx.in_shapes[0], ctx["axis"])
+    total = ctx.temp("total")
+    body = [f"{total} = {ctx.literal(1.0)}", *groups.over([f"{total} *= {groups.at(ctx.operands[0])}"]),
+            f"{groups.reduced(ctx.out, ctx['keepdims'])} = {total}"]
+    return groups.each(body)
+
+
+def _prod_others_native(ctx: NativeContext) -> str:
+    # the product of the entries before each one (left to right), times
+    # that of those after it (right to left), as the numpy kernel takes them
+    groups = Groups(ctx, ctx.in_shapes[0], ctx["axis"])
+    x, out = groups.at(ctx.operands[0]), groups.at(ctx.out)
+    running = ctx.temp("running")
+    one = ctx.literal(1.0)
+    body = [f"{running} = {one}", *groups.over([f"{out} = {running}", f"{running} *= {x}"]),
+            f"{running} = {one}", *groups.over([f"{out} = {out} * {running}", f"{running} *= {x}"], backwards=True)]
+    return groups.each(body)
+
+
+def _spread_native(root: bool) -> Callable[[NativeContext], str]:
+    def native(ctx: NativeContext) -> str:
+        # two passes: the mean (sum times 1/count), then the mean square of the deviations
+        groups = Groups(ctx, ctx.in_shapes[0], ctx["axis"])
+        x = groups.at(ctx.operands[0])
+        total, mean, deviation = ctx.temp("total"), ctx.temp("mean"), ctx.temp("deviation")
+        scale = ctx.literal(ctx["scale"])
+        value = f"{total} * {scale}"
+        body = [f"{total} = {ctx.literal(0.0)}", *groups.over([f"{total} += {x}"]), f"{mean} = {total} * {scale}",
+                f"{total} = {ctx.literal(0.0)}",
+                *groups.over([f"{deviation} = {x} - {mean}", f"{total} += {deviation} * {deviation}"]),
+                f"{groups.reduced(ctx.out, ctx['keepdims'])} = {f'np.sqrt({value})' if root else value}"]
+        return groups.each(body)
+    return native
+
+
+def _cumsum_native(ctx: NativeContext) -> str:
+    groups = Groups(ctx, ctx.in_shapes[0], (ctx["axis"],))
+    total = ctx.temp("total")
+    body = [f"{total} = {ctx.literal(0.0)}",
+            *groups.over([f"{total} += {groups.at(ctx.operands[0])}", f"{groups.at(ctx.out)} = {total}"],
+                         backwards=ctx["reverse"])]
+    return groups.each(body)
+
+
 _NONEMPTY_SAMPLES = (
     Sample([Arg((5,))], {"axis": (0,), "keepdims": False}),
     Sample([Arg((4, 3), batch=True)], {"axis": (0,), "keepdims": False}),
@@ -539,7 +618,7 @@ _NONEMPTY_SAMPLES = (
 
 MAX = register(Op(
     name="max", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
-    shape_rule=_nonempty_reduce_rule, kernel=_max_kernel,
+    shape_rule=_nonempty_reduce_rule, kernel=_max_kernel, native=_chooser_native(smallest=False),
     source="np.maximum.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
     vjp=_chooser_vjp(smallest=False), samples=_NONEMPTY_SAMPLES,
     doc="""The largest entry of ``x`` over ``axis`` (all of them by default).
@@ -556,7 +635,7 @@ MAX = register(Op(
 
 MIN = register(Op(
     name="min", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
-    shape_rule=_nonempty_reduce_rule, kernel=_min_kernel,
+    shape_rule=_nonempty_reduce_rule, kernel=_min_kernel, native=_chooser_native(smallest=True),
     source="np.minimum.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
     vjp=_chooser_vjp(smallest=True), samples=_NONEMPTY_SAMPLES,
     doc="""The smallest entry of ``x`` over ``axis`` (all of them by default).
@@ -571,7 +650,7 @@ TIE_SHARE = register(Op(
     name="tie_share", operands=("x",), attributes={"axis": REQUIRED, "smallest": False}, public=False,
     normalize=lambda x, axis, smallest: {"axis": normalize_axis(axis, x.ndim), "smallest": bool(smallest)},
     shape_rule=lambda x, axis, smallest: (x.shape, result_dtype(x)), kernel=_tie_share_kernel,
-    workspace=_kept_workspace,
+    workspace=_kept_workspace, native=_tie_share_native,
     # piecewise constant: no gradient flows through the choice of entries
     vjp=lambda g, ans, x, axis, smallest: (None,),
     samples=(
@@ -588,7 +667,7 @@ TIE_SHARE = register(Op(
 
 PROD = register(Op(
     name="prod", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes, rewrite=_drop_empty_reduction,
-    shape_rule=_reduce_rule, kernel=_prod_kernel,
+    shape_rule=_reduce_rule, kernel=_prod_kernel, native=_prod_native,
     source="np.multiply.reduce({0}, axis={axis}, keepdims={keepdims}, out={out})",
     vjp=lambda g, ans, x, axis, keepdims: (MUL(EXPAND(g, x.shape, axis, keepdims), PROD_OTHERS(x, axis)),),
     samples=(
@@ -610,7 +689,7 @@ PROD_OTHERS = register(Op(
     name="prod_others", operands=("x",), attributes={"axis": REQUIRED}, public=False,
     normalize=lambda x, axis: {"axis": normalize_axis(axis, x.ndim)},
     shape_rule=lambda x, axis: (x.shape, result_dtype(x)), kernel=_prod_others_kernel,
-    workspace=_prod_others_workspace, vjp=_prod_others_vjp,
+    workspace=_prod_others_workspace, vjp=_prod_others_vjp, native=_prod_others_native,
     samples=(
         Sample([Arg((5,), low=0.5, high=1.5)], {"axis": (0,)}),
         Sample([Arg((4, 3), batch=True)], {"axis": (1,)}),
@@ -626,7 +705,7 @@ PROD_OTHERS = register(Op(
 VAR = register(Op(
     name="var", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
     shape_rule=_reduce_rule, kernel=_var_kernel, specialize=_spread_specialize, workspace=_spread_workspace,
-    vjp=_var_vjp,
+    vjp=_var_vjp, native=_spread_native(root=False),
     samples=_NONEMPTY_SAMPLES,
     doc="""The variance of the entries of ``x`` over ``axis``: ``mean((x - mean x)^2)`` (numpy's ``ddof=0``).
 
@@ -638,7 +717,7 @@ VAR = register(Op(
 STD = register(Op(
     name="std", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
     shape_rule=_reduce_rule, kernel=_std_kernel, specialize=_spread_specialize, workspace=_spread_workspace,
-    vjp=_std_vjp,
+    vjp=_std_vjp, native=_spread_native(root=True),
     samples=_NONEMPTY_SAMPLES,
     doc="""The standard deviation of the entries of ``x`` over ``axis``: ``sqrt(var(x))`` (``ddof=0``).
 
@@ -649,7 +728,7 @@ STD = register(Op(
 
 CUMSUM = register(Op(
     name="cumsum", operands=("x",), attributes={"axis": None, "reverse": False}, normalize=_cumsum_attributes,
-    shape_rule=_cumsum_rule, kernel=_cumsum_kernel,
+    shape_rule=_cumsum_rule, kernel=_cumsum_kernel, native=_cumsum_native,
     # the transpose of a running sum is the running sum from the other end
     vjp=lambda g, ans, x, axis, reverse: (CUMSUM(g, axis, not reverse),),
     samples=(

@@ -22,9 +22,10 @@ import numpy as np
 
 from tapegraph.expr import Node, is_const
 from tapegraph.ops.elementwise import EXP, MUL, SUB
-from tapegraph.ops.native import NativeContext, count
+from tapegraph.ops.native import Groups, NativeContext, count
 from tapegraph.ops.reductions import (
-    _NONEMPTY_SAMPLES, EXPAND, SUM, _drop_empty_reduction, _kept_workspace, _nonempty_reduce_rule, _reduce_attributes,
+    _NONEMPTY_SAMPLES, EXPAND, SUM, _drop_empty_reduction, _group_best, _kept_workspace, _nonempty_reduce_rule,
+    _reduce_attributes,
 )
 from tapegraph.ops.registry import (
     REQUIRED, Arg, Op, Sample, Scratch, normalize_axis, register, require_float, result_dtype,
@@ -406,8 +407,118 @@ def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, axis: in
     return SOFTMAX_JVP(z, g if scale == 1.0 else MUL(g, scale), (axis,)), None
 
 
-# Native forms: one loop over rows of C classes, in the order numpy's
-# kernels compute (the row maximum, shifted exponentials, their sum).
+# Native forms: one group of entries (over ``axis``) at a time, in the
+# passes the numpy kernels make over it, so that both give the same
+# numbers: the group's maximum, the shifted exponentials, their sums.
+
+def _shifted_log_sum(ctx: NativeContext, groups: Groups, z: str, top: str, out: str | None = None) -> list[str]:
+    """Lines setting ``lse`` (the name, returned last) to ``log sum exp(z - top)`` over the group.
+
+    As ``_log_sum_of_shifted``: the maxima count exactly 1 each, the
+    rest is summed apart, ``lse = log1p(rest / count) + log(count)``;
+    with ``out``, each shifted entry is written there too.
+    """
+    rest, ties, shifted, lse = ctx.temp("rest"), ctx.temp("ties"), ctx.temp("shifted"), ctx.temp("lse")
+    zero = ctx.literal(0.0)
+    entry_lines = [f"{shifted} = {groups.at(z)} - {top}"]
+    if out is not None:
+        entry_lines.append(f"{groups.at(out)} = {shifted}")
+    entry_lines += [f"if {shifted} == {zero}:", f"    {ties} += {ctx.literal(1.0)}", "else:",
+                    f"    {rest} += np.exp({shifted})"]
+    return [f"{rest} = {zero}", f"{ties} = {zero}", *groups.over(entry_lines),
+            f"{lse} = np.log1p({rest} / {ties}) + np.log({ties})", lse]
+
+
+def _softmax_native(ctx: NativeContext) -> str:
+    groups = Groups(ctx, ctx.in_shapes[0], ctx["axis"])
+    z, out = ctx.operands[0], groups.at(ctx.out)
+    *lines, top = _group_best(ctx, groups, z)
+    total = ctx.temp("total")
+    body = [*lines, f"{total} = {ctx.literal(0.0)}",
+            *groups.over([f"{out} = np.exp({groups.at(z)} - {top})", f"{total} += {out}"]),
+            *groups.over([f"{out} = {out} / {total}"])]
+    return groups.each(body)
+
+
+def _log_softmax_native(ctx: NativeContext) -> str:
+    groups = Groups(ctx, ctx.in_shapes[0], ctx["axis"])
+    z = ctx.operands[0]
+    *lines, top = _group_best(ctx, groups, z)
+    *log_sum, lse = _shifted_log_sum(ctx, groups, z, top, ctx.out)
+    out = groups.at(ctx.out)
+    return groups.each([*lines, *log_sum, *groups.over([f"{out} = {out} - {lse}"])])
+
+
+def _softmax_jvp_native(ctx: NativeContext) -> str:
+    # p * ((v - r) - <v - r, p>), p = softmax(z), r the mean of v over the largest logits
+    groups = Groups(ctx, ctx.out_shape, ctx["axis"])
+    z, v = (groups.at(name, shape) for name, shape in zip(ctx.operands, ctx.in_shapes))
+    out = groups.at(ctx.out)
+    *lines, top = _group_best(ctx, groups, ctx.operands[0])
+    total, ties, at_top, dot = ctx.temp("total"), ctx.temp("ties"), ctx.temp("at_top"), ctx.temp("dot")
+    mask = ctx.temp("mask")
+    zero, one = ctx.literal(0.0), ctx.literal(1.0)
+    body = [*lines, f"{total} = {zero}", f"{ties} = {zero}", f"{at_top} = {zero}",
+            *groups.over([f"{out} = np.exp({z} - {top})", f"{total} += {out}",
+                          f"{mask} = {one} if {z} - {top} == {zero} else {zero}",
+                          f"{ties} += {mask}", f"{at_top} += {mask} * {v}"]),
+            f"{at_top} = {at_top} / {ties}", f"{dot} = {zero}",
+            *groups.over([f"{out} = {out} / {total}", f"{dot} += {out} * ({v} - {at_top})"]),
+            *groups.over([f"{out} = {out} * (({v} - {at_top}) - {dot})"])]
+    return groups.each(body)
+
+
+def _logsumexp_native(ctx: NativeContext) -> str:
+    # max + the log-sum of the shifted entries; where the maximum is not
+    # finite (the log-sum NaN) the maximum itself, as np.fmax picks it
+    groups = Groups(ctx, ctx.in_shapes[0], ctx["axis"])
+    x = ctx.operands[0]
+    *lines, top = _group_best(ctx, groups, x)
+    *log_sum, lse = _shifted_log_sum(ctx, groups, x, top)
+    return groups.each([*lines, *log_sum, f"{groups.reduced(ctx.out, ctx['keepdims'])} = np.fmax({top} + {lse}, {top})"])
+
+
+def _labelled_groups(ctx: NativeContext) -> tuple[Groups, str, str, list[str]]:
+    """(groups over the class axis, each row's label, the logits at it, lines setting the row's maximum ``top``)."""
+    axis = ctx["axis"]
+    groups = Groups(ctx, ctx.in_shapes[0], (axis,))
+    labels = ctx.label(1, ctx.in_shapes[0][axis])
+    label = groups.reduced(labels, keepdims=False) if ctx.in_shapes[1] else labels
+    at_label = groups.replaced(ctx.operands[0], axis, label)
+    return groups, label, at_label, _group_best(ctx, groups, ctx.operands[0])
+
+
+def _cross_entropy_native(ctx: NativeContext) -> str:
+    # log sum exp(s) - s[label] for s = z - max z
+    groups, _, at_label, lines = _labelled_groups(ctx)
+    *lines, top = lines
+    *log_sum, lse = _shifted_log_sum(ctx, groups, ctx.operands[0], top)
+    return groups.each([*lines, *log_sum, f"{groups.reduced(ctx.out, keepdims=False)} = {lse} - ({at_label} - {top})"])
+
+
+def _softmax_minus_onehot_native(ctx: NativeContext) -> str:
+    # e = exp(z - max z): e / total off the label, -others / total at it
+    groups, label, _, lines = _labelled_groups(ctx)
+    *lines, top = lines
+    out = groups.at(ctx.out)
+    at_label = groups.replaced(ctx.out, ctx["axis"], label)
+    picked, others, total = ctx.temp("picked"), ctx.temp("others"), ctx.temp("total")
+    scale = ctx["scale"]
+    body = [*lines, *groups.over([f"{out} = np.exp({groups.at(ctx.operands[0])} - {top})"]),
+            f"{picked} = {at_label}", f"{at_label} = {ctx.literal(0.0)}", f"{others} = {ctx.literal(0.0)}",
+            *groups.over([f"{others} += {out}"])]
+    if ctx.attributes.get("floats"):
+        # numpy's one-row path multiplies by one factor, scale / total
+        factor = ctx.temp("factor")
+        body += [f"{factor} = {ctx.literal(scale)} / ({others} + {picked})",
+                 *groups.over([f"{out} = {out} * {factor}"]), f"{at_label} = -{others} * {factor}"]
+    else:
+        body += [f"{total} = {others} + {picked}", *groups.over([f"{out} = {out} / {total}"]),
+                 f"{at_label} = -({others} / {total})"]
+        if scale != 1.0:
+            body += groups.over([f"{out} = {out} * {ctx.literal(scale)}"])
+    return groups.each(body)
+
 
 def _rows(ctx: NativeContext, index: int, name: str | None = None) -> tuple[str, int, int, str]:
     """(statement making a (rows, classes) view of operand ``index`` (or of
@@ -427,34 +538,6 @@ def _label_of(ctx: NativeContext, index: int, classes: int, row: str) -> tuple[s
         return "", labels
     flat = ctx.temp("labels")
     return f"{flat} = {labels}.reshape(({count(ctx.in_shapes[index])},))", f"{flat}[{row}]"
-
-
-def _row_max(z: str, row: str, classes: int, top: str, k: str) -> list[str]:
-    return [f"{top} = {z}[{row}, 0]", f"for {k} in range(1, {classes}):",
-            f"    {top} = np.maximum({top}, {z}[{row}, {k}])"]
-
-
-def _softmax_native(ctx: NativeContext) -> str:
-    make_z, rows, classes, z = _rows(ctx, 0)
-    make_out, _, _, out = _rows(ctx, 0, ctx.out)
-    row, k, top, total = ctx.temp("r"), ctx.temp("k"), ctx.temp("top"), ctx.temp("total")
-    body = _row_max(z, row, classes, top, k) + [
-        f"{total} = {ctx.literal(0.0)}", f"for {k} in range({classes}):",
-        f"    {out}[{row}, {k}] = np.exp({z}[{row}, {k}] - {top})", f"    {total} += {out}[{row}, {k}]",
-        f"for {k} in range({classes}):", f"    {out}[{row}, {k}] = {out}[{row}, {k}] / {total}"]
-    return "\n".join([make_z, make_out, ctx.loops([rows], body, [row])])
-
-
-def _log_softmax_native(ctx: NativeContext) -> str:
-    make_z, rows, classes, z = _rows(ctx, 0)
-    make_out, _, _, out = _rows(ctx, 0, ctx.out)
-    row, k, top, total = ctx.temp("r"), ctx.temp("k"), ctx.temp("top"), ctx.temp("total")
-    body = _row_max(z, row, classes, top, k) + [
-        f"{total} = {ctx.literal(0.0)}", f"for {k} in range({classes}):",
-        f"    {out}[{row}, {k}] = {z}[{row}, {k}] - {top}", f"    {total} += np.exp({out}[{row}, {k}])",
-        f"{total} = np.log({total})",
-        f"for {k} in range({classes}):", f"    {out}[{row}, {k}] = {out}[{row}, {k}] - {total}"]
-    return "\n".join([make_z, make_out, ctx.loops([rows], body, [row])])
 
 
 def _pick_native(ctx: NativeContext) -> str:
@@ -479,42 +562,6 @@ def _unpick_native(ctx: NativeContext) -> str:
                       f"    {out}[{row}, {label}] = {value}"])
 
 
-def _cross_entropy_native(ctx: NativeContext) -> str:
-    make_z, rows, classes, z = _rows(ctx, 0)
-    row, k, top, total = ctx.temp("r"), ctx.temp("k"), ctx.temp("top"), ctx.temp("total")
-    make_labels, label = _label_of(ctx, 1, classes, row)
-    body = _row_max(z, row, classes, top, k) + [
-        f"{total} = {ctx.literal(0.0)}", f"for {k} in range({classes}):",
-        f"    {total} += np.exp({z}[{row}, {k}] - {top})"]
-    value = f"np.log({total}) - ({z}[{row}, {label}] - {top})"
-    if not ctx.out_shape:
-        body.append(f"{ctx.out} = {value}")
-        return "\n".join([make_z, make_labels, ctx.loops([rows], body, [row])])
-    flat = ctx.temp("flat")
-    body.append(f"{flat}[{row}] = {value}")
-    return "\n".join([make_z, make_labels, f"{flat} = {ctx.out}.reshape(({rows},))", ctx.loops([rows], body, [row])])
-
-
-def _softmax_minus_onehot_native(ctx: NativeContext) -> str:
-    make_z, rows, classes, z = _rows(ctx, 0)
-    make_out, _, _, out = _rows(ctx, 0, ctx.out)
-    row, k, shift = ctx.temp("r"), ctx.temp("k"), ctx.temp("shift")
-    make_labels, label = _label_of(ctx, 1, classes, row)
-    ce = ctx.operands[2] if not ctx.in_shapes[2] else f"{ctx.operands[2]}.reshape(({rows},))[{row}]"
-    scale = ctx["scale"]
-    body = [f"{shift} = {z}[{row}, {label}] + {ce}", f"for {k} in range({classes}):"]
-    if ctx.attributes.get("floats"):
-        # numpy's few-classes path scales each entry, then subtracts the scale
-        body += [f"    {out}[{row}, {k}] = {ctx.literal(scale)} * np.exp({z}[{row}, {k}] - {shift})",
-                 f"{out}[{row}, {label}] -= {ctx.literal(scale)}"]
-    else:
-        body += [f"    {out}[{row}, {k}] = np.exp({z}[{row}, {k}] - {shift})",
-                 f"{out}[{row}, {label}] -= {ctx.literal(1.0)}"]
-        if scale != 1.0:
-            body += [f"for {k} in range({classes}):", f"    {out}[{row}, {k}] *= {ctx.literal(scale)}"]
-    return "\n".join([make_z, make_out, make_labels, ctx.loops([rows], body, [row])])
-
-
 _CLASS_SAMPLES = (
     Sample([Arg((4,))]),
     Sample([Arg((5, 3), batch=True)]),
@@ -526,7 +573,7 @@ _CLASS_SAMPLES = (
 
 SOFTMAX = register(Op(
     name="softmax", operands=("z",), attributes={"axis": -1}, normalize=_class_axes,
-    shape_rule=_same_shape_rule, kernel=_softmax_kernel, workspace=_row_workspace,
+    shape_rule=_same_shape_rule, kernel=_softmax_kernel, workspace=_row_workspace, native=_softmax_native,
     # J = diag(s) - s s^T, so g J = s * (g - <g, s>), fused so a near
     # one-hot s keeps its digits
     vjp=lambda g, ans, z, axis: (SOFTMAX_JVP(z, g, axis),),
@@ -545,6 +592,7 @@ SOFTMAX = register(Op(
 LOG_SOFTMAX = register(Op(
     name="log_softmax", operands=("z",), attributes={"axis": -1}, normalize=_class_axes,
     shape_rule=_same_shape_rule, kernel=_log_softmax_kernel, workspace=_log_softmax_workspace,
+    native=_log_softmax_native,
     vjp=lambda g, ans, z, axis: (SUB(g, MUL(EXP(ans), SUM(g, axis=axis, keepdims=True))),),
     samples=_CLASS_SAMPLES,
     doc="""Log of the softmax over ``axis`` (the last by default; an int or a tuple), without overflow.
@@ -559,7 +607,7 @@ SOFTMAX_JVP = register(Op(
     name="softmax_jvp", operands=("z", "v"), attributes={"axis": REQUIRED}, public=False,
     normalize=lambda z, v, axis: {"axis": normalize_axis(axis, z.ndim)},
     shape_rule=_softmax_jvp_rule, kernel=_softmax_jvp_kernel, workspace=_softmax_jvp_workspace,
-    vjp=_softmax_jvp_vjp,
+    vjp=_softmax_jvp_vjp, native=_softmax_jvp_native,
     samples=(
         Sample([Arg((4,)), Arg((4,))], {"axis": (0,)}),
         Sample([Arg((5, 3), batch=True), Arg((5, 3), batch=True)], {"axis": (1,)}),
@@ -614,7 +662,7 @@ def _logsumexp_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims:
 LOGSUMEXP = register(Op(
     name="logsumexp", operands=("x",), attributes={"axis": None, "keepdims": False}, normalize=_reduce_attributes,
     rewrite=_drop_empty_reduction, shape_rule=_nonempty_reduce_rule, kernel=_logsumexp_kernel,
-    workspace=_logsumexp_workspace, vjp=_logsumexp_vjp,
+    workspace=_logsumexp_workspace, vjp=_logsumexp_vjp, native=_logsumexp_native,
     samples=(*_NONEMPTY_SAMPLES, Sample([Arg((4,), low=990.0, high=1010.0)], {"axis": (0,), "keepdims": False})),
     doc="""``log sum exp(x)`` over ``axis`` (all of them by default), without overflow.
 
@@ -651,7 +699,7 @@ UNPICK = register(Op(
 CROSS_ENTROPY = register(Op(
     name="cross_entropy", operands=("logits", "label"), attributes={"axis": -1}, normalize=_class_axis,
     shape_rule=_labels_rule, kernel=_cross_entropy_kernel, workspace=_cross_entropy_workspace,
-    specialize=_label_specialize, vjp=_cross_entropy_vjp,
+    specialize=_label_specialize, vjp=_cross_entropy_vjp, native=_cross_entropy_native,
     samples=(
         Sample([Arg((3,)), Arg((), dtype="int64", low=0, high=3)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)]),
@@ -679,6 +727,7 @@ SOFTMAX_MINUS_ONEHOT = register(Op(
     name="softmax_minus_onehot", operands=("z", "label"), attributes={"axis": -1, "scale": 1.0}, public=False,
     normalize=_class_axis, shape_rule=_softmax_minus_onehot_rule, kernel=_softmax_minus_onehot_kernel,
     workspace=_softmax_minus_onehot_workspace, specialize=_label_specialize, vjp=_softmax_minus_onehot_vjp,
+    native=_softmax_minus_onehot_native,
     samples=(
         Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4)]),
         Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)]),

@@ -376,11 +376,13 @@ def _pow_rule(x: Node, y: Node) -> tuple[tuple, str]:
 
 
 def _pow_vjp(g: Node, ans: Node, x: Node, y: Node) -> tuple[Node, Node | None]:
-    # d/dx = y x^(y-1); where y is 0 the power is constant, and x^-1 would
-    # give 0 * inf at x = 0, so the derivative there is 0
-    gx = MUL(g, MUL(y, POW(x, SUB(y, _number(1.0, y)))))
+    # d/dx = y x^(y-1); where y is 0 the power is constant and its
+    # derivative 0, which y * x^-1 would make 0 * inf = NaN at x = 0: the
+    # exponent there is taken as 1 (x^0), times y = 0
+    exponent = y
     if not (y.op is CONST and np.all(y.value.array != 0)):
-        gx = WHERE(EQUAL(y, 0.0), _number(0.0, gx), gx)
+        exponent = WHERE(EQUAL(y, 0.0), _number(1.0, y), y)
+    gx = MUL(g, MUL(y, POW(x, SUB(exponent, _number(1.0, y)))))
     if y.op is CONST:
         return (gx, None)
     # d/dy = log(x) x^y, taken as 0 at x = 0 (its limit for y > 0); NaN for x < 0

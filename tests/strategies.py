@@ -435,6 +435,12 @@ class _Builder:
         """A comparison ``name`` of two values (or a value and a number), and those values."""
         a = self.tame(self.any_value(max_rank=3), 30.0)
         b = self.tame(self.broadcast_partner(a), 30.0)
+        if _leaves(a.node) & _leaves(b.node):
+            # values made from one leaf can be equal at the point and not
+            # around it (x and a float32 rounding of x), where central
+            # differences would step across the switch: a threshold instead
+            number = float(self.rng.uniform(-1.0, 1.0))
+            b = Value(tg.const(number), abs(number), number=number)
         left, right = (b.arg, a.node) if self.flip(30) else (a.node, b.arg)
         if name in ("less", "less_equal", "greater", "greater_equal") and self.flip(50):
             symbols = {"less": lambda p, q: p < q, "less_equal": lambda p, q: p <= q,
@@ -450,7 +456,8 @@ class _Builder:
         comparison = name if name != "where" else self.choice(
             ["less", "less_equal", "greater", "greater_equal", "equal", "not_equal"])
         cond, a, b = self.condition(comparison)
-        picked = self.tame(self.broadcast_partner(a), 30.0) if self.flip(50) else b
+        # (a partner of the condition's shape broadcasts with a too)
+        picked = self.tame(self.broadcast_partner(Value(cond, 1.0)), 30.0) if self.flip(50) else b
         if picked.node == a.node:  # where(c, a, a) is a itself, and the where would vanish
             picked = self.push(tg.tanh(a.node), 1.0)
         first, second = (a, picked) if self.flip(50) else (picked, a)
@@ -705,6 +712,11 @@ class _Builder:
         weights = tg.const(self.rng.uniform(-1.0, 1.0, size=parameter.shape), dtype=gradient.dtype)
         # tanh keeps the term bounded, whatever the size of the gradient
         return term + tg.sum(tg.tanh(gradient) * weights)
+
+
+def _leaves(node: Node) -> set[Node]:
+    """The parameters and inputs ``node`` is computed from."""
+    return {item for item in reachable([node]) if item.op.name in ("param", "input")}
 
 
 def _depends_on_params(node: Node) -> bool:

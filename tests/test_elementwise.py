@@ -270,6 +270,8 @@ def test_bad_operands_name_the_op_the_shapes_and_the_line():
         tg.clip(x, 0.0, tg.input("h"))
     with pytest.raises(tg.ShapeError, match=r"clip's low is NaN"):
         tg.clip(x, float("nan"), 1.0)
+    with pytest.raises(tg.ShapeError, match=r"clip's low bound is inf: every value would be inf"):
+        tg.clip(x, np.inf)
     labels = tg.input("y", shape=(3,), dtype="int64")
     with pytest.raises(tg.ShapeError, match=r"^binary_cross_entropy\(x: f64\[3\], y: i64\[3\]\) at "
                                             r"test_elementwise.py:\d+: logits and targets must be floating point"):

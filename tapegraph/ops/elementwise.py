@@ -15,7 +15,7 @@ import numpy as np
 
 from tapegraph.expr import CONST, Node, is_const
 from tapegraph.ops.comparison import EQUAL, GREATER, LESS, WHERE
-from tapegraph.ops.registry import Arg, Op, Sample, register, require_float, result_dtype
+from tapegraph.ops.registry import Arg, Op, Sample, Scratch, as_node, register, require_float, result_dtype
 from tapegraph.shapes import broadcast
 
 
@@ -229,7 +229,6 @@ CAST = register(Op(
 
 def _number(value: float, like: Node) -> Node:
     """A constant number in the floating dtype of ``like`` (a float32 gradient stays float32)."""
-    from tapegraph.ops.registry import as_node
     return as_node(value, like.dtype)
 
 
@@ -306,8 +305,10 @@ def _bound(value: object, which: str) -> float | None:
     number = float(value)
     if np.isnan(number):
         raise ValueError(f"clip's {which} is NaN")
-    if np.isinf(number) and (number < 0) == (which == "low"):
-        return None  # an infinite bound on its own side bounds nothing
+    if np.isinf(number):
+        if (number < 0) == (which == "low"):
+            return None  # an infinite bound on its own side bounds nothing
+        raise ValueError(f"clip's {which} bound is {number!r}: every value would be {number!r}")
     return number
 
 
@@ -479,7 +480,6 @@ def _sigmoid_kernel(x: np.ndarray, out: np.ndarray, denominator: np.ndarray) -> 
 
 
 def _same_shape_scratch(in_shapes: list, out_shape: tuple, dtype: str) -> dict:
-    from tapegraph.ops.registry import Scratch
     return {"denominator": Scratch(out_shape, dtype)}
 
 

@@ -183,7 +183,9 @@ def test_gradient_of_the_gradient_matches_central_differences(name, op, index, s
     for gradient, direction in zip(first[1:], directions[1:]):
         objective = objective + tg.sum(gradient * direction)
     program = tg.compile(objective, wrt=floats)
-    inputs = {f"a{position}": array for position, array in enumerate(arrays) if array.dtype.kind != "f"}
+    # a label that the second derivative no longer reads is not fed
+    inputs = {f"a{position}": array for position, array in enumerate(arrays)
+              if array.dtype.kind != "f" and f"a{position}" in program.inputs}
     eps, rtol = _float_tolerances(sample)
     errors = tg.testing.check_grads(program, params, inputs, eps=eps, rtol=rtol)
     assert all(error < rtol for error in errors.values()), errors

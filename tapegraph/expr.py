@@ -343,12 +343,23 @@ class Node:
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Node):
             return self.structure is other.structure
+        _refuse_value_comparison(self, "==", other)
         return NotImplemented
 
     def __ne__(self, other: object) -> bool:
         if isinstance(other, Node):
             return self.structure is not other.structure
+        _refuse_value_comparison(self, "!=", other)
         return NotImplemented
+
+    def __bool__(self) -> bool:
+        # every node is true (as any object), except a comparison's: its
+        # truth is only known when the program runs
+        if self.dtype == "bool":
+            raise TypeError(f"the truth of {self.label} ({self.type_str}) is known only when the program runs; "
+                            "to choose between values use tg.where(cond, a, b), and compare nodes as the same "
+                            "expression with ==")
+        return True
 
     def __hash__(self) -> int:
         return self._hash
@@ -460,6 +471,36 @@ class Node:
         from tapegraph import ops
         return ops.neg(self)
 
+    def __pow__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.pow(self, other)
+
+    def __rpow__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.pow(other, self)
+
+    def __abs__(self) -> "Node":
+        from tapegraph import ops
+        return ops.abs(self)
+
+    # <, <=, >, >= build boolean nodes (for tg.where); == and != stay the
+    # structural equality that hash-consing relies on (tg.equal compares values)
+    def __lt__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.less(self, other)
+
+    def __le__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.less_equal(self, other)
+
+    def __gt__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.greater(self, other)
+
+    def __ge__(self, other: Any) -> "Node":
+        from tapegraph import ops
+        return ops.greater_equal(self, other)
+
     def __pos__(self) -> "Node":
         return self
 
@@ -485,6 +526,16 @@ class Node:
         """The value converted to the float ``dtype`` (``tg.cast``)."""
         from tapegraph import ops
         return ops.cast(self, dtype)
+
+
+def _refuse_value_comparison(node: Node, symbol: str, other: object) -> None:
+    """Raise for ``node == 0.5``: it would be False without a word, where the
+    elementwise comparison is ``tg.equal`` (``==`` on nodes compares structure)."""
+    if isinstance(other, (bool, int, float, complex, np.number, np.ndarray, list)):
+        function = "tg.equal" if symbol == "==" else "tg.not_equal"
+        raise TypeError(f"{node.label} {symbol} {type(other).__name__}: == and != on nodes compare expressions "
+                        f"(the same structure), not values; for the elementwise comparison use "
+                        f"{function}(a, b), a boolean node")
 
 
 # The process token tells leaves made in different processes apart: a

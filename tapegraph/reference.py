@@ -28,7 +28,11 @@ import numpy as np
 
 from tapegraph.expr import CONST, INPUT, PARAM, Node
 from tapegraph.ops import Op
-from tapegraph.ops.elementwise import ADD, CAST, DIV, EXP, LOG, MUL, NEG, RELU, SIGN, SQRT, SQUARE, SUB, TANH
+from tapegraph.ops.comparison import EQUAL, GREATER, GREATER_EQUAL, LESS, LESS_EQUAL, NOT_EQUAL, STOP_GRADIENT, WHERE
+from tapegraph.ops.elementwise import (
+    ABS, ADD, ARCTAN, CAST, CLIP, COS, DIV, EXP, EXPM1, LOG, LOG1P, LOG_SIGMOID, MAXIMUM, MINIMUM, MUL, NEG, POW, RELU,
+    SIGMOID, SIGN, SIN, SOFTPLUS, SQRT, SQUARE, SUB, TAN, TANH,
+)
 from tapegraph.ops.reductions import (
     BROADCAST_TO, CUMSUM, EXPAND, MAX, MEAN, MIN, PROD, PROD_OTHERS, STD, SUM, SUM_SQUARES, SUM_TO, TIE_SHARE, VAR,
 )
@@ -90,6 +94,17 @@ def _softmax_jvp(z: np.ndarray, v: np.ndarray, axis: tuple[int, ...]) -> np.ndar
     # the Jacobian of the softmax, diag(p) - p p^T, times v
     p = _softmax(z, axis)
     return p * v - p * np.sum(p * v, axis=axis, keepdims=True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # the textbook pair of forms, each used where e^(-|x|) cannot overflow
+    with np.errstate(over="ignore"):
+        return np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    # max(x, 0) + log(1 + e^-|x|)
+    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
 
 
 def _expand(g: np.ndarray, shape: tuple[int, ...], axis: tuple[int, ...], keepdims: bool, mean: bool) -> np.ndarray:
@@ -204,6 +219,28 @@ RULES: dict[Op, Rule] = {
     RELU: lambda x: np.where(x > 0, x, 0.0),
     SIGN: np.sign,
     CAST: lambda x, dtype: x.astype(dtype),
+    ABS: np.abs,
+    MAXIMUM: lambda a, b: np.where(a >= b, a, b),
+    MINIMUM: lambda a, b: np.where(a <= b, a, b),
+    CLIP: lambda x, low, high: np.minimum(np.maximum(x, -np.inf if low is None else low), np.inf if high is None else high),
+    POW: lambda x, y: x ** y,
+    SIN: np.sin,
+    COS: np.cos,
+    TAN: np.tan,
+    ARCTAN: np.arctan,
+    LOG1P: np.log1p,
+    EXPM1: np.expm1,
+    SIGMOID: _sigmoid,
+    SOFTPLUS: _softplus,
+    LOG_SIGMOID: lambda x: -_softplus(-x),
+    LESS: lambda a, b: a < b,
+    LESS_EQUAL: lambda a, b: a <= b,
+    GREATER: lambda a, b: a > b,
+    GREATER_EQUAL: lambda a, b: a >= b,
+    EQUAL: lambda a, b: a == b,
+    NOT_EQUAL: lambda a, b: a != b,
+    WHERE: lambda cond, a, b: np.where(cond, a, b),
+    STOP_GRADIENT: lambda x: np.array(x, copy=True),
     SUM: lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
     MEAN: lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims),
     SUM_SQUARES: lambda x: np.sum(x * x),

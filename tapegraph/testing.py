@@ -149,7 +149,7 @@ def _steps(x: float, eps: float, dtype: np.dtype) -> list[float]:
     """The finite-difference steps tried at ``x``: ``eps``, and ``eps * |x|`` when that is larger."""
     floor = 64.0 * float(np.spacing(dtype.type(abs(x)))) if math.isfinite(x) else 0.0
     steps = []
-    for target in (eps, eps * abs(x)) if abs(x) > 1.0 else (eps,):
+    for target in (eps, eps * abs(x)) if math.isfinite(x) and abs(x) > 1.0 else (eps,):
         step = 2.0 ** math.ceil(math.log2(max(target, floor, 1e-300)))
         if step not in steps:
             steps.append(step)

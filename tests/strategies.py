@@ -376,9 +376,105 @@ class _Builder:
         if name == "square":
             x = self.tame(x, 30.0)
             return self.push(tg.square(x.node), x.bound ** 2, x.low ** 2)
-        function = {"neg": tg.neg, "tanh": tg.tanh, "relu": tg.relu, "sign": tg.ops.sign, "sigmoid": tg.sigmoid}[name]
-        bound = {"tanh": 1.0, "sign": 1.0, "sigmoid": 1.0}.get(name, x.bound)
+        if name == "expm1":
+            x = self.tame(x, 3.0)
+            return self.push(tg.expm1(x.node), math.expm1(x.bound))
+        if name == "log1p":
+            x = self.positive(x)
+            return self.push(tg.log1p(x.node), math.log1p(x.bound), math.log1p(x.low))
+        if name == "tan":  # inside (-pi/2, pi/2), away from the poles
+            x = self.tame(x, 1.2)
+            return self.push(tg.tan(x.node), math.tan(min(x.bound, 1.2)))
+        if name in ("softplus", "log_sigmoid", "sigmoid"):
+            x = self.tame(x, 30.0)
+        if name == "abs":
+            return self.push(abs(x.node) if self.flip(50) else tg.abs(x.node), x.bound, x.low)
+        if name == "stop_gradient":
+            # of a value no parameter reaches: central differences see through it, the gradient does not
+            x = self.operand(lambda value: not _depends_on_params(value.node) and value.ndim <= 3
+                             and value.node.op.name != "const", lambda: self.input_leaf(self.fresh_shape()))
+            return self.push(tg.stop_gradient(x.node), x.bound, x.low)
+        function = {"neg": tg.neg, "tanh": tg.tanh, "relu": tg.relu, "sign": tg.sign, "sigmoid": tg.sigmoid,
+                    "sin": tg.sin, "cos": tg.cos, "arctan": tg.arctan, "softplus": tg.softplus,
+                    "log_sigmoid": tg.log_sigmoid}[name]
+        bound = {"tanh": 1.0, "sign": 1.0, "sigmoid": 1.0, "sin": 1.0, "cos": 1.0, "arctan": math.pi / 2,
+                 "softplus": x.bound + 1.0, "log_sigmoid": x.bound + 1.0}.get(name, x.bound)
         return self.push(function(x.node), bound)
+
+    def input_leaf(self, shape: tuple) -> Value:
+        """A new input leaf of ``shape`` (no parameter reaches it)."""
+        name = self.name("x")
+        dtype = self.float_dtype()
+        self.leaves[name] = LeafSpec("input", shape, dtype, -1.0, 1.0)
+        return self.push(tg.input(name, shape=shape, dtype=dtype), 1.0)
+
+    def extremum(self, name: str) -> Value:
+        a = self.tame(self.any_value(max_rank=3), 30.0)
+        b = self.tame(self.broadcast_partner(a), 30.0)
+        left, right = (b.arg, a.node) if self.flip(30) else (a.node, b.arg)
+        function = tg.maximum if name == "maximum" else tg.minimum
+        return self.push(function(left, right), max(a.bound, b.bound))
+
+    def clip(self) -> Value:
+        x = self.tame(self.any_value(max_rank=3), 30.0)
+        low = float(self.rng.uniform(-1.0, 0.5)) if self.flip(80) else None
+        high = (low if low is not None else -1.0) + float(self.rng.uniform(0.1, 1.5)) if low is None or self.flip(75) else None
+        bound = max(abs(item) for item in (low, high) if item is not None) if low is not None and high is not None \
+            else x.bound + abs(low if low is not None else high)
+        return self.push(tg.clip(x.node, low, high), bound)
+
+    def pow(self) -> Value:
+        base = self.positive(self.tame(self.any_value(max_rank=3), 3.0))
+        worst = max(base.bound, 1.0 / base.low)
+        if self.flip(40):  # a Python number: not 1 or 2, which are x itself and square(x)
+            exponent = self.choice([0.5, 1.5, 3.0, -1.0, -0.5])
+            node = base.node ** exponent if self.flip(50) else tg.pow(base.node, exponent)
+            return self.push(node, worst ** abs(exponent))
+        exponent = self.tame(self.broadcast_partner(base), 2.0)
+        if exponent.number is not None and exponent.number in (1.0, 2.0):
+            exponent = Value(tg.const(0.75), 0.75, 0.75, number=0.75)
+        return self.push(tg.pow(base.node, exponent.arg), worst ** exponent.bound)
+
+    def condition(self, name: str) -> tuple[Node, Value, Value]:
+        """A comparison ``name`` of two values (or a value and a number), and those values."""
+        a = self.tame(self.any_value(max_rank=3), 30.0)
+        b = self.tame(self.broadcast_partner(a), 30.0)
+        if _leaves(a.node) & _leaves(b.node):
+            # values made from one leaf can be equal at the point and not
+            # around it (x and a float32 rounding of x), where central
+            # differences would step across the switch: a threshold instead
+            number = float(self.rng.uniform(-1.0, 1.0))
+            b = Value(tg.const(number), abs(number), number=number)
+        left, right = (b.arg, a.node) if self.flip(30) else (a.node, b.arg)
+        if name in ("less", "less_equal", "greater", "greater_equal") and self.flip(50):
+            symbols = {"less": lambda p, q: p < q, "less_equal": lambda p, q: p <= q,
+                       "greater": lambda p, q: p > q, "greater_equal": lambda p, q: p >= q}
+            if not isinstance(left, Node):
+                # 0.5 < x is x > 0.5 (Python reflects it): write the mirrored operator
+                name = {"less": "greater", "greater": "less", "less_equal": "greater_equal",
+                        "greater_equal": "less_equal"}[name]
+            return symbols[name](left, right), a, b
+        return getattr(tg, name)(left, right), a, b
+
+    def where(self, name: str) -> Value:
+        comparison = name if name != "where" else self.choice(
+            ["less", "less_equal", "greater", "greater_equal", "equal", "not_equal"])
+        cond, a, b = self.condition(comparison)
+        # (a partner of the condition's shape broadcasts with a too)
+        picked = self.tame(self.broadcast_partner(Value(cond, 1.0)), 30.0) if self.flip(50) else b
+        if picked.node == a.node:  # where(c, a, a) is a itself, and the where would vanish
+            picked = self.push(tg.tanh(a.node), 1.0)
+        first, second = (a, picked) if self.flip(50) else (picked, a)
+        return self.push(tg.where(cond, first.arg, second.arg), max(a.bound, picked.bound))
+
+    def binary_cross_entropy(self) -> Value:
+        logits = self.tame(self.any_value(max_rank=3), 30.0)
+        if self.flip(30):
+            targets: Any = float(self.rng.uniform(0.0, 1.0))
+        else:
+            partner = self.tame(self.broadcast_partner(logits), 30.0)
+            targets = self.push(tg.sigmoid(partner.node), 1.0).node
+        return self.push(tg.binary_cross_entropy(logits.node, targets), logits.bound + math.log(2.0))
 
     def reduction(self, name: str) -> Value:
         x = self.any_value(lambda value: value.ndim >= 1, max_rank=3, shape=(self.batch, self.dim()))
@@ -844,8 +940,13 @@ class _Builder:
         """Apply the op or composite ``name`` once, to drawn operands."""
         if name in ("add", "sub", "mul", "div"):
             return self.binary(name)
-        if name in ("neg", "exp", "log", "sqrt", "tanh", "square", "relu", "sign", "sigmoid"):
+        if name in ("neg", "exp", "log", "sqrt", "tanh", "square", "relu", "sign", "sigmoid", "abs", "sin", "cos",
+                    "tan", "arctan", "log1p", "expm1", "softplus", "log_sigmoid", "stop_gradient"):
             return self.unary(name)
+        if name in ("maximum", "minimum"):
+            return self.extremum(name)
+        if name in ("less", "less_equal", "greater", "greater_equal", "equal", "not_equal", "where"):
+            return self.where(name)
         if name in ("sum", "mean", "sum_squares"):
             return self.reduction(name)
         if name in ("softmax", "log_softmax", "softmax_jvp"):
@@ -908,6 +1009,15 @@ class _Builder:
         weights = tg.const(self.rng.uniform(-1.0, 1.0, size=parameter.shape), dtype=gradient.dtype)
         # tanh keeps the term bounded, whatever the size of the gradient
         return term + tg.sum(tg.tanh(gradient) * weights)
+
+
+def _leaves(node: Node) -> set[Node]:
+    """The parameters and inputs ``node`` is computed from."""
+    return {item for item in reachable([node]) if item.op.name in ("param", "input")}
+
+
+def _depends_on_params(node: Node) -> bool:
+    return any(item.op.name == "param" for item in reachable([node]))
 
 
 def reachable(roots: Iterable[Node]) -> set[Node]:

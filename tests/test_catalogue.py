@@ -231,6 +231,15 @@ EXPECTED: dict[str, list[tuple[str, list[str]] | None]] = {
         ("PersistError", ["problem file 'objects.npz': cannot read 'x_train', which holds pickled objects"]),
         ("PersistError", ["problem file 'notes.npz' is not a readable .npz archive"]),
     ],
+    "value-comparison": [
+        ("TypeError", ["x == float", "compare expressions (the same structure), not values", "tg.equal(a, b)"]),
+        ("TypeError", ["the truth of greater at errors.md:", "known only when the program runs", "tg.where"]),
+        ("ShapeError", ["pow(f64[2], f64[]) at errors.md:", "negative base to a non-integer power",
+                        "-8.0 ** 0.5"]),
+        ("ShapeError", ["where(x: f64[3], x: f64[3], f64[])", "the condition 'x' has dtype float64",
+                        "must be boolean"]),
+        ("ShapeError", ["clip(x: f64[3])", "low bound 1.0 is above its high bound -1.0"]),
+    ],
 }
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from tapegraph.ops.registry import (
     REGISTRY, REQUIRED, USER_OPS, Arg, Op, Sample, Scratch, apply, as_node, lookup_op, register, register_op,
 )
-from tapegraph.ops import elementwise, linalg, reductions, shaping, softmax  # noqa: F401  (they register their ops)
+from tapegraph.ops import comparison, elementwise, linalg, reductions, shaping, softmax  # noqa: F401  (they register their ops)
 from tapegraph.ops.composites import COMPOSITES, Composite
 from tapegraph.ops import contraction, shape_composites
 

@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tapegraph.expr import Node, is_const
-from tapegraph.ops.registry import Arg, Op, Sample, register, require_float, result_dtype
+from tapegraph.expr import CONST, Node, is_const
+from tapegraph.ops.comparison import EQUAL, GREATER, LESS, WHERE
+from tapegraph.ops.registry import Arg, Op, Sample, Scratch, as_node, register, require_float, result_dtype
 from tapegraph.shapes import broadcast
 
 
@@ -112,8 +113,17 @@ EXP = register(Op(
     samples=_UNARY_SAMPLES, doc="Elementwise ``e**x``; d/dx = e^x, reused from the forward result.",
 ))
 
+def _log_of_sigmoid(node: Node) -> Node:
+    # log(sigmoid(x)) is log_sigmoid(x): finite where sigmoid underflows to 0
+    (x,) = node.inputs
+    if x.op is SIGMOID and x.name is None:
+        return LOG_SIGMOID(x.inputs[0])
+    return node
+
+
 LOG = register(Op(
     name="log", operands=("x",), shape_rule=_unary_rule, kernel=np.log, elementwise=True, native="np.log({0})",
+    rewrite=_log_of_sigmoid,
     vjp=lambda g, ans, x: (DIV(g, x),),
     samples=_POSITIVE_SAMPLES, doc="Elementwise natural logarithm; d/dx = 1/x.",
 ))
@@ -150,9 +160,9 @@ RELU = register(Op(
 ))
 
 SIGN = register(Op(
-    name="sign", operands=("x",), shape_rule=_unary_rule, kernel=np.sign, elementwise=True, public=False, native="np.sign({0})",
+    name="sign", operands=("x",), shape_rule=_unary_rule, kernel=np.sign, elementwise=True, native="np.sign({0})",
     vjp=lambda g, ans, x: (None,),
-    samples=(Sample([Arg((5,))]),),
+    samples=(Sample([Arg((5,))]), Sample([Arg((4, 3), batch=True)]), Sample([Arg(())])),
     doc="Elementwise sign: -1, 0 or 1; piecewise constant, so no gradient flows.",
 ))
 
@@ -211,4 +221,314 @@ CAST = register(Op(
     >>> tg.cast(tg.param("w", shape=(3,), dtype="float32"), "float64")
     <cast f64[3] at ...>
     """,
+))
+
+
+# Further elementwise maths. Conventions at kinks: abs has derivative 0 at
+# 0 (sign(0) is 0); maximum and minimum give each operand half of the
+# gradient where they tie, so maximum(x, x) has derivative 1 and
+# maximum(a, b) is differentiated as maximum(b, a) is; clip passes the
+# gradient on the closed interval [low, high].
+
+def _number(value: float, like: Node) -> Node:
+    """A constant number in the floating dtype of ``like`` (a float32 gradient stays float32)."""
+    return as_node(value, like.dtype)
+
+
+_TRIG_SAMPLES = (Sample([Arg((5,))]), Sample([Arg((4, 3), batch=True)]), Sample([Arg(())]))
+_ABOVE_MINUS_ONE = (
+    Sample([Arg((5,), low=-0.7, high=3.0)]),
+    Sample([Arg((4, 3), low=-0.7, high=3.0, batch=True)]),
+    Sample([Arg((), low=-0.7, high=3.0)]),
+)
+
+
+def _tie_weight(winner: Node, a: Node, b: Node, like: Node) -> Node:
+    """1 where ``winner`` (a comparison of a with b) holds, 1/2 where a == b, else 0."""
+    half = WHERE(EQUAL(a, b), _number(0.5, like), _number(0.0, like))
+    return WHERE(winner, _number(1.0, like), half)
+
+
+def _maximum_vjp(g: Node, ans: Node, a: Node, b: Node) -> tuple[Node, Node]:
+    weight = _tie_weight(GREATER(a, b), a, b, g)
+    return (MUL(g, weight), MUL(g, SUB(_number(1.0, g), weight)))
+
+
+def _minimum_vjp(g: Node, ans: Node, a: Node, b: Node) -> tuple[Node, Node]:
+    weight = _tie_weight(LESS(a, b), a, b, g)
+    return (MUL(g, weight), MUL(g, SUB(_number(1.0, g), weight)))
+
+
+def _maximum_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    # numpy 2.4 deprecates np.maximum's out given by position
+    np.maximum(a, b, out=out)
+
+
+def _minimum_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    np.minimum(a, b, out=out)
+
+
+ABS = register(Op(
+    name="abs", operands=("x",), shape_rule=_unary_rule, kernel=np.absolute, elementwise=True, scalar="abs({0})",
+    vjp=lambda g, ans, x: (MUL(g, SIGN(x)),),
+    samples=_UNARY_SAMPLES,
+    doc="Elementwise ``|x|`` (also ``abs(x)`` on nodes); d/dx = sign(x), taken as 0 at x = 0.",
+))
+
+MAXIMUM = register(Op(
+    name="maximum", operands=("a", "b"), shape_rule=_broadcast_rule, kernel=_maximum_kernel, elementwise=True,
+    source="np.maximum({0}, {1}, out={out})", vjp=_maximum_vjp, samples=_BINARY_SAMPLES,
+    doc="""Elementwise ``max(a, b)`` with broadcasting (NaN if either is NaN).
+
+    The gradient goes to the larger operand; where they are equal, each
+    gets half of it, so ``maximum(x, x)`` has derivative 1 and the rule
+    does not depend on the order of the operands.
+    """,
+))
+
+MINIMUM = register(Op(
+    name="minimum", operands=("a", "b"), shape_rule=_broadcast_rule, kernel=_minimum_kernel, elementwise=True,
+    source="np.minimum({0}, {1}, out={out})", vjp=_minimum_vjp, samples=_BINARY_SAMPLES,
+    doc="""Elementwise ``min(a, b)`` with broadcasting (NaN if either is NaN).
+
+    The gradient goes to the smaller operand; where they are equal, each
+    gets half of it (as for ``maximum``).
+    """,
+))
+
+
+def _bound(value: object, which: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, Node):
+        raise TypeError(f"clip's {which} must be a number (a static bound), got the node {value.label}; "
+                        "use tg.maximum / tg.minimum for bounds computed in the graph")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"clip's {which} must be a number or None, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if np.isnan(number):
+        raise ValueError(f"clip's {which} is NaN")
+    if np.isinf(number):
+        if (number < 0) == (which == "low"):
+            return None  # an infinite bound on its own side bounds nothing
+        raise ValueError(f"clip's {which} bound is {number!r}: every value would be {number!r}")
+    return number
+
+
+def _clip_normalize(x: Node, low: object, high: object) -> dict[str, float | None]:
+    low, high = _bound(low, "low"), _bound(high, "high")
+    if low is None and high is None:
+        raise ValueError("clip needs a low or a high bound (or both); both are None")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"clip's low bound {low!r} is above its high bound {high!r}")
+    return {"low": low, "high": high}
+
+
+def _clip_kernel(x: np.ndarray, out: np.ndarray, low: float | None, high: float | None) -> None:
+    np.clip(x, low, high, out=out)
+
+
+def _clip_vjp(g: Node, ans: Node, x: Node, low: float | None, high: float | None) -> tuple[Node]:
+    zero = _number(0.0, g)
+    inside = g
+    if high is not None:
+        inside = WHERE(GREATER(x, high), zero, inside)
+    if low is not None:
+        inside = WHERE(LESS(x, low), zero, inside)
+    return (inside,)
+
+
+CLIP = register(Op(
+    name="clip", operands=("x",), attributes={"low": None, "high": None}, normalize=_clip_normalize,
+    shape_rule=lambda x, low, high: _unary_rule(x), kernel=_clip_kernel, elementwise=True,
+    source="np.clip({0}, {low}, {high}, out={out})",
+    vjp=_clip_vjp,
+    samples=(
+        Sample([Arg((7,))], {"low": -0.5, "high": 0.8}),
+        Sample([Arg((4, 3), batch=True)], {"low": -1.0, "high": 1.0}),
+        Sample([Arg(())], {"low": 0.3}),
+        Sample([Arg((6,))], {"high": 0.0}),
+    ),
+    doc="""``x`` limited to ``[low, high]`` elementwise (either bound may be None: no bound).
+
+    The bounds are numbers (static; ``low <= high``); d/dx is 1 on the
+    closed interval ``low <= x <= high`` and 0 outside it. For bounds
+    computed in the graph, use ``tg.maximum`` and ``tg.minimum``.
+
+    >>> import tapegraph as tg
+    >>> tg.clip(tg.param("w", shape=(3,)), -1.0, 1.0)
+    <clip f64[3] at ...>
+    """,
+))
+
+
+def _non_integer(value: np.ndarray) -> np.ndarray:
+    return np.isfinite(value) & (value != np.round(value))
+
+
+def _pow_rule(x: Node, y: Node) -> tuple[tuple, str]:
+    shape, dtype = _broadcast_rule(x, y)
+    if x.op is CONST and y.op is CONST:
+        base, exponent = np.broadcast_arrays(x.value.array, y.value.array)
+        bad = (base < 0) & _non_integer(exponent)
+        if np.any(bad):
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"a negative base to a non-integer power has no real value (at index {index}: "
+                             f"{float(base[index])!r} ** {float(exponent[index])!r}); take the power of "
+                             "abs(x), or use an integer exponent")
+    return shape, dtype
+
+
+def _pow_vjp(g: Node, ans: Node, x: Node, y: Node) -> tuple[Node, Node | None]:
+    # d/dx = y x^(y-1); where y is 0 the power is constant and its
+    # derivative 0, which y * x^-1 would make 0 * inf = NaN at x = 0: the
+    # exponent there is taken as 1 (x^0), times y = 0
+    exponent = y
+    if not (y.op is CONST and np.all(y.value.array != 0)):
+        exponent = WHERE(EQUAL(y, 0.0), _number(1.0, y), y)
+    gx = MUL(g, MUL(y, POW(x, SUB(exponent, _number(1.0, y)))))
+    if y.op is CONST:
+        return (gx, None)
+    # d/dy = log(x) x^y, taken as 0 at x = 0 (its limit for y > 0); NaN for x < 0
+    safe_base = WHERE(EQUAL(x, 0.0), _number(1.0, x), x)
+    return (gx, MUL(g, MUL(ans, LOG(safe_base))))
+
+
+def _pow_rewrite(node: Node) -> Node:
+    # x ** 1 is x and x ** 2 is square(x): one multiply, not a call of pow
+    x, y = node.inputs
+    if not _same_type(x, node):
+        return node
+    if is_const(y, 1.0):
+        return x
+    if is_const(y, 2.0):
+        return SQUARE(x)
+    return node
+
+
+POW = register(Op(
+    name="pow", operands=("x", "y"), shape_rule=_pow_rule, kernel=np.power, elementwise=True,
+    rewrite=_pow_rewrite, vjp=_pow_vjp,
+    samples=(
+        Sample([Arg((5,), low=0.5, high=2.0), Arg((5,), low=-2.0, high=2.0)]),
+        Sample([Arg((4, 3), low=0.5, high=2.0, batch=True), Arg((3,), low=-2.0, high=2.0)]),
+        Sample([Arg((2, 3), low=0.5, high=2.0), Arg(())]),
+        Sample([Arg((), low=0.5, high=2.0), Arg((), low=-3.0, high=3.0)]),
+    ),
+    doc="""``x ** y`` elementwise with broadcasting (also ``x ** y`` on nodes).
+
+    d/dx = y x^(y-1) (0 where y = 0); d/dy = log(x) x^y, for x > 0 (taken
+    as 0 at x = 0). A negative base to a non-integer power has no real
+    value: when both operands are constants that is an error where the
+    node is built; otherwise the value is NaN, as in numpy
+    (``tg.check_finite()`` stops at the instruction that makes it).
+    ``x ** 2`` is ``square(x)`` and ``x ** 1`` is ``x``.
+    """,
+))
+
+SIN = register(Op(
+    name="sin", operands=("x",), shape_rule=_unary_rule, kernel=np.sin, elementwise=True,
+    vjp=lambda g, ans, x: (MUL(g, COS(x)),),
+    samples=_TRIG_SAMPLES, doc="Elementwise sine (radians); d/dx = cos x.",
+))
+
+COS = register(Op(
+    name="cos", operands=("x",), shape_rule=_unary_rule, kernel=np.cos, elementwise=True,
+    vjp=lambda g, ans, x: (NEG(MUL(g, SIN(x))),),
+    samples=_TRIG_SAMPLES, doc="Elementwise cosine (radians); d/dx = -sin x.",
+))
+
+TAN = register(Op(
+    name="tan", operands=("x",), shape_rule=_unary_rule, kernel=np.tan, elementwise=True,
+    # 1 + tan^2 from the forward result
+    vjp=lambda g, ans, x: (MUL(g, ADD(_number(1.0, ans), SQUARE(ans))),),
+    samples=(Sample([Arg((5,), low=-1.2, high=1.2)]), Sample([Arg((4, 3), low=-1.2, high=1.2, batch=True)]),
+             Sample([Arg((), low=-1.2, high=1.2)])),
+    doc="Elementwise tangent (radians); d/dx = 1 + tan^2 x.",
+))
+
+ARCTAN = register(Op(
+    name="arctan", operands=("x",), shape_rule=_unary_rule, kernel=np.arctan, elementwise=True,
+    vjp=lambda g, ans, x: (DIV(g, ADD(_number(1.0, x), SQUARE(x))),),
+    samples=_TRIG_SAMPLES, doc="Elementwise inverse tangent, in (-pi/2, pi/2); d/dx = 1 / (1 + x^2).",
+))
+
+LOG1P = register(Op(
+    name="log1p", operands=("x",), shape_rule=_unary_rule, kernel=np.log1p, elementwise=True,
+    vjp=lambda g, ans, x: (DIV(g, ADD(_number(1.0, x), x)),),
+    samples=_ABOVE_MINUS_ONE,
+    doc="Elementwise ``log(1 + x)``, accurate for tiny x (log1p(1e-20) is 1e-20); d/dx = 1 / (1 + x).",
+))
+
+EXPM1 = register(Op(
+    name="expm1", operands=("x",), shape_rule=_unary_rule, kernel=np.expm1, elementwise=True,
+    # e^x itself rather than ans + 1, which is 0 for x below -37
+    vjp=lambda g, ans, x: (MUL(g, EXP(x)),),
+    samples=_TRIG_SAMPLES,
+    doc="Elementwise ``e**x - 1``, accurate for tiny x (expm1(1e-20) is 1e-20); d/dx = e^x.",
+))
+
+
+def _sigmoid_kernel(x: np.ndarray, out: np.ndarray, denominator: np.ndarray) -> None:
+    # e^min(x, 0) / (1 + e^-|x|): 1 / (1 + e^-x) for x >= 0 and
+    # e^x / (1 + e^x) for x < 0, so neither tail rounds to 0 or 1 early
+    # and nothing overflows (each step rounds once: a few ulps in all)
+    np.absolute(x, out=denominator)
+    np.negative(denominator, out=denominator)
+    np.exp(denominator, out=denominator)
+    np.add(denominator, 1.0, out=denominator)
+    np.minimum(x, 0.0, out=out)
+    np.exp(out, out=out)
+    np.divide(out, denominator, out=out)
+
+
+def _same_shape_scratch(in_shapes: list, out_shape: tuple, dtype: str) -> dict:
+    return {"denominator": Scratch(out_shape, dtype)}
+
+
+SIGMOID = register(Op(
+    name="sigmoid", operands=("x",), shape_rule=_unary_rule, kernel=_sigmoid_kernel, elementwise=True,
+    workspace=_same_shape_scratch,
+    # sigmoid'(x) = sigmoid(x) sigmoid(-x): exact in both tails, where
+    # 1 - sigmoid(x) would round to 0 for x above 37
+    vjp=lambda g, ans, x: (MUL(g, MUL(ans, SIGMOID(NEG(x)))),),
+    samples=(Sample([Arg((5,), low=-6.0, high=6.0)]), Sample([Arg((4, 3), low=-6.0, high=6.0, batch=True)]),
+             Sample([Arg((), low=-6.0, high=6.0)])),
+    doc="""Logistic function ``1 / (1 + e^-x)``, elementwise; d/dx = sigmoid(x) sigmoid(-x).
+
+    Exact to a few ulps in both tails (``sigmoid(-40)`` is 4.248e-18, not
+    0), and never overflows. ``tg.log(tg.sigmoid(x))`` is built as
+    ``tg.log_sigmoid(x)``, which stays finite where sigmoid underflows.
+    """,
+))
+
+
+def _softplus_kernel(x: np.ndarray, out: np.ndarray) -> None:
+    np.logaddexp(0.0, x, out=out)
+
+
+SOFTPLUS = register(Op(
+    name="softplus", operands=("x",), shape_rule=_unary_rule, kernel=_softplus_kernel, elementwise=True,
+    source="np.logaddexp(0.0, {0}, out={out})",
+    vjp=lambda g, ans, x: (MUL(g, SIGMOID(x)),),
+    samples=(Sample([Arg((5,), low=-6.0, high=6.0)]), Sample([Arg((4, 3), low=-6.0, high=6.0, batch=True)]),
+             Sample([Arg(())])),
+    doc="""``log(1 + e^x)`` elementwise, exact for any x (``softplus(-40)`` is 4.248e-18,
+    ``softplus(1000)`` is 1000); d/dx = sigmoid(x).""",
+))
+
+
+def _log_sigmoid_kernel(x: np.ndarray, out: np.ndarray) -> None:
+    np.negative(x, out=out)
+    np.logaddexp(0.0, out, out=out)
+    np.negative(out, out=out)
+
+
+LOG_SIGMOID = register(Op(
+    name="log_sigmoid", operands=("x",), shape_rule=_unary_rule, kernel=_log_sigmoid_kernel, elementwise=True,
+    vjp=lambda g, ans, x: (MUL(g, SIGMOID(NEG(x))),),
+    samples=(Sample([Arg((5,), low=-6.0, high=6.0)]), Sample([Arg((4, 3), low=-6.0, high=6.0, batch=True)]),
+             Sample([Arg(())])),
+    doc="""``log(sigmoid(x)) = -softplus(-x)`` elementwise, exact for any x
+    (``log_sigmoid(-1000)`` is -1000); d/dx = sigmoid(-x).""",
 ))

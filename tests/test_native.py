@@ -60,7 +60,7 @@ def _samples_program(name: str):
         for position, arg in enumerate(sample.args):
             label = f"{name}_{index}_{position}"
             value = draw(arg, rng)
-            if np.dtype(arg.dtype).kind in "iu":
+            if np.dtype(arg.dtype).kind in "iub":  # labels, indices and conditions are fed
                 nodes.append(tg.input(label, shape=arg.shape, dtype=arg.dtype))
                 inputs[label] = value
             else:
@@ -69,6 +69,8 @@ def _samples_program(name: str):
                 wrt.append(node)
                 params[label] = value
         result = build_node(op, nodes, sample.static)
+        if result.dtype == "bool":  # a comparison: as numbers, through where
+            result = tg.where(result, 1.0, 0.0)
         # random weights, so that every entry of the result reaches the objective differently
         weights = tg.const(rng.uniform(0.5, 1.5, size=result.shape).astype(result.dtype))
         term = tg.sum(tg.cast(result * weights, dtype="float64"))

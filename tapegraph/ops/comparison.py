@@ -49,7 +49,7 @@ def _comparison(name: str, ufunc: np.ufunc, symbol: str) -> Op:
     """The record of one comparison: ``a <symbol> b``, elementwise, giving booleans."""
     return register(Op(
         name=name, operands=("a", "b"), shape_rule=_comparison_rule, kernel=ufunc, elementwise=True,
-        vjp=_no_gradient, samples=_COMPARISON_SAMPLES,
+        native=f"{{0}} {symbol} {{1}}", vjp=_no_gradient, samples=_COMPARISON_SAMPLES,
         doc=f"""Elementwise ``a {symbol} b`` with broadcasting, a boolean node; no gradient flows through it.
 
     Use it as the condition of ``tg.where``.
@@ -100,7 +100,7 @@ _CONDITION = Arg((5,), dtype="bool")
 WHERE = register(Op(
     name="where", operands=("cond", "a", "b"), shape_rule=_where_rule, kernel=_where_kernel,
     source="np.copyto({out}, {2})\nnp.copyto({out}, {1}, where={0})", rewrite=_drop_settled_where,
-    vjp=_where_vjp,
+    native="{1} if {0} else {2}", vjp=_where_vjp,
     samples=(
         Sample([_CONDITION, Arg((5,)), Arg((5,))]),
         Sample([Arg((4, 3), dtype="bool", batch=True), Arg((4, 3), batch=True), Arg((3,))]),
@@ -130,7 +130,7 @@ def _stop_gradient_kernel(x: np.ndarray, out: np.ndarray) -> None:
 
 STOP_GRADIENT = register(Op(
     name="stop_gradient", operands=("x",), shape_rule=lambda x: (x.shape, x.dtype), kernel=_stop_gradient_kernel,
-    elementwise=True, source="np.copyto({out}, {0})", scalar="{0}",
+    elementwise=True, source="np.copyto({out}, {0})", scalar="{0}", native="{0}",
     vjp=lambda g, ans, x: (None,),
     samples=(Sample([Arg((5,))]), Sample([Arg((4, 3), batch=True)]), Sample([Arg(())])),
     doc="""``x`` itself, as a value through which no gradient flows (d/dx is taken to be 0).

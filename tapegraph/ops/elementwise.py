@@ -15,6 +15,7 @@ import numpy as np
 
 from tapegraph.expr import CONST, Node, is_const
 from tapegraph.ops.comparison import EQUAL, GREATER, LESS, WHERE
+from tapegraph.ops.native import NativeContext, elementwise_source
 from tapegraph.ops.registry import Arg, Op, Sample, Scratch, as_node, register, require_float, result_dtype
 from tapegraph.shapes import broadcast
 
@@ -270,6 +271,7 @@ def _minimum_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 ABS = register(Op(
     name="abs", operands=("x",), shape_rule=_unary_rule, kernel=np.absolute, elementwise=True, scalar="abs({0})",
+    native="np.abs({0})",
     vjp=lambda g, ans, x: (MUL(g, SIGN(x)),),
     samples=_UNARY_SAMPLES,
     doc="Elementwise ``|x|`` (also ``abs(x)`` on nodes); d/dx = sign(x), taken as 0 at x = 0.",
@@ -277,7 +279,8 @@ ABS = register(Op(
 
 MAXIMUM = register(Op(
     name="maximum", operands=("a", "b"), shape_rule=_broadcast_rule, kernel=_maximum_kernel, elementwise=True,
-    source="np.maximum({0}, {1}, out={out})", vjp=_maximum_vjp, samples=_BINARY_SAMPLES,
+    source="np.maximum({0}, {1}, out={out})", native="np.maximum({0}, {1})", vjp=_maximum_vjp,
+    samples=_BINARY_SAMPLES,
     doc="""Elementwise ``max(a, b)`` with broadcasting (NaN if either is NaN).
 
     The gradient goes to the larger operand; where they are equal, each
@@ -288,7 +291,8 @@ MAXIMUM = register(Op(
 
 MINIMUM = register(Op(
     name="minimum", operands=("a", "b"), shape_rule=_broadcast_rule, kernel=_minimum_kernel, elementwise=True,
-    source="np.minimum({0}, {1}, out={out})", vjp=_minimum_vjp, samples=_BINARY_SAMPLES,
+    source="np.minimum({0}, {1}, out={out})", native="np.minimum({0}, {1})", vjp=_minimum_vjp,
+    samples=_BINARY_SAMPLES,
     doc="""Elementwise ``min(a, b)`` with broadcasting (NaN if either is NaN).
 
     The gradient goes to the smaller operand; where they are equal, each
@@ -338,10 +342,20 @@ def _clip_vjp(g: Node, ans: Node, x: Node, low: float | None, high: float | None
     return (inside,)
 
 
+def _clip_native(ctx: NativeContext) -> str:
+    # np.clip is max(x, low), then min(., high): NaN stays NaN
+    expression = "{0}"
+    if ctx["low"] is not None:
+        expression = f"np.maximum({expression}, {ctx.literal(ctx['low'])})"
+    if ctx["high"] is not None:
+        expression = f"np.minimum({expression}, {ctx.literal(ctx['high'])})"
+    return elementwise_source(expression, ctx)
+
+
 CLIP = register(Op(
     name="clip", operands=("x",), attributes={"low": None, "high": None}, normalize=_clip_normalize,
     shape_rule=lambda x, low, high: _unary_rule(x), kernel=_clip_kernel, elementwise=True,
-    source="np.clip({0}, {low}, {high}, out={out})",
+    source="np.clip({0}, {low}, {high}, out={out})", native=_clip_native,
     vjp=_clip_vjp,
     samples=(
         Sample([Arg((7,))], {"low": -0.5, "high": 0.8}),
@@ -408,7 +422,7 @@ def _pow_rewrite(node: Node) -> Node:
 
 POW = register(Op(
     name="pow", operands=("x", "y"), shape_rule=_pow_rule, kernel=np.power, elementwise=True,
-    rewrite=_pow_rewrite, vjp=_pow_vjp,
+    rewrite=_pow_rewrite, vjp=_pow_vjp, native="np.power({0}, {1})",
     samples=(
         Sample([Arg((5,), low=0.5, high=2.0), Arg((5,), low=-2.0, high=2.0)]),
         Sample([Arg((4, 3), low=0.5, high=2.0, batch=True), Arg((3,), low=-2.0, high=2.0)]),
@@ -427,19 +441,19 @@ POW = register(Op(
 ))
 
 SIN = register(Op(
-    name="sin", operands=("x",), shape_rule=_unary_rule, kernel=np.sin, elementwise=True,
+    name="sin", operands=("x",), shape_rule=_unary_rule, kernel=np.sin, elementwise=True, native="np.sin({0})",
     vjp=lambda g, ans, x: (MUL(g, COS(x)),),
     samples=_TRIG_SAMPLES, doc="Elementwise sine (radians); d/dx = cos x.",
 ))
 
 COS = register(Op(
-    name="cos", operands=("x",), shape_rule=_unary_rule, kernel=np.cos, elementwise=True,
+    name="cos", operands=("x",), shape_rule=_unary_rule, kernel=np.cos, elementwise=True, native="np.cos({0})",
     vjp=lambda g, ans, x: (NEG(MUL(g, SIN(x))),),
     samples=_TRIG_SAMPLES, doc="Elementwise cosine (radians); d/dx = -sin x.",
 ))
 
 TAN = register(Op(
-    name="tan", operands=("x",), shape_rule=_unary_rule, kernel=np.tan, elementwise=True,
+    name="tan", operands=("x",), shape_rule=_unary_rule, kernel=np.tan, elementwise=True, native="np.tan({0})",
     # 1 + tan^2 from the forward result
     vjp=lambda g, ans, x: (MUL(g, ADD(_number(1.0, ans), SQUARE(ans))),),
     samples=(Sample([Arg((5,), low=-1.2, high=1.2)]), Sample([Arg((4, 3), low=-1.2, high=1.2, batch=True)]),
@@ -449,12 +463,14 @@ TAN = register(Op(
 
 ARCTAN = register(Op(
     name="arctan", operands=("x",), shape_rule=_unary_rule, kernel=np.arctan, elementwise=True,
+    native="np.arctan({0})",
     vjp=lambda g, ans, x: (DIV(g, ADD(_number(1.0, x), SQUARE(x))),),
     samples=_TRIG_SAMPLES, doc="Elementwise inverse tangent, in (-pi/2, pi/2); d/dx = 1 / (1 + x^2).",
 ))
 
 LOG1P = register(Op(
     name="log1p", operands=("x",), shape_rule=_unary_rule, kernel=np.log1p, elementwise=True,
+    native="np.log1p({0})",
     vjp=lambda g, ans, x: (DIV(g, ADD(_number(1.0, x), x)),),
     samples=_ABOVE_MINUS_ONE,
     doc="Elementwise ``log(1 + x)``, accurate for tiny x (log1p(1e-20) is 1e-20); d/dx = 1 / (1 + x).",
@@ -462,6 +478,7 @@ LOG1P = register(Op(
 
 EXPM1 = register(Op(
     name="expm1", operands=("x",), shape_rule=_unary_rule, kernel=np.expm1, elementwise=True,
+    native="np.expm1({0})",
     # e^x itself rather than ans + 1, which is 0 for x below -37
     vjp=lambda g, ans, x: (MUL(g, EXP(x)),),
     samples=_TRIG_SAMPLES,
@@ -486,9 +503,23 @@ def _same_shape_scratch(in_shapes: list, out_shape: tuple, dtype: str) -> dict:
     return {"denominator": Scratch(out_shape, dtype)}
 
 
+def _sigmoid_native(ctx: NativeContext) -> str:
+    # the kernel's e^min(x, 0) / (e^-|x| + 1), in the result's dtype
+    zero, one = ctx.literal(0.0), ctx.literal(1.0)
+    return elementwise_source(f"np.exp(np.minimum({{0}}, {zero})) / (np.exp(-np.abs({{0}})) + {one})", ctx)
+
+
+def _softplus_native(ctx: NativeContext) -> str:
+    return elementwise_source(f"np.logaddexp({ctx.literal(0.0)}, {{0}})", ctx)
+
+
+def _log_sigmoid_native(ctx: NativeContext) -> str:
+    return elementwise_source(f"-np.logaddexp({ctx.literal(0.0)}, -{{0}})", ctx)
+
+
 SIGMOID = register(Op(
     name="sigmoid", operands=("x",), shape_rule=_unary_rule, kernel=_sigmoid_kernel, elementwise=True,
-    workspace=_same_shape_scratch,
+    workspace=_same_shape_scratch, native=_sigmoid_native,
     # sigmoid'(x) = sigmoid(x) sigmoid(-x): exact in both tails, where
     # 1 - sigmoid(x) would round to 0 for x above 37
     vjp=lambda g, ans, x: (MUL(g, MUL(ans, SIGMOID(NEG(x)))),),
@@ -509,7 +540,7 @@ def _softplus_kernel(x: np.ndarray, out: np.ndarray) -> None:
 
 SOFTPLUS = register(Op(
     name="softplus", operands=("x",), shape_rule=_unary_rule, kernel=_softplus_kernel, elementwise=True,
-    source="np.logaddexp(0.0, {0}, out={out})",
+    source="np.logaddexp(0.0, {0}, out={out})", native=_softplus_native,
     vjp=lambda g, ans, x: (MUL(g, SIGMOID(x)),),
     samples=(Sample([Arg((5,), low=-6.0, high=6.0)]), Sample([Arg((4, 3), low=-6.0, high=6.0, batch=True)]),
              Sample([Arg(())])),
@@ -526,6 +557,7 @@ def _log_sigmoid_kernel(x: np.ndarray, out: np.ndarray) -> None:
 
 LOG_SIGMOID = register(Op(
     name="log_sigmoid", operands=("x",), shape_rule=_unary_rule, kernel=_log_sigmoid_kernel, elementwise=True,
+    native=_log_sigmoid_native,
     vjp=lambda g, ans, x: (MUL(g, SIGMOID(NEG(x))),),
     samples=(Sample([Arg((5,), low=-6.0, high=6.0)]), Sample([Arg((4, 3), low=-6.0, high=6.0, batch=True)]),
              Sample([Arg(())])),

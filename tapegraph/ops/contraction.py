@@ -18,7 +18,8 @@ from tapegraph.expr import Node, caller_origin
 from tapegraph.ops.composites import Composite
 from tapegraph.ops.linalg import CONTRACT, letter_sizes, parse_subscripts
 from tapegraph.ops.reductions import SUM
-from tapegraph.ops.registry import Arg, Sample, as_node, require_float
+from tapegraph.ops.registry import Arg, Sample, require_float
+from tapegraph.ops.shape_composites import operand_nodes
 from tapegraph.ops.shaping import TRANSPOSE
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -26,17 +27,6 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 def _describe(nodes: Sequence[Node]) -> str:
     return ", ".join(node.type_str if node.name is None else f"{node.name}: {node.type_str}" for node in nodes)
-
-
-def _as_nodes(function: str, values: Sequence[Any]) -> list[Node]:
-    nodes = []
-    for position, value in enumerate(values):
-        try:
-            nodes.append(as_node(value))
-        except TypeError:
-            raise ShapeError(f"{function} at {caller_origin()}: operand {position} must be a tapegraph node or a number, "
-                             f"got {type(value).__name__}") from None
-    return nodes
 
 
 def _sum_out(node: Node, term: str, keep: set[str]) -> tuple[Node, str]:
@@ -62,7 +52,7 @@ def einsum(subscripts: str, *operands: Any, name: str | None = None) -> Node:
     >>> tg.einsum("bij,j->bi", x, tg.param("v", shape=(4,)))
     <contract f64[batch,3] at ...>
     """
-    nodes = _as_nodes("einsum", operands)
+    nodes = operand_nodes("einsum", operands)
     try:
         if not nodes:
             raise ValueError("needs at least one operand")
@@ -125,7 +115,7 @@ def tensordot(a: Any, b: Any, axes: int | Sequence[Any] = 2, name: str | None = 
     >>> tg.tensordot(tg.param("A", shape=(2, 3, 4)), tg.param("B", shape=(3, 4, 5)))
     <contract f64[2,5] at ...>
     """
-    a, b = _as_nodes("tensordot", [a, b])
+    a, b = operand_nodes("tensordot", [a, b])
     try:
         left_axes, right_axes = _axes_pair(a, b, axes)
         if a.ndim + b.ndim > len(_LETTERS):

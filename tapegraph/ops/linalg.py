@@ -101,7 +101,11 @@ def _matmul_vjp(g: Node, ans: Node, a: Node, b: Node, transpose_a: bool, transpo
         grad_a = OUTER(b, g) if transpose_a else OUTER(g, b)
         grad_b = MATMUL(a, g, transpose_a=not transpose_a)
         return grad_a, grad_b
-    # dA = g B^T, dB = A^T g
+    return _matrix_cotangents(g, a, b, transpose_a, transpose_b)
+
+
+def _matrix_cotangents(g: Node, a: Node, b: Node, transpose_a: bool, transpose_b: bool) -> tuple[Node, Node]:
+    """dA = g B^T and dB = A^T g for A = op(a), B = op(b), expressed through the transpose flags."""
     if transpose_a:
         grad_a = MATMUL(b, g, transpose_a=transpose_b, transpose_b=True)
     else:
@@ -128,16 +132,7 @@ def _batched_matmul_vjp(g: Node, a: Node, b: Node, transpose_a: bool, transpose_
     if column:  # A(..., n, k) @ (k,) -> (..., n): b is the column (k, 1)
         b = INDEX(b, (slice(None), None))
         g = INDEX(g, (Ellipsis, None))
-    # dA = g B^T and dB = A^T g, for A = op(a) and B = op(b); as the
-    # matrix case does, expressed through the flags
-    if transpose_a:
-        grad_a = MATMUL(b, g, transpose_a=transpose_b, transpose_b=True)
-    else:
-        grad_a = MATMUL(g, b, transpose_b=not transpose_b)
-    if transpose_b:
-        grad_b = MATMUL(g, a, transpose_a=True, transpose_b=transpose_a)
-    else:
-        grad_b = MATMUL(a, g, transpose_a=not transpose_a)
+    grad_a, grad_b = _matrix_cotangents(g, a, b, transpose_a, transpose_b)
     if row:
         grad_a = _drop_batch(grad_a, (Ellipsis, 0, slice(None)))
     if column:

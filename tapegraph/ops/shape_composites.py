@@ -37,6 +37,11 @@ def _nodes(function: str, values: Any) -> list[Node]:
                          f"{type(values).__name__}{' ' + values.type_str if isinstance(values, Node) else ''}")
     if not values:
         raise ShapeError(f"{function} at {caller_origin()}: needs at least one operand, got an empty sequence")
+    return operand_nodes(function, values)
+
+
+def operand_nodes(function: str, values: Sequence[Any]) -> list[Node]:
+    """Each operand of ``function`` as a node; a ShapeError naming the one that cannot be."""
     nodes = []
     for position, value in enumerate(values):
         try:

@@ -515,16 +515,25 @@ class NativeExecutable:
             values = np.asarray(data[name])
             try:
                 check(values[used])
-            except IndexError as whole:
-                # some step reads a bad entry: find the first, to name it
-                # with the message its own step would give
-                for step in range(steps):
+            except IndexError:
+                # some step reads a bad entry: find the first (bisecting on
+                # the steps whose rows hold one), to name it with the
+                # message its own step would give
+                width = batch or 1
+                low, high = 0, steps - 1
+                while low < high:
+                    middle = (low + high) // 2
                     try:
-                        check(values[used[step * batch:(step + 1) * batch]] if batch else values[used[step]])
-                    except IndexError as error:
-                        raise TapeError(f"{labels_where(step)}, refused before the epoch's first step ran: "
-                                        f"{self._instruction_error(position, error)}") from None
-                raise self._instruction_error(position, whole) from None
+                        check(values[used[:(middle + 1) * width]])
+                        low = middle + 1
+                    except IndexError:
+                        high = middle
+                try:
+                    check(values[used[low * width:(low + 1) * width]] if batch else values[used[low]])
+                except IndexError as error:
+                    raise TapeError(f"{labels_where(low)}, refused before the epoch's first step ran: "
+                                    f"{self._instruction_error(position, error)}") from None
+                raise AssertionError("a bad entry was found in the epoch's rows but in none of its steps")
 
     def _epoch_source(self, batch: int | None, hyper_names: tuple[str, ...]) -> str:
         translation = self.translation

@@ -11,7 +11,9 @@ An op's ``native`` field (``Op.native``) is one of
 - a function ``native(ctx: NativeContext) -> str``: the statements that
   compute the whole result, for any other op (reductions, products,
   softmax). ``ctx`` names the operands and the output, gives their
-  shapes, the attributes, and helpers that write loops and index arrays.
+  shapes, the attributes, and helpers that write loops and index arrays;
+  ``Groups`` writes the loops of a reduction over some axes, one group
+  of entries at a time, in as many passes over it as the op makes.
 
 Every value of shape ``()`` is a local number in native code (``ctx.out``
 is then a name to assign, ``ctx.operands[i]`` a number); other values are

@@ -397,7 +397,8 @@ class NativeExecutable:
         donated = self._step_donated()
         # per argument: 0 an array, 1 a number, 2 a donated 0-d array
         forms = [2 if feed.name in donated else (1 if not feed.shape else 0) for feed in feeds]
-        integers = [np.dtype(feed.dtype).kind in "iu" for feed in feeds]
+        # how a number feed is passed: int, bool (a condition) or float
+        numbers = [{"i": int, "u": int, "b": bool}.get(np.dtype(feed.dtype).kind, float) for feed in feeds]
         constants = [array for _, array in self.translation.constant_arrays]
         returns = []
         for name, (_, value) in self.tape.results.items():
@@ -410,9 +411,9 @@ class NativeExecutable:
             if labels:
                 self._check_labels(arrays)
             given = []
-            for array, form, integer in zip(arrays, forms, integers):
+            for array, form, number in zip(arrays, forms, numbers):
                 if form == 1:
-                    given.append(int(array) if integer else float(array))
+                    given.append(number(array))
                 elif form == 0 and not array.flags.c_contiguous:
                     given.append(np.ascontiguousarray(array))
                 else:

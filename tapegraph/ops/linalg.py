@@ -454,7 +454,14 @@ def _contract_vjp(g: Node, ans: Node, a: Node, b: Node, subscripts: str):
 
 
 def _contract_native(ctx: NativeContext) -> str:
-    """Loops over the result's indices, each entry a sum over the shared indices not in the result."""
+    """Loops over the result's indices, each entry a sum over the shared indices not in the result.
+
+    Each entry's sum runs over the summed indices in C order. With a
+    result of at least one axis, the result's last index is the innermost
+    loop (contiguous in the result, and where it is an operand's last
+    axis, in that operand too, so the loop vectorises) and each entry
+    accumulates in place, in that same order.
+    """
     (left, right), output = parse_subscripts(ctx["subscripts"], 2)
     sizes = letter_sizes([left, right], [ctx.in_shapes[0], ctx.in_shapes[1]])
     summed = [letter for letter in left if letter in right and letter not in output]
@@ -465,13 +472,17 @@ def _contract_native(ctx: NativeContext) -> str:
     product = f"{operand(0, left)} * {operand(1, right)}"
     result = [name[letter] for letter in output]
     if not summed:
-        body = [f"{ctx.store(result)} = {product}"]
-    else:
+        return ctx.loops([sizes[letter] for letter in output], [f"{ctx.store(result)} = {product}"], result)
+    if not output:
         total = ctx.temp("total")
         sums = ctx.loops([sizes[letter] for letter in summed], [f"{total} += {product}"],
                          [name[letter] for letter in summed])
-        body = [f"{total} = {ctx.literal(0.0)}", *sums.split("\n"), f"{ctx.store(result)} = {total}"]
-    return ctx.loops([sizes[letter] for letter in output], body, result)
+        return "\n".join([f"{total} = {ctx.literal(0.0)}", sums, f"{ctx.out} = {total}"])
+    zeros = ctx.loops([sizes[letter] for letter in output], [f"{ctx.store(result)} = {ctx.literal(0.0)}"], result)
+    order = [*output[:-1], *summed, output[-1]]
+    sums = ctx.loops([sizes[letter] for letter in order], [f"{ctx.store(result)} += {product}"],
+                     [name[letter] for letter in order])
+    return "\n".join([zeros, sums])
 
 
 CONTRACT = register(Op(

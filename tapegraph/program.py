@@ -476,7 +476,10 @@ class Program:
         ``batch_size`` for a program without a batch dimension.
 
         The result equals a loop of ``run`` calls on each row (or batch),
-        bit for bit: it is that loop.
+        bit for bit: it is that loop. On a native program (outside
+        ``tg.check_finite()``) the loop is one native call over every row
+        (every full batch; the last, shorter one is a call of its own),
+        and the labels and indices of every row are checked before it runs.
 
         >>> import numpy as np, tapegraph as tg
         >>> x = tg.input("x", shape=(2,))
@@ -512,12 +515,21 @@ class Program:
                     raise CallError(f"map: output {name!r} ({node.type_str}) does not run over the batch (its leading "
                                     f"axis is not the inputs' {sorted(leading)}), so its batches cannot be put together "
                                     f"row by row; compute it with run, or leave it out of outputs=[...]")
+        native = self._map_natively(plan, params, rows)
+        done = 0 if native is None else native[1]
         # one run per step, as a backend may replace: the loop is the meaning
-        results = [plan.enter(params, rows.inputs(index)) for index in range(len(rows.steps))]
+        results = [plan.enter(params, rows.inputs(index)) for index in range(done, len(rows.steps))]
+        if native is not None:
+            if not results:
+                return {name: native[0][name] for name in names}
+            # the last, shorter batch ran as a call: put after the native steps' rows
+            results.insert(0, native[0])
         stacked = {}
         for name in names:
             node = self.objective if name == "objective" else self.outputs[name]
-            if not results:
+            if native is not None:
+                stacked[name] = np.concatenate([result[name] for result in results])
+            elif not results:
                 stacked[name] = _no_rows(node, rows.batched)
             elif rows.batched and len(results) == 1:
                 stacked[name] = results[0][name]  # a new array already: no copy
@@ -526,6 +538,30 @@ class Program:
             else:
                 stacked[name] = np.stack([np.asarray(result[name], dtype=node.dtype) for result in results])
         return stacked
+
+    def _map_natively(self, plan: _Plan, params: Mapping[str, Any], rows: Any) -> tuple[dict, int] | None:
+        """``map``'s steps that share one specialisation as one native call: (stacked results, steps run).
+
+        None when the loop of calls runs instead: not a native program,
+        checking for non-finite values, no rows, or a batched program
+        without ``batch_size`` (one call already) or with fewer rows than
+        one batch.
+        """
+        if self.backend.name != "native" or checking() or not rows.steps:
+            return None
+        if rows.batched and (rows.batch_size is None or len(rows.order) < rows.batch_size):
+            return None
+        steps = len(rows.steps) if rows.batch_size is None else len(rows.order) // rows.batch_size
+        # the first step's arguments checked, and the step specialised, as a call would
+        executable, arrays = self._prepare(plan, params, rows.inputs(0))
+        fixed = {name: array for (name, kind, _), array in zip(plan.feed_names, arrays) if kind != "input"}
+        batch = rows.batch_size
+
+        def where(step: int) -> str:
+            chosen = rows.steps[step]
+            shown = f"row {chosen}" if batch is None else f"rows {chosen[:8].tolist()}" + ("..." if len(chosen) > 8 else "")
+            return f"map: step {step} ({shown})"
+        return executable.map(fixed, dict(rows.arrays), rows.order, steps, batch, where), steps
 
     def _default_outputs(self) -> tuple[str, ...]:
         """What ``run`` computes when not told: the objective (if any), then every output."""

@@ -432,3 +432,109 @@ def test_native_calls_from_several_threads_share_no_buffers(ridge):
         _close(value, want_value, f"thread call {index}: objective")
         for name in want_grads:
             _close(grads[name], want_grads[name], f"thread call {index}: gradient of {name}")
+
+
+# Program.map: one native call over the whole data set.
+
+@pytest.fixture(scope="module")
+def per_example_classifier():
+    """A per-example classifier (an integer label per row) on both backends, its parameters and data."""
+    x = tg.input("x", shape=(2,))
+    y = tg.input("y", shape=(), dtype="int64")
+    W = tg.param("W", shape=(3, 2))
+    scores = tg.matmul(W, x)
+    programs = _both(tg.cross_entropy(scores, y), [W], {"scores": scores, "probabilities": tg.softmax(scores)})
+    rng = np.random.default_rng(4)
+    params = {"W": rng.normal(size=(3, 2))}
+    data = {"x": rng.normal(size=(9, 2)), "y": rng.integers(0, 3, size=9)}
+    return programs, params, data
+
+
+def _runs_of(program, params, data, outputs, batch=None):
+    """The loop ``map`` means: ``run`` on each row (or batch), stacked."""
+    count = len(next(iter(data.values())))
+    if batch is None:
+        runs = [program.run(params, {name: array[row] for name, array in data.items()}, outputs=outputs)
+                for row in range(count)]
+        return {name: np.stack([np.asarray(run[name]) for run in runs]) for name in outputs}
+    runs = [program.run(params, {name: array[start:start + batch] for name, array in data.items()}, outputs=outputs)
+            for start in range(0, count, batch)]
+    return {name: np.concatenate([run[name] for run in runs]) for name in outputs}
+
+
+def test_a_native_per_example_map_is_one_call_equal_to_numpy_and_to_its_runs(per_example_classifier, monkeypatch):
+    (numpy_program, native_program), params, data = per_example_classifier
+    outputs = ("objective", "scores", "probabilities")
+    expected = numpy_program.map(params, data)
+    calls = []
+    original = native.NativeExecutable.map
+    monkeypatch.setattr(native.NativeExecutable, "map",
+                        lambda self, *arguments: calls.append(arguments[3]) or original(self, *arguments))
+    mapped = native_program.map(params, data)
+    assert calls == [9]  # one native call, of all nine rows
+    assert set(mapped) == set(outputs)
+    loop = _runs_of(native_program, params, data, outputs)
+    for name in outputs:
+        _close(mapped[name], expected[name], f"map {name}")
+        np.testing.assert_array_equal(mapped[name], loop[name])  # the same code, row by row
+    assert mapped["scores"].shape == (9, 3) and mapped["objective"].dtype == np.float64
+
+
+@pytest.mark.parametrize("batch", [None, 5, 23, 40])
+def test_a_native_batched_map_equals_numpy_and_its_runs_with_a_shorter_last_batch(ridge, batch):
+    (numpy_program, native_program), params, data = ridge
+    expected = numpy_program.map(params, data, batch_size=batch)
+    mapped = native_program.map(params, data, batch_size=batch)
+    loop = _runs_of(native_program, params, data, ("prediction",), batch or 23)
+    assert set(mapped) == {"prediction"} and mapped["prediction"].shape == (23,)
+    _close(mapped["prediction"], expected["prediction"], "map prediction")
+    np.testing.assert_array_equal(mapped["prediction"], loop["prediction"])
+    inputs = {"x": data["x"][:0], "y": data["y"][:0]}
+    assert native_program.map(params, inputs, batch_size=batch)["prediction"].shape == (0,)
+
+
+def test_a_native_map_refuses_bad_input_as_numpy_does(per_example_classifier, ridge):
+    (numpy_classifier, native_classifier), params, data = per_example_classifier
+    (numpy_ridge, native_ridge), ridge_params, ridge_data = ridge
+    cases = [
+        (numpy_classifier, native_classifier, params, {"x": data["x"], "y": data["y"][:4]}, {}),
+        (numpy_classifier, native_classifier, params, {"x": data["x"][:, :1], "y": data["y"]}, {}),
+        (numpy_classifier, native_classifier, params, {**data, "z": data["x"]}, {}),
+        (numpy_classifier, native_classifier, params, data, {"batch_size": 2}),
+        (numpy_classifier, native_classifier, {"W": np.zeros((2, 3))}, data, {}),
+        (numpy_classifier, native_classifier, {}, data, {}),
+        (numpy_ridge, native_ridge, ridge_params, ridge_data, {"batch_size": 0}),
+        (numpy_ridge, native_ridge, ridge_params, ridge_data, {"outputs": ["objective"], "batch_size": 5}),
+    ]
+    for numpy_program, native_program, given, inputs, options in cases:
+        with pytest.raises(tg.errors.TapegraphError) as expected:
+            numpy_program.map(given, inputs, **options)
+        with pytest.raises(type(expected.value)) as refused:
+            native_program.map(given, inputs, **options)
+        assert str(refused.value) == str(expected.value)
+
+
+def test_a_bad_label_in_the_data_of_a_native_map_is_refused_before_any_step_runs(per_example_classifier,
+                                                                                 monkeypatch):
+    (_, shared), params, data = per_example_classifier
+    # fresh programs, whose map is not made yet: refused before it is made, so before any row runs
+    numpy_program, native_program = _both(shared.objective, shared.wrt, shared.outputs)
+    load = native.load_module
+    monkeypatch.setattr(native, "load_module",
+                        lambda text, kind: pytest.fail("a native map was made") if kind == "map" else load(text, kind))
+    bad = {"x": data["x"], "y": data["y"].copy()}
+    bad["y"][6] = 7
+    with pytest.raises(TapeError) as expected:
+        numpy_program.map(params, bad)
+    with pytest.raises(TapeError, match=r"^map: step 6 \(row 6\), refused before the map's first step ran: "
+                       r"forward instruction \d+ failed \(IndexError: label 7") as refused:
+        native_program.map(params, bad)
+    assert str(refused.value).endswith(str(expected.value))
+    x = tg.input("x", shape=("batch", 2))
+    y = tg.input("y", shape=("batch",), dtype="int64")
+    W = tg.param("W", shape=(3, 2))
+    losses = tg.cross_entropy(tg.matmul(x, W, transpose_b=True), y)
+    batched = tg.compile(tg.mean(losses), wrt=[W], outputs={"losses": losses}, backend="native")
+    with pytest.raises(TapeError, match=r"^map: step 1 \(rows \[2, 3\]\), refused before the map's first step "
+                       r"ran: forward instruction \d+ failed \(IndexError: label 7"):
+        batched.map({"W": np.zeros((3, 2))}, {"x": data["x"][:6], "y": np.array([0, 1, 7, 0, 1, 2])}, batch_size=2)

@@ -10,7 +10,10 @@ the source of a Python module of numba functions with explicit loops:
 - ``epoch`` (made on the first epoch): a loop over the steps of an epoch,
   choosing each step's rows (``order``, ``batch_size``), running every
   instruction, carrying the parameters and optimizer slots from step to
-  step and keeping each step's objective, in one native call.
+  step and keeping each step's objective, in one native call;
+- ``map`` (made on the first ``Program.map``): the same loop over the
+  rows of a data set for a tape without state, each step's results
+  written into a row (or batch of rows) of the stacked outputs.
 
 The tape decides what runs, as for the numpy backend: every value keeps
 its planned buffer (allocated once per call, so concurrent calls share
@@ -145,6 +148,11 @@ def _flat_copy(target: str, source: str, shape: Sequence[int]) -> str:
     flat_target, flat_source = f"r0_into_{target}", f"r0_from_{target}"  # one name per copy: types differ
     return (f"{flat_target} = {target}.reshape(({size},))\n{flat_source} = {source}.reshape(({size},))\n"
             f"for r0_k in range({size}):\n    {flat_target}[r0_k] = {flat_source}[r0_k]")
+
+
+def _shape_source(leading: str, shape: Sequence[int]) -> str:
+    """The source of the shape ``(leading, *shape)``, ``leading`` an expression."""
+    return f"({leading}, {''.join(f'{size}, ' for size in shape)})"
 
 
 class _Translation:
@@ -303,6 +311,8 @@ class NativeExecutable:
         self._step = None
         self._epochs: dict[Any, Callable] = {}
         self._epoch_texts: dict[Any, str] = {}
+        self._maps: dict[Any, Callable] = {}
+        self._map_texts: dict[Any, str] = {}
         self._numpy = None
         self._lock = threading.Lock()
 
@@ -355,8 +365,8 @@ class NativeExecutable:
         return frozenset(name for name in self._donated if not self._feeds[name].shape)
 
     def source(self, check: bool = False) -> str:
-        """The generated numba module of the step (and of the epochs made so far)."""
-        return "\n\n".join([self._step_text, *self._epoch_texts.values()])
+        """The generated numba module of the step (and of the epochs and maps made so far)."""
+        return "\n\n".join([self._step_text, *self._epoch_texts.values(), *self._map_texts.values()])
 
     # Running one step.
 
@@ -483,7 +493,7 @@ class NativeExecutable:
         hyperparameters (``hyper_names``) per step, or a single row for
         all.
         """
-        self._check_epoch_labels(data, rows, steps, batch, labels_where)
+        self._check_epoch_labels(data, rows, steps, batch, labels_where, "epoch")
         batched = tuple(sorted(name for name in data)) if batch is not None else ()
         key = (batched, batch)
         function = self._epochs.get(key)
@@ -510,7 +520,8 @@ class NativeExecutable:
         return function(*arguments, np.ascontiguousarray(rows, dtype=np.int64), steps,
                         np.ascontiguousarray(hypers, dtype=np.float64), step_rows, *constants)
 
-    def _check_epoch_labels(self, data, rows, steps, batch, labels_where) -> None:
+    def _check_epoch_labels(self, data, rows, steps, batch, labels_where, what: str) -> None:
+        """Refuse a bad label or index in any row the ``what`` (epoch or map) reads, naming its first step."""
         used = rows[:steps * (batch or 1)]
         for _, name, check, position in self._labels:
             values = np.asarray(data[name])
@@ -532,9 +543,44 @@ class NativeExecutable:
                 try:
                     check(values[used[low * width:(low + 1) * width]] if batch else values[used[low]])
                 except IndexError as error:
-                    raise TapeError(f"{labels_where(low)}, refused before the epoch's first step ran: "
+                    raise TapeError(f"{labels_where(low)}, refused before the {what}'s first step ran: "
                                     f"{self._instruction_error(position, error)}") from None
-                raise AssertionError("a bad entry was found in the epoch's rows but in none of its steps")
+                raise AssertionError(f"a bad entry was found in the {what}'s rows but in none of its steps")
+
+    def _bind_rows(self, feed, batch: int | None, binding: list[str], gathers: list[str],
+                   allocations: list[str]) -> str:
+        """The argument of input ``feed``'s whole data; appends the statements binding step ``r0_i``'s rows of it.
+
+        One row ``r0_row`` (a view) when ``batch`` is None, else the
+        batch's rows gathered into a buffer of the step's shape.
+        """
+        translation = self.translation
+        argument = translation.arguments[feed.name]
+        name = f"r3_{argument}"
+        if batch is None:
+            if feed.shape:
+                binding.append(translation.feed_binding(feed, f"{name}[r0_row]"))
+            else:
+                binding.append(translation.feed_binding(feed, name, f"{name}[r0_row]"))
+        else:
+            gathered = f"r4_{argument}"
+            allocations.append(f"{gathered} = np.empty({feed.shape!r}, dtype=np.{feed.dtype})")
+            if len(feed.shape) == 2:  # a row of numbers: copied item by item
+                gathers += [f"    for r0_k in range({feed.shape[1]}):",
+                            f"        {gathered}[r0_j, r0_k] = {name}[r0_row, r0_k]"]
+            else:
+                gathers.append(f"    {gathered}[r0_j] = {name}[r0_row]")
+            binding.append(translation.feed_binding(feed, gathered))
+        return name
+
+    @staticmethod
+    def _row_selection(batch: int | None, gathers: list[str]) -> list[str]:
+        """The statements choosing step ``r0_i``'s row (``r0_row``) or gathering its batch of rows."""
+        if batch is None:
+            return ["r0_row = r0_order[r0_i]"]
+        if gathers:
+            return [f"for r0_j in range({batch}):", f"    r0_row = r0_order[r0_i * {batch} + r0_j]", *gathers]
+        return []
 
     def _epoch_source(self, batch: int | None, hyper_names: tuple[str, ...]) -> str:
         translation = self.translation
@@ -552,22 +598,7 @@ class NativeExecutable:
                 if not feed.shape:  # the array too, which a donated step writes into
                     binding.append(f"{argument} = {name}")
             elif feed.kind == "input":
-                name = f"r3_{argument}"
-                arguments.append(name)
-                if batch is None:
-                    if feed.shape:
-                        binding.append(translation.feed_binding(feed, f"{name}[r0_row]"))
-                    else:
-                        binding.append(translation.feed_binding(feed, name, f"{name}[r0_row]"))
-                else:
-                    gathered = f"r4_{argument}"
-                    allocations.append(f"{gathered} = np.empty({feed.shape!r}, dtype=np.{feed.dtype})")
-                    if len(feed.shape) == 2:  # a row of numbers: copied item by item
-                        gathers += [f"    for r0_k in range({feed.shape[1]}):",
-                                    f"        {gathered}[r0_j, r0_k] = {name}[r0_row, r0_k]"]
-                    else:
-                        gathers.append(f"    {gathered}[r0_j] = {name}[r0_row]")
-                    binding.append(translation.feed_binding(feed, gathered))
+                arguments.append(self._bind_rows(feed, batch, binding, gathers, allocations))
         for feed in tape.feeds:
             if feed.kind == "hyper":
                 column = hyper_names.index(feed.name)
@@ -575,12 +606,7 @@ class NativeExecutable:
         arguments += ["r0_order", "r0_steps", "r0_hypers", "r0_hyper_step"]
         arguments += [name for name, _ in translation.constant_arrays]
         body = list(translation.allocations) + allocations + ["r0_objectives = np.empty(r0_steps)"]
-        loop = []
-        if batch is None:
-            loop.append("r0_row = r0_order[r0_i]")
-        elif gathers:
-            loop += [f"for r0_j in range({batch}):", f"    r0_row = r0_order[r0_i * {batch} + r0_j]", *gathers]
-        loop += binding + translation.feed_copies + translation.body
+        loop = self._row_selection(batch, gathers) + binding + translation.feed_copies + translation.body
         objective_value = tape.results["objective"][1]
         loop.append(f"r0_objectives[r0_i] = {translation.names[objective_value]}")
         for name, feed_name in carried.items():
@@ -600,6 +626,86 @@ class NativeExecutable:
         lines = ['"""Generated by tapegraph: an epoch of a tape as numba code (see tapegraph.backends.native)."""', "",
                  "import numba", "import numpy as np", "", "",
                  f"@numba.njit({NJIT_OPTIONS})", f"def epoch({', '.join(arguments)}):"]
+        lines += _indent(body, 1)
+        return "\n".join(lines) + "\n"
+
+    # Running a map (Program.map).
+
+    def map(self, fixed: Mapping[str, Any], data: Mapping[str, np.ndarray], rows: np.ndarray, steps: int,
+            batch: int | None, labels_where: Callable[[int], str]) -> dict[str, np.ndarray]:
+        """Run ``steps`` steps natively, each on its rows of ``data``: each result stacked over the steps.
+
+        ``fixed``: every feed that is not an input (the parameters);
+        ``data``: each input's whole array; step ``i`` reads rows
+        ``rows[i * batch:(i + 1) * batch]`` (one row ``rows[i]`` when
+        ``batch`` is None). A result of shape ``s`` comes back as an array
+        of shape ``(steps, *s)`` (one row per step), or, for batches,
+        ``(steps * batch, *s[1:])`` (the batches one after another).
+        Labels and indices in every row read are checked first.
+        """
+        self._check_epoch_labels(data, rows, steps, batch, labels_where, "map")
+        function = self._maps.get(batch)
+        if function is None:
+            with self._lock:
+                function = self._maps.get(batch)
+                if function is None:
+                    text = self._map_source(batch)
+                    self._map_texts[batch] = text
+                    function = self._maps[batch] = load_module(text, "map").map
+        arguments = []
+        for feed in self.tape.feeds:
+            if feed.kind == "input":
+                arguments.append(np.ascontiguousarray(data[feed.name]))
+            else:
+                value = fixed[feed.name]
+                arguments.append(np.ascontiguousarray(value) if np.ndim(value) else np.asarray(value))
+        constants = [array for _, array in self.translation.constant_arrays]
+        stacked = function(*arguments, np.ascontiguousarray(rows, dtype=np.int64), steps, *constants)
+        return dict(zip(self.tape.results, stacked))
+
+    def _map_source(self, batch: int | None) -> str:
+        """The numba module of ``map``: the step's body in a loop over the steps, its results stored row by row."""
+        translation = self.translation
+        tape = self.tape
+        arguments, binding, gathers, allocations = [], [], [], []
+        for feed in tape.feeds:
+            if feed.kind == "input":
+                arguments.append(self._bind_rows(feed, batch, binding, gathers, allocations))
+            else:
+                argument = translation.arguments[feed.name]
+                name = f"r2_{argument}"
+                arguments.append(name)
+                binding.append(translation.feed_binding(feed, name))
+        arguments += ["r0_order", "r0_steps"]
+        arguments += [name for name, _ in translation.constant_arrays]
+        body = list(translation.allocations) + allocations
+        stores, results = [], []
+        for index, (name, (_, value)) in enumerate(tape.results.items()):
+            shape, dtype = translation._type(value)
+            stacked = f"r5_{index}"
+            results.append(stacked)
+            expression = translation.names[value]
+            if batch is None:
+                body.append(f"{stacked} = np.empty({_shape_source('r0_steps', shape)}, dtype=np.{dtype})")
+                if not shape:
+                    stores.append(f"{stacked}[r0_i] = {expression}")
+                    continue
+                stores.append(f"r6_{index} = {stacked}[r0_i]")
+            else:
+                # Program.map refuses a result without the batch as its leading axis
+                assert shape and shape[0] == batch, (name, shape, batch)
+                body.append(f"{stacked} = np.empty({_shape_source(f'r0_steps * {batch}', shape[1:])}, "
+                            f"dtype=np.{dtype})")
+                stores.append(f"r6_{index} = {stacked}[r0_i * {batch}:(r0_i + 1) * {batch}]")
+            stores.append(_flat_copy(f"r6_{index}", expression, shape))
+        loop = self._row_selection(batch, gathers) + binding + translation.feed_copies + translation.body + stores
+        body.append("for r0_i in range(r0_steps):")
+        body += _indent(loop, 1)
+        body.append(f"return ({''.join(result + ', ' for result in results)})")
+        lines = ['"""Generated by tapegraph: a map of a tape over a data set as numba code '
+                 '(see tapegraph.backends.native)."""', "",
+                 "import numba", "import numpy as np", "", "",
+                 f"@numba.njit({NJIT_OPTIONS})", f"def map({', '.join(arguments)}):"]
         lines += _indent(body, 1)
         return "\n".join(lines) + "\n"
 

@@ -517,6 +517,13 @@ class _EpochPlan:
         rows = self.steps[index]
         return {name: array[rows] for name, array in self.arrays}
 
+    def first_inputs(self) -> dict[str, Any]:
+        """The first step's inputs, gathered alone (a native epoch checks them; its steps read the data)."""
+        if not self.batched:
+            return {name: array[int(self.order[0])] for name, array in self.arrays}
+        rows = self.order[:self._stride]
+        return {name: array[rows] for name, array in self.arrays}
+
 
 def _run_epoch(step: Callable, state: Any, rows: _EpochPlan, progress: bool) -> tuple[Any, np.ndarray]:
     """Run ``step(state, inputs)`` once per step of ``rows``: the state after the last, and each step's objective."""
@@ -555,7 +562,7 @@ def _native_epoch(optimizer: Any, params: Mapping[str, Any], slots: Mapping[str,
     carried from step to step natively (the caller then loops in Python).
     """
     plan = optimizer._plan
-    first = {**rows.inputs(0), **dict(zip(hyper_names, table[0]))}
+    first = {**rows.first_inputs(), **dict(zip(hyper_names, table[0]))}
     feeds = {**params, **slots}
     if plan.overlap is not None:
         plan.overlap(feeds, first)

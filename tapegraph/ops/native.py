@@ -149,13 +149,14 @@ SUM_LANES = 64
 def lane_sum(ctx: NativeContext, total: str, size: int, term: Callable[[str], str]) -> str:
     """Lines setting the local ``total`` to the sum of ``term(k)`` for ``k`` in ``range(size)``.
 
-    The sum runs in ``SUM_LANES`` independent partial sums (lane ``l``
-    adds the terms ``l, l + SUM_LANES, ...`` in order), which LLVM
-    vectorises without reassociating anything; the lanes are then added in
-    order, then the last ``size % SUM_LANES`` terms. The order is fixed,
-    so the result is deterministic, and it is a blocked order like BLAS's
-    (not numpy's value bit for bit, the same to rounding). For a short
-    ``size`` it is one running sum.
+    The sum runs in ``SUM_LANES`` independent partial sums: lane ``l``
+    adds the terms ``l, l + SUM_LANES, ...`` in order (the last ``size %
+    SUM_LANES`` terms included), which LLVM vectorises without
+    reassociating anything; the lanes are then added pairwise, halving
+    their number each time (independent additions, not a chain of 64).
+    The order is fixed, so the result is deterministic, and it is a
+    blocked order like BLAS's (not numpy's value bit for bit, the same to
+    rounding). For a short ``size`` it is one running sum.
     """
     if size < 2 * SUM_LANES:
         k = ctx.temp("k")
@@ -165,10 +166,14 @@ def lane_sum(ctx: NativeContext, total: str, size: int, term: Callable[[str], st
     whole = size - size % SUM_LANES
     lines = [f"for {lane} in range({SUM_LANES}):", f"    {lanes}[{lane}] = {ctx.literal(0.0)}",
              f"for {block} in range(0, {whole}, {SUM_LANES}):", f"    for {lane} in range({SUM_LANES}):",
-             f"        {lanes}[{lane}] += {term(f'{block} + {lane}')}",
-             f"{total} = {ctx.literal(0.0)}", f"for {lane} in range({SUM_LANES}):", f"    {total} += {lanes}[{lane}]"]
+             f"        {lanes}[{lane}] += {term(f'{block} + {lane}')}"]
     if whole < size:
-        lines += [f"for {k} in range({whole}, {size}):", f"    {total} += {term(k)}"]
+        lines += [f"for {k} in range({whole}, {size}):", f"    {lanes}[{k} - {whole}] += {term(k)}"]
+    width = SUM_LANES // 2
+    while width:
+        lines += [f"for {lane} in range({width}):", f"    {lanes}[{lane}] += {lanes}[{lane} + {width}]"]
+        width //= 2
+    lines.append(f"{total} = {lanes}[0]")
     return "\n".join(lines)
 
 

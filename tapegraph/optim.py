@@ -522,7 +522,9 @@ class _EpochPlan:
         if not self.batched:
             return {name: array[int(self.order[0])] for name, array in self.arrays}
         rows = self.order[:self._stride]
-        return {name: array[rows] for name, array in self.arrays}
+        # as ``inputs(0)`` gives them: a view of C-contiguous data taken in its own order
+        return {name: array[:self._stride] if self._whole_order and array.flags.c_contiguous else array[rows]
+                for name, array in self.arrays}
 
 
 def _run_epoch(step: Callable, state: Any, rows: _EpochPlan, progress: bool) -> tuple[Any, np.ndarray]:

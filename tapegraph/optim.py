@@ -448,8 +448,7 @@ class _EpochPlan:
         self.examples = next(iter(lengths.values())) if lengths else 0
         self.order = self._check_order(order)
         if batched and batch_size is None and whole_by_default:
-            self.steps = [self.order] if len(self.order) else []
-            self._starts = [0]
+            self._stride = len(self.order)
         elif batched:
             if batch_size is None:
                 raise CallError(f"{owner}: the program has a batch dimension (inputs {batched}): give batch_size "
@@ -457,23 +456,40 @@ class _EpochPlan:
             if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
                 raise CallError(f"{owner}: batch_size must be a positive integer, got {batch_size!r}")
             batch_size = int(batch_size)
-            self.steps = [self.order[start:start + batch_size] for start in range(0, len(self.order), batch_size)]
-            self._starts = list(range(0, len(self.order), batch_size))
+            self._stride = batch_size
         else:
             if batch_size is not None:
                 raise CallError(f"{owner}: batch_size={batch_size!r} given, but the program has no batch dimension "
                                 f"(declare inputs with shape ('batch', ...) for minibatches); each step takes one row")
-            self.steps = [int(row) for row in self.order]
+            self._stride = 1
         #: Rows per step (None: one row each, a program without a batch dimension).
         self.batch_size = batch_size if batched else None
         self.arrays = list(arrays.items())
-        #: A batched epoch gathers the rows in ``order`` once, so each step's
-        #: batch is a slice of that copy (a view with a gather's layout), not
-        #: a gather of its own; with no order, C-contiguous data is sliced as it is.
-        self._gathered = []
-        if batched:
-            self._gathered = [(name, array if order is None and array.flags.c_contiguous else array[self.order])
-                              for name, array in self.arrays]
+        self._whole_order = order is None
+        #: The number of steps (a last batch may be shorter).
+        self.count = -(-len(self.order) // self._stride) if len(self.order) else 0
+
+    # The steps' rows and the gathered data are made when a step runs in
+    # Python: a native epoch reads the data and the order as they are, and
+    # building them costs more than its steps (a Python object per row).
+    @functools.cached_property
+    def steps(self) -> list[Any]:
+        """Each step's row (an int, no batch dimension) or rows (an array)."""
+        if not self.batched:
+            return [int(row) for row in self.order]
+        if not len(self.order):
+            return []
+        return [self.order[start:start + self._stride] for start in range(0, len(self.order), self._stride)]
+
+    @functools.cached_property
+    def _gathered(self) -> list[tuple[str, np.ndarray]]:
+        # A batched epoch gathers the rows in ``order`` once, so each step's
+        # batch is a slice of that copy (a view with a gather's layout), not
+        # a gather of its own; with no order, C-contiguous data is sliced as it is.
+        if not self.batched:
+            return []
+        return [(name, array if self._whole_order and array.flags.c_contiguous else array[self.order])
+                for name, array in self.arrays]
 
     def _check_order(self, order: Any) -> np.ndarray:
         owner = self.owner
@@ -495,16 +511,25 @@ class _EpochPlan:
     def inputs(self, index: int) -> dict[str, Any]:
         """The inputs of step ``index``: its row of each array, or its batch of rows."""
         if self._gathered:
-            start = self._starts[index]
-            stop = start + len(self.steps[index])
+            start = index * self._stride
+            stop = min(start + self._stride, len(self.order))
             return {name: array[start:stop] for name, array in self._gathered}
         rows = self.steps[index]
         return {name: array[rows] for name, array in self.arrays}
 
+    def first_inputs(self) -> dict[str, Any]:
+        """The first step's inputs, gathered alone (a native epoch checks them; its steps read the data)."""
+        if not self.batched:
+            return {name: array[int(self.order[0])] for name, array in self.arrays}
+        rows = self.order[:self._stride]
+        # as ``inputs(0)`` gives them: a view of C-contiguous data taken in its own order
+        return {name: array[:self._stride] if self._whole_order and array.flags.c_contiguous else array[rows]
+                for name, array in self.arrays}
+
 
 def _run_epoch(step: Callable, state: Any, rows: _EpochPlan, progress: bool) -> tuple[Any, np.ndarray]:
     """Run ``step(state, inputs)`` once per step of ``rows``: the state after the last, and each step's objective."""
-    count = len(rows.steps)
+    count = rows.count
     objectives = np.empty(count)
     every = max(1, count // 10)
     started = time.perf_counter()
@@ -525,7 +550,7 @@ def _runs_natively(program: Program, rows: _EpochPlan, progress: bool) -> bool:
 def _full_steps(rows: _EpochPlan) -> int:
     """The steps of ``rows`` that share one specialisation: all but a last, shorter batch."""
     if rows.batch_size is None:
-        return len(rows.steps)
+        return rows.count
     return len(rows.order) // rows.batch_size
 
 
@@ -539,7 +564,7 @@ def _native_epoch(optimizer: Any, params: Mapping[str, Any], slots: Mapping[str,
     carried from step to step natively (the caller then loops in Python).
     """
     plan = optimizer._plan
-    first = {**rows.inputs(0), **dict(zip(hyper_names, table[0]))}
+    first = {**rows.first_inputs(), **dict(zip(hyper_names, table[0]))}
     feeds = {**params, **slots}
     if plan.overlap is not None:
         plan.overlap(feeds, first)
@@ -573,11 +598,11 @@ def _native_epoch(optimizer: Any, params: Mapping[str, Any], slots: Mapping[str,
 def _finish_epoch(step: Callable, state: Any, rows: _EpochPlan, objectives: np.ndarray,
                   done: int) -> tuple[Any, np.ndarray]:
     """After ``done`` native steps: the remaining (shorter last batch) step, run as a call."""
-    if done == len(rows.steps):
+    if done == rows.count:
         return state, objectives
-    values = np.empty(len(rows.steps))
+    values = np.empty(rows.count)
     values[:done] = objectives
-    for index in range(done, len(rows.steps)):
+    for index in range(done, rows.count):
         state, values[index] = step(state, rows.inputs(index))
     return state, values
 

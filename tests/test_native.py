@@ -292,6 +292,25 @@ def test_stacks_of_matrices_at_blas_sizes_agree():
         _close(native_grads[key], grads[key], f"gradient of {key}")
 
 
+def test_long_inner_sums_in_lanes_agree():
+    # A @ v and a @ b.T with a long inner index: sums in lanes (ops.native.lane_sum), with a remainder
+    A = tg.param("A", shape=(3, 300))
+    v = tg.param("v", shape=(300,))
+    x = tg.input("x", shape=("batch", 200))
+    W = tg.param("W", shape=(4, 200))
+    objective = tg.sum(tg.square(tg.matmul(A, v))) + tg.sum(tg.square(tg.matmul(x, W, transpose_b=True)))
+    numpy_program, native_program = _both(objective, [A, v, W])
+    assert "_lanes" in native_program.source(backend="native", sizes={"batch": 5})
+    rng = np.random.default_rng(4)
+    params = {"A": rng.normal(size=(3, 300)), "v": rng.normal(size=300), "W": rng.normal(size=(4, 200))}
+    inputs = {"x": rng.normal(size=(5, 200))}
+    value, grads = numpy_program.value_and_grad(params, inputs)
+    native_value, native_grads = native_program.value_and_grad(params, inputs)
+    _close(native_value, value, "objective")
+    for key in grads:
+        _close(native_grads[key], grads[key], f"gradient of {key}")
+
+
 def test_fed_indices_out_of_bounds_are_refused_as_on_numpy_before_any_step_runs():
     x = tg.param("x", shape=(4, 3))
     indices = tg.input("i", shape=("batch",), dtype="int64")
@@ -339,12 +358,13 @@ def test_generated_modules_are_cached_in_the_folder_the_environment_names(tmp_pa
 
 # The homework models: a native epoch equals the numpy epoch.
 
-@pytest.mark.parametrize("model, batch", [("ridge", None), ("mlp", None), ("multiclass", None), ("mlp", 4)])
-def test_a_native_epoch_equals_the_numpy_epoch_on_the_homework_models(model, batch):
+@pytest.mark.parametrize("model, batch, features", [("ridge", None, 40), ("mlp", None, None), ("multiclass", None, None),
+                                                     ("mlp", 4, None), ("mlp", None, 400)])
+def test_a_native_epoch_equals_the_numpy_epoch_on_the_homework_models(model, batch, features):
     from models import catalog
-    program, params, _ = catalog.build(model, num_features=None if model != "ridge" else 40)
+    program, params, _ = catalog.build(model, num_features=features)
     spec = catalog.MODELS[model]
-    X, y = spec.data(40 if model == "ridge" else spec.num_features)
+    X, y = spec.data(features or spec.num_features)
     data = {"x": X[:60], "y": y[:60]}
     native_program = tg.compile(program.objective, wrt=program.wrt, outputs=program.outputs, backend="native")
     order = tg.shuffled(60, seed=5)

@@ -244,6 +244,8 @@ class _Translation:
             text = elementwise_source(op.native, ctx)
         else:
             text = op.native(ctx)
+        for name, size in ctx.scratch_arrays:
+            allocate(name, (size,), instruction.dtype)
         lines = text.split("\n")
         if scalar and instruction.dtype != "float64" and np.dtype(instruction.dtype).kind == "f":
             # a number keeps its dtype (float32 arithmetic stays float32)

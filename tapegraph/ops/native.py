@@ -53,6 +53,9 @@ class NativeContext:
         #: (operand index, check) of each index operand declared: the check
         #: takes the operand's array and raises IndexError for a bad entry.
         self.checks: list[tuple[int, Callable[[np.ndarray], None]]] = []
+        #: (name, size) of each local scratch array a template asked for
+        #: (``scratch``): the backend allocates it once, before any step.
+        self.scratch_arrays: list[tuple[str, int]] = []
         self._prefix = prefix
         self._count = 0
 
@@ -63,6 +66,12 @@ class NativeContext:
         """A fresh local name for this instruction's own use."""
         self._count += 1
         return f"{self._prefix}_{hint}{self._count}"
+
+    def scratch(self, size: int, hint: str = "lanes") -> str:
+        """A fresh local array of ``size`` entries of the result's dtype, allocated once (not per step)."""
+        name = self.temp(hint)
+        self.scratch_arrays.append((name, int(size)))
+        return name
 
     def label(self, index: int, classes: int) -> str:
         """Declare operand ``index`` as labels in ``0..classes-1``; its name."""
@@ -127,6 +136,45 @@ def elementwise_source(expression: str, ctx: NativeContext) -> str:
     names = ctx.indices(len(ctx.out_shape))
     value = expression.format(*(ctx.at(index, names) for index in range(len(ctx.operands))), **ctx.attributes)
     return ctx.loops(ctx.out_shape, [f"{ctx.store(names)} = {value}"], names)
+
+
+#: A lane-accumulated sum (``lane_sum``) keeps this many partial sums.
+#: numba leaves LLVM's SLP vectoriser off, and its loop vectoriser skips a
+#: loop short enough to unroll fully, so fewer lanes stay scalar code
+#: (measured on a 10x400 matrix times a vector: 1.1 us with 4, 8 or 16
+#: lanes, 0.62 us with 64, 1.8 us with one running sum).
+SUM_LANES = 64
+
+
+def lane_sum(ctx: NativeContext, total: str, size: int, term: Callable[[str], str]) -> str:
+    """Lines setting the local ``total`` to the sum of ``term(k)`` for ``k`` in ``range(size)``.
+
+    The sum runs in ``SUM_LANES`` independent partial sums: lane ``l``
+    adds the terms ``l, l + SUM_LANES, ...`` in order (the last ``size %
+    SUM_LANES`` terms included), which LLVM vectorises without
+    reassociating anything; the lanes are then added pairwise, halving
+    their number each time (independent additions, not a chain of 64).
+    The order is fixed, so the result is deterministic, and it is a
+    blocked order like BLAS's (not numpy's value bit for bit, the same to
+    rounding). For a short ``size`` it is one running sum.
+    """
+    if size < 2 * SUM_LANES:
+        k = ctx.temp("k")
+        return "\n".join([f"{total} = {ctx.literal(0.0)}", f"for {k} in range({size}):", f"    {total} += {term(k)}"])
+    lanes = ctx.scratch(SUM_LANES)
+    block, lane, k = ctx.temp("block"), ctx.temp("lane"), ctx.temp("k")
+    whole = size - size % SUM_LANES
+    lines = [f"for {lane} in range({SUM_LANES}):", f"    {lanes}[{lane}] = {ctx.literal(0.0)}",
+             f"for {block} in range(0, {whole}, {SUM_LANES}):", f"    for {lane} in range({SUM_LANES}):",
+             f"        {lanes}[{lane}] += {term(f'{block} + {lane}')}"]
+    if whole < size:
+        lines += [f"for {k} in range({whole}, {size}):", f"    {lanes}[{k} - {whole}] += {term(k)}"]
+    width = SUM_LANES // 2
+    while width:
+        lines += [f"for {lane} in range({width}):", f"    {lanes}[{lane}] += {lanes}[{lane} + {width}]"]
+        width //= 2
+    lines.append(f"{total} = {lanes}[0]")
+    return "\n".join(lines)
 
 
 def count(shape: Sequence[int]) -> int:

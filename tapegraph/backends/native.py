@@ -68,6 +68,11 @@ NJIT_OPTIONS = "cache=True, error_model='numpy', fastmath=False"
 NUMPY_LOOPS = frozenset([np.tanh, np.exp, np.log, np.sqrt])
 NUMPY_LOOP_SIZE = 4096
 
+#: Whether a result read once by a later elementwise instruction is
+#: computed in that instruction's loop (``_Translation._fusion``); off
+#: only to compare with the unfused translation (the values are the same).
+FUSE_ENTRIES = True
+
 
 def require_numba():
     """The numba module, or ``MissingExtraError`` saying which extra to install."""
@@ -294,7 +299,7 @@ class _Translation:
         ctx = self._context(position, instruction, out)
         header = f"# {position} {instruction.section} {op.name} -> %{instruction.value} {instruction.label}"
         form = entry_form(op.native, ctx)
-        reader = self._fusion(position, instruction, ctx) if form is not None else None
+        reader = self._fusion(position, instruction, ctx) if form is not None and FUSE_ENTRIES else None
         if reader is not None:
             reads = set(ctx.operands)
             for value in instruction.input_values:

@@ -278,14 +278,19 @@ class _Translation:
         if self._numpy_loop(instruction.op, instruction, types, operands, ctx.out) or \
                 self._numpy_loop(reader.op, reader, reader_types, [], ""):
             return None
-        reads = set(operands)
-        for value in instruction.input_values:
-            if value in self.fused:
-                reads |= self.fused[value][1]
+        reads = self._reads(instruction)
         for later in self.tape.instructions[position + 1:readers[0] + 1]:
             if self._out_name(later) in reads:
                 return None
         return readers[0]
+
+    def _reads(self, instruction: Instruction) -> frozenset[str]:
+        """The names ``instruction`` reads: its operands', and through a fused operand the names that one reads."""
+        reads = {self.names[value] for value in instruction.input_values}
+        for value in instruction.input_values:
+            if value in self.fused:
+                reads |= self.fused[value][1]
+        return frozenset(reads)
 
     def _instruction(self, position: int, instruction: Instruction, allocate: Callable) -> None:
         op = instruction.op
@@ -301,11 +306,7 @@ class _Translation:
         form = entry_form(op.native, ctx)
         reader = self._fusion(position, instruction, ctx) if form is not None and FUSE_ENTRIES else None
         if reader is not None:
-            reads = set(ctx.operands)
-            for value in instruction.input_values:
-                if value in self.fused:
-                    reads |= self.fused[value][1]
-            self.fused[instruction.value] = (form, frozenset(reads))
+            self.fused[instruction.value] = (form, self._reads(instruction))
             self.body.append(f"{header}: fused into {reader}, computed there entry by entry")
             self.names[instruction.value] = out
             return

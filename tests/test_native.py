@@ -311,6 +311,62 @@ def test_long_inner_sums_in_lanes_agree():
         _close(native_grads[key], grads[key], f"gradient of {key}")
 
 
+def _mlp_epoch_source_and_result(features: int):
+    """The native epoch source of a per-example MLP's SGD step, and its parameters after one epoch."""
+    x = tg.input("x", shape=("batch", features))
+    y = tg.input("y", shape=("batch",))
+    W1 = tg.param("W1", shape=(10, features))
+    b1 = tg.param("b1", shape=(10,))
+    w2 = tg.param("w2", shape=(10,))
+    hidden = tg.tanh(tg.matmul(x, W1, transpose_b=True) + b1)
+    objective = tg.mean(tg.square(tg.matmul(hidden, w2) - y))
+    step = tg.sgd(tg.compile(objective, wrt=[W1, b1, w2], backend="native"), step_size=0.01)
+    rng = np.random.default_rng(5)
+    params = {"W1": rng.normal(size=(10, features)) / features, "b1": rng.normal(size=10), "w2": rng.normal(size=10)}
+    data = {"x": rng.normal(size=(30, features)), "y": rng.normal(size=30)}
+    new_params, values = step.epoch(params, data, batch_size=1)
+    tape = tg.sgd(step.program, step_size=0.01, donate=True).tape({"batch": 1})  # what an epoch runs
+    text = native.NativeExecutable(tape, [feed.name for feed in tape.feeds])._epoch_source(None, ("step_size",))
+    return text, new_params, values, step.dump({"batch": 1})
+
+
+def test_a_result_read_once_elementwise_is_computed_in_its_readers_loop_with_the_same_values(monkeypatch):
+    fused_text, fused_params, fused_values, fused_dump = _mlp_epoch_source_and_result(40)
+    # W1's gradient, an outer product (a matmul with inner size 1), is
+    # computed in the update's loop over W1 instead of stored and loaded
+    assert "fused into" in fused_text
+    update = [line for line in fused_text.split("\n") if "update sub" in line and "W1" in line][0]
+    assert "(computes %" in update
+    assert "= W1[" in fused_text.split(update)[1].split("\n")[3]
+    monkeypatch.setattr(native, "FUSE_ENTRIES", False)
+    text, params, values, dump = _mlp_epoch_source_and_result(40)
+    assert "fused into" not in text and "computes %" not in text
+    assert dump == fused_dump  # the tape is the same; only its translation differs
+    np.testing.assert_array_equal(fused_values, values)  # bit for bit
+    for name in params:
+        np.testing.assert_array_equal(fused_params[name], params[name])
+
+
+def test_a_result_read_twice_or_returned_is_stored_not_fused():
+    x = tg.param("x", shape=(5,))
+    hidden = tg.tanh(x)
+    shifted = hidden + 1.0
+    outputs = {"hidden": hidden, "scaled": 2.0 * shifted}
+    program = tg.compile(tg.sum(shifted * shifted), wrt=[x], outputs=outputs, backend="native")
+    gradient_text = program.source(backend="native")
+    for line in gradient_text.split("\n"):
+        if "forward add" in line:  # shifted is read twice (the product, and its gradient)
+            assert "fused into" not in line
+    run_text = program.source("run", backend="native")
+    assert "fused into" not in run_text  # tanh is returned; shifted is read twice
+    rng = np.random.default_rng(6)
+    numpy_program = tg.compile(tg.sum(shifted * shifted), wrt=[x], outputs=outputs)
+    params = {"x": rng.normal(size=5)}
+    expected, actual = numpy_program.run(params), program.run(params)
+    for name in expected:
+        _close(actual[name], expected[name], name)
+
+
 def test_fed_indices_out_of_bounds_are_refused_as_on_numpy_before_any_step_runs():
     x = tg.param("x", shape=(4, 3))
     indices = tg.input("i", shape=("batch",), dtype="int64")

@@ -55,7 +55,7 @@ import numpy as np
 from tapegraph.backends.codegen import identifiers, tape_ops
 from tapegraph.compile.tape import Instruction, Tape
 from tapegraph.errors import MissingExtraError, OpError, TapeError
-from tapegraph.ops.native import NativeContext, elementwise_source
+from tapegraph.ops.native import NativeContext, elementwise_source, entry_form
 
 #: Options every generated function is compiled with: numpy's semantics
 #: for division by zero and invalid values, no reassociation (fastmath off).
@@ -67,6 +67,11 @@ NJIT_OPTIONS = "cache=True, error_model='numpy', fastmath=False"
 #: calls numpy for them (``numba.objmode``, about 1 us a call).
 NUMPY_LOOPS = frozenset([np.tanh, np.exp, np.log, np.sqrt])
 NUMPY_LOOP_SIZE = 4096
+
+#: Whether a result read once by a later elementwise instruction is
+#: computed in that instruction's loop (``_Translation._fusion``); off
+#: only to compare with the unfused translation (the values are the same).
+FUSE_ENTRIES = True
 
 
 def require_numba():
@@ -208,8 +213,84 @@ class _Translation:
                 # a fill is a broadcast view: native code reads C-contiguous arrays
                 self.constant_arrays.append((name, np.ascontiguousarray(constant.array)))
                 self.names[constant.value] = name
+        #: The positions of the instructions reading each value, once per operand.
+        self.readers: dict[int, list[int]] = {}
+        for position, instruction in enumerate(tape.instructions):
+            for value in instruction.input_values:
+                self.readers.setdefault(value, []).append(position)
+        self.returned = {value for _, value in tape.results.values()}
+        #: Value -> (entry expression as a function of index names, the
+        #: names it reads) of each value computed where its one reader reads
+        #: it instead of in a pass of its own (``_fusion``).
+        self.fused: dict[int, tuple[Callable[[Sequence[str]], str], frozenset[str]]] = {}
         for position, instruction in enumerate(tape.instructions):
             self._instruction(position, instruction, allocate)
+
+    def _out_name(self, instruction: Instruction) -> str:
+        """The name ``instruction`` writes its result to."""
+        destination = instruction.destination
+        if not instruction.shape:
+            return f"v{instruction.value}"
+        if destination.kind == "fresh":
+            return f"r{instruction.value}"
+        if destination.kind == "donated":
+            return self.arguments[destination.feed]
+        return f"s{instruction.output}"
+
+    def _context(self, position: int, instruction: Instruction, out: str) -> NativeContext:
+        """The instruction's ``NativeContext``; operands fused into it are entry expressions."""
+        types = [self._type(value) for value in instruction.input_values]
+        attributes = {**dict(instruction.static), **dict(instruction.derived)}
+        ctx = NativeContext([self.names[value] for value in instruction.input_values],
+                            [shape for shape, _ in types], [dtype for _, dtype in types],
+                            out, instruction.shape, instruction.dtype, attributes, f"w{position}")
+        for index, value in enumerate(instruction.input_values):
+            if value in self.fused:
+                ctx.fused[index] = self.fused[value][0]
+        return ctx
+
+    def _fusion(self, position: int, instruction: Instruction, ctx: NativeContext) -> int | None:
+        """The position of the one instruction that computes this one's result where it reads it, or None.
+
+        A result is fused into its reader (saving a pass that stores it and
+        one that loads it) when each of its entries is a function of one
+        entry of each operand (``entry_form``), it is float64 from float64
+        operands (an inline expression then rounds as a stored entry
+        does, so the values are bit for bit those of the two passes), it
+        lives in a planned buffer and is read once, by a later
+        elementwise instruction of the same shape, and nothing in between
+        (the reader included) writes a buffer it reads. The tape is
+        unchanged: this is a choice of how to translate it.
+        """
+        if not instruction.shape or instruction.destination.kind != "slot" or instruction.value in self.returned:
+            return None
+        readers = self.readers.get(instruction.value, [])
+        if len(readers) != 1:
+            return None
+        reader = self.tape.instructions[readers[0]]
+        types = [self._type(value) for value in instruction.input_values]
+        if instruction.dtype != "float64" or any(dtype != "float64" for _, dtype in types) or ctx.checks:
+            return None
+        if not isinstance(reader.op.native, str) or reader.shape != instruction.shape or reader.dtype != "float64":
+            return None
+        operands = [self.names[value] for value in instruction.input_values]
+        reader_types = [self._type(value) for value in reader.input_values]
+        if self._numpy_loop(instruction.op, instruction, types, operands, ctx.out) or \
+                self._numpy_loop(reader.op, reader, reader_types, [], ""):
+            return None
+        reads = self._reads(instruction)
+        for later in self.tape.instructions[position + 1:readers[0] + 1]:
+            if self._out_name(later) in reads:
+                return None
+        return readers[0]
+
+    def _reads(self, instruction: Instruction) -> frozenset[str]:
+        """The names ``instruction`` reads: its operands', and through a fused operand the names that one reads."""
+        reads = {self.names[value] for value in instruction.input_values}
+        for value in instruction.input_values:
+            if value in self.fused:
+                reads |= self.fused[value][1]
+        return frozenset(reads)
 
     def _instruction(self, position: int, instruction: Instruction, allocate: Callable) -> None:
         op = instruction.op
@@ -219,21 +300,23 @@ class _Translation:
                           "(see docs/custom_ops.md) or compile with backend='numpy'")
         destination = instruction.destination
         scalar = not instruction.shape
-        if scalar:
-            out = f"v{instruction.value}"
-        elif destination.kind == "fresh":
-            out = f"r{instruction.value}"
+        out = self._out_name(instruction)
+        ctx = self._context(position, instruction, out)
+        header = f"# {position} {instruction.section} {op.name} -> %{instruction.value} {instruction.label}"
+        form = entry_form(op.native, ctx)
+        reader = self._fusion(position, instruction, ctx) if form is not None and FUSE_ENTRIES else None
+        if reader is not None:
+            self.fused[instruction.value] = (form, self._reads(instruction))
+            self.body.append(f"{header}: fused into {reader}, computed there entry by entry")
+            self.names[instruction.value] = out
+            return
+        if not scalar and destination.kind != "donated":
             allocate(out, instruction.shape, instruction.dtype)
-        elif destination.kind == "donated":
-            out = self.arguments[destination.feed]
-        else:
-            out = f"s{instruction.output}"
-            allocate(out, instruction.shape, instruction.dtype)
-        operands = [self.names[value] for value in instruction.input_values]
+        operands = list(ctx.operands)
         types = [self._type(value) for value in instruction.input_values]
-        attributes = {**dict(instruction.static), **dict(instruction.derived)}
-        ctx = NativeContext(operands, [shape for shape, _ in types], [dtype for _, dtype in types],
-                            out, instruction.shape, instruction.dtype, attributes, f"w{position}")
+        fused_here = [f"%{value}" for value in instruction.input_values if value in self.fused]
+        if fused_here:
+            header += f" (computes {', '.join(fused_here)} in its loop)"
         if self._numpy_loop(op, instruction, types, operands, out):
             # numpy's own loop on a large array: its SIMD transcendental
             # functions beat numba's scalar ones (tanh of 256x512: 0.66 ms
@@ -250,7 +333,7 @@ class _Translation:
         if scalar and instruction.dtype != "float64" and np.dtype(instruction.dtype).kind == "f":
             # a number keeps its dtype (float32 arithmetic stays float32)
             lines.append(f"{out} = np.{instruction.dtype}({out})")
-        self.body.append(f"# {position} {instruction.section} {op.name} -> %{instruction.value} {instruction.label}")
+        self.body.append(header)
         self.body.extend(lines)
         if scalar and destination.kind == "donated":
             self.body.append(f"{self.arguments[destination.feed]}[()] = {out}")

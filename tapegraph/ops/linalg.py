@@ -249,6 +249,30 @@ def _matmul_native(ctx: NativeContext) -> str:
         f"    for {i} in range({size}):", f"        {out}[{i}] += {matrix}[{i}, {k}] * {factor}"])
 
 
+def _matmul_entry(ctx: NativeContext):
+    """The entry form of ``a @ b`` with an inner size of 1 between two matrices (an outer product), else None.
+
+    Entry ``[i, j]`` is ``a[i, 0] * b[0, j]``, the one product the loops
+    above store, so an elementwise consumer can compute it where it
+    reads it (``tapegraph.ops.native.entry_form``).
+    """
+    a, b = ctx.operands
+    a_shape, b_shape = ctx.in_shapes
+    transpose_a, transpose_b = ctx["transpose_a"], ctx["transpose_b"]
+    if len(a_shape) != 2 or len(b_shape) != 2 or (a_shape[0] if transpose_a else a_shape[1]) != 1:
+        return None
+
+    def product(names):
+        i, j = names
+        a_first = f"{a}[0, {i}]" if transpose_a else f"{a}[{i}, 0]"
+        b_first = f"{b}[{j}, 0]" if transpose_b else f"{b}[0, {j}]"
+        return f"({a_first} * {b_first})"
+    return product
+
+
+_matmul_native.entry = _matmul_entry
+
+
 def _batched_matmul_native(ctx: NativeContext) -> str:
     """``a @ b`` when an operand is a stack of matrices: one sum over the inner index per result entry.
 
@@ -295,9 +319,17 @@ def _batched_matmul_native(ctx: NativeContext) -> str:
 
 
 def _outer_native(ctx: NativeContext) -> str:
-    a, b = ctx.operands
     i, j = names = ctx.indices(2)
-    return ctx.loops(ctx.out_shape, [f"{ctx.out}[{i}, {j}] = {a}[{i}] * {b}[{j}]"], names)
+    return ctx.loops(ctx.out_shape, [f"{ctx.out}[{i}, {j}] = {_outer_entry(ctx)(names)}"], names)
+
+
+def _outer_entry(ctx: NativeContext):
+    """The entry form of ``outer(a, b)``: entry ``[i, j]`` is ``a[i] * b[j]``."""
+    a, b = ctx.operands
+    return lambda names: f"({a}[{names[0]}] * {b}[{names[1]}])"
+
+
+_outer_native.entry = _outer_entry
 
 
 def _flag_attributes(a: Node, b: Node, transpose_a: bool, transpose_b: bool) -> dict[str, bool]:

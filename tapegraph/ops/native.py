@@ -14,6 +14,10 @@ An op's ``native`` field (``Op.native``) is one of
   shapes, the attributes, and helpers that write loops and index arrays;
   ``Groups`` writes the loops of a reduction over some axes, one group
   of entries at a time, in as many passes over it as the op makes.
+  Such a function may carry an entry form as its attribute ``entry``:
+  ``entry(ctx)`` gives, where every result entry is a function of one
+  entry of each operand (an outer product), a function from index names
+  to that entry's expression, else None (see ``entry_form``).
 
 Every value of shape ``()`` is a local number in native code (``ctx.out``
 is then a name to assign, ``ctx.operands[i]`` a number); other values are
@@ -56,6 +60,10 @@ class NativeContext:
         #: (name, size) of each local scratch array a template asked for
         #: (``scratch``): the backend allocates it once, before any step.
         self.scratch_arrays: list[tuple[str, int]] = []
+        #: Operand index -> the entry expression (a function of the index
+        #: names) of an operand not stored but computed where it is read
+        #: (fused by the backend; its shape is the result's).
+        self.fused: dict[int, Callable[[Sequence[str]], str]] = {}
         self._prefix = prefix
         self._count = 0
 
@@ -97,6 +105,8 @@ class NativeContext:
 
     def at(self, index: int, indices: Sequence[str]) -> str:
         """Operand ``index`` at ``indices`` (right-aligned, numpy broadcasting)."""
+        if index in self.fused:
+            return self.fused[index](list(indices)[len(indices) - len(self.in_shapes[index]):])
         return entry(self.operands[index], self.in_shapes[index], indices)
 
     def store(self, indices: Sequence[str]) -> str:
@@ -136,6 +146,24 @@ def elementwise_source(expression: str, ctx: NativeContext) -> str:
     names = ctx.indices(len(ctx.out_shape))
     value = expression.format(*(ctx.at(index, names) for index in range(len(ctx.operands))), **ctx.attributes)
     return ctx.loops(ctx.out_shape, [f"{ctx.store(names)} = {value}"], names)
+
+
+def entry_form(native: str | Callable[[NativeContext], str], ctx: NativeContext) -> Callable[[Sequence[str]], str] | None:
+    """How one entry of the result is computed, where it depends on one entry of each operand, else None.
+
+    The answer is a function from the result's index names to the
+    entry's expression (parenthesised), which gives the stored entry bit
+    for bit: for an elementwise op (a string native form) its
+    expression, for a native function its ``entry`` attribute if it has
+    one (``matmul`` with an inner size of 1: ``a[i, 0] * b[0, j]``).
+    """
+    if isinstance(native, str):
+        def elementwise_entry(names: Sequence[str]) -> str:
+            operands = (ctx.at(index, names) for index in range(len(ctx.operands)))
+            return f"({native.format(*operands, **ctx.attributes)})"
+        return elementwise_entry
+    form = getattr(native, "entry", None)
+    return form(ctx) if form is not None else None
 
 
 #: A lane-accumulated sum (``lane_sum``) keeps this many partial sums.

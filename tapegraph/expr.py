@@ -261,10 +261,6 @@ def _bytes_of(array: np.ndarray) -> memoryview:
     return memoryview(array.reshape(-1).view(np.uint8))
 
 
-def _as_static(items: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted(items.items()))
-
-
 class Structure:
     """The identity of one expression structure, shared by every node equal to it.
 

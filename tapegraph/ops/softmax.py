@@ -55,10 +55,19 @@ def _row_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
 # Kernels call ufunc methods (np.maximum.reduce, not np.max): the
 # fromnumeric wrappers cost more than the work on rows of a few classes.
 
+def _shift_by_max(z: np.ndarray, axis: int | tuple[int, ...], top: np.ndarray, shifted: np.ndarray) -> None:
+    """``shifted = z - max(z)`` over ``axis``, the maxima written to ``top``.
+
+    Logits of about ±1e308 overflow the subtraction to -inf, which is
+    right: its exponential is exactly 0, and a log-softmax rounds to it.
+    """
+    np.maximum.reduce(z, axis=axis, keepdims=True, out=top)
+    with np.errstate(over="ignore"):
+        np.subtract(z, top, out=shifted)
+
+
 def _softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], row: np.ndarray) -> None:
-    np.maximum.reduce(z, axis=axis, keepdims=True, out=row)
-    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
-        np.subtract(z, row, out=out)
+    _shift_by_max(z, axis, row, out)
     np.exp(out, out=out)
     np.add.reduce(out, axis=axis, keepdims=True, out=row)
     np.divide(out, row, out=out)
@@ -98,9 +107,7 @@ def _log_sum_of_shifted(shifted: np.ndarray, axis: int | tuple[int, ...], exps: 
 
 def _log_softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], row: np.ndarray,
                         count: np.ndarray, full: np.ndarray, mask: np.ndarray) -> None:
-    np.maximum.reduce(z, axis=axis, keepdims=True, out=row)
-    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf: the exact log-softmax rounds to it
-        np.subtract(z, row, out=out)
+    _shift_by_max(z, axis, row, out)
     _log_sum_of_shifted(out, axis, full, mask, row, count)
     np.subtract(out, row, out=out)
 
@@ -124,9 +131,7 @@ def _softmax_jvp_kernel(z: np.ndarray, v: np.ndarray, out: np.ndarray, axis: tup
     # at a largest logit: for a near one-hot p, v_k - <v, p> is a difference
     # of two numbers that agree to 1e-8, while (v_k - r) - sum_j p_j (v_j - r)
     # with r = v_k only sums the small terms, so every entry keeps its digits
-    np.maximum.reduce(z, axis=axis, keepdims=True, out=group)
-    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
-        np.subtract(z, group, out=shifted)
+    _shift_by_max(z, axis, group, shifted)
     np.exp(shifted, out=p)
     np.add.reduce(p, axis=axis, keepdims=True, out=group)
     np.divide(p, group, out=p)
@@ -322,9 +327,7 @@ def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, axi
         out[()] = math.log(count_of_top) + math.log1p(rest / count_of_top) - picked if count_of_top else math.nan
         return
     _check_labels(label, z.shape[axis])
-    np.maximum.reduce(z, axis=axis, keepdims=True, out=row)
-    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
-        np.subtract(z, row, out=shifted)
+    _shift_by_max(z, axis, row, shifted)
     _log_sum_of_shifted(shifted, axis, exps, mask, row, count)
     _flat_positions(label, z.shape, axis, offsets, flat)
     shifted.take(flat, None, out)
@@ -382,9 +385,7 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarr
         out[:] = result
         return
     _check_labels(label, z.shape[axis])
-    np.maximum.reduce(z, axis=axis, keepdims=True, out=row)
-    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, and its exp exactly 0
-        np.subtract(z, row, out=out)
+    _shift_by_max(z, axis, row, out)
     np.exp(out, out=out)
     _flat_positions(label, z.shape, axis, offsets, flat)
     out.take(flat, None, picked)

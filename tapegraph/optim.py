@@ -299,11 +299,17 @@ class SGDStep(_Step):
         given, so two threads donating the same arrays race on them, as any
         two threads writing one array would: give each thread its own.
         """
-        if not hypers and not self._returns_others:
-            # the common case in one call of the specialisation's generated
-            # entry, which checks the arguments (a donated step's also
-            # refuses donated arrays sharing memory, _check_no_overlap)
-            return self._plan.enter(params, inputs, None, self._hyper_values)
+        if hypers or self._returns_others:
+            return self._call_with(params, inputs, hypers)
+        # the common case in one call of the specialisation's generated
+        # entry, which checks the arguments (a donated step's also refuses
+        # donated arrays sharing memory, _check_no_overlap); kept to these
+        # two lines, as each line here costs every step
+        return self._plan.enter(params, inputs, None, self._hyper_values)
+
+    def _call_with(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None,
+                   hypers: Mapping[str, float]) -> tuple[dict[str, np.ndarray], float]:
+        """``__call__`` with hyperparameters overridden, or for a program with parameters besides ``wrt``."""
         values = self._hyper_values
         if hypers:
             given = {**self._hypers, **self._override(hypers)}

@@ -665,7 +665,7 @@ class Program:
             v2 = float(np.add.reduce(s2, axis=None))      # %2 sum at ...
             # reverse
             r4 = np.multiply(s1, w)                       # %4 mul at grad of square at ...
-            return {'objective': float(v2), 'grad w': r4}
+            return {'objective': v2, 'grad w': r4}
         >>> namespace = {}
         >>> exec(text, namespace)
         >>> namespace["f"](np.array([1.0, 2.0]))

@@ -84,7 +84,7 @@ def _cross_entropy(z: np.ndarray, label: np.ndarray, axis: int) -> np.ndarray:
     return -_pick(np.moveaxis(_log_softmax(z, (axis,)), axis, -1), label)
 
 
-def _softmax_minus_onehot(z: np.ndarray, label: np.ndarray, axis: int, scale: float) -> np.ndarray:
+def _softmax_minus_onehot(z: np.ndarray, label: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
     moved = np.moveaxis(z, axis, -1)
     residual = _softmax(moved, (moved.ndim - 1,)) - _onehot(label, moved.shape[-1])
     return np.moveaxis(scale * residual, -1, axis)

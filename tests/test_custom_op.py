@@ -208,6 +208,7 @@ def test_malformed_declarations_are_refused_naming_the_problem():
         ({"attributes": {"a": 1.0, "b": tg.REQUIRED}}, "required attribute 'b' comes after 'a'"),
         ({"samples": [tg.Sample([tg.Arg((2,)), tg.Arg((2,))])]}, r"sample 0 has 2 argument\(s\), but the op takes 1"),
         ({"samples": [tg.Sample([tg.Arg((2,))], {"axis": 0})]}, r"sample 0 gives attributes \['axis'\] that the op does not declare"),
+        ({"numbers": ("scale",)}, r"numbers \['scale'\] are not among its operands \('x',\)"),
     ]
     for change, message in cases:
         with pytest.raises(tg.OpError, match=message):

@@ -407,7 +407,7 @@ def test_reference_softmax_family_by_hand():
     ce = tg.cross_entropy(z, label)
     values = reference.evaluate(
         {"softmax": tg.softmax(z), "log_softmax": tg.log_softmax(z), "ce": ce,
-         "residual": tg.ops.softmax_minus_onehot(z, label)},
+         "residual": tg.ops.softmax_minus_onehot(z, label, 1.0)},
         {"z": np.array([0.0, np.log(3.0)])}, {"label": np.array(1)})
     # softmax([0, log 3]) = [1/4, 3/4]
     np.testing.assert_allclose(values["softmax"], [0.25, 0.75], rtol=1e-15)

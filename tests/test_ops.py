@@ -296,7 +296,8 @@ def test_comparing_an_op_record_with_a_name_is_an_error_not_false():
 @pytest.mark.parametrize("classes", [1, 3, 16])
 def test_one_example_kernels_in_floats_match_their_array_form(classes):
     """The Python-float path of cross_entropy and softmax_minus_onehot (one
-    row of few classes) computes what the array path computes."""
+    row of few classes) computes what the array path computes, the scale
+    given as a number to one and as a 0-d array to the other."""
     from tapegraph.ops.registry import allocate_workspace
     from tapegraph.ops.softmax import (
         FEW_CLASSES, _cross_entropy_kernel, _cross_entropy_workspace, _label_specialize, _softmax_minus_onehot_kernel,
@@ -315,13 +316,13 @@ def test_one_example_kernels_in_floats_match_their_array_form(classes):
         _cross_entropy_kernel(rows, labels, by_arrays, axis=1, **allocate_workspace(scratch))
         np.testing.assert_allclose(by_floats, by_arrays[0], rtol=1e-14, atol=1e-14)
         gradient_floats, gradient_arrays = np.empty(classes), np.empty((1, classes))
-        _softmax_minus_onehot_kernel(z, label, gradient_floats, floats=True)
+        _softmax_minus_onehot_kernel(z, label, 0.5, gradient_floats, floats=True)
         scratch = _softmax_minus_onehot_workspace([rows.shape, labels.shape], (1, classes), "float64", axis=1)
-        _softmax_minus_onehot_kernel(rows, labels, gradient_arrays, axis=1, **allocate_workspace(scratch))
+        _softmax_minus_onehot_kernel(rows, labels, np.array(0.5), gradient_arrays, axis=1, **allocate_workspace(scratch))
         gradient_arrays = gradient_arrays[0]
         np.testing.assert_allclose(gradient_floats, gradient_arrays, rtol=1e-14, atol=1e-15)
     for bad in (-1, classes):
         with pytest.raises(IndexError, match=rf"label {bad} is outside 0\.\.{classes - 1}"):
             _cross_entropy_kernel(z, np.array(bad), np.empty(()), floats=True)
         with pytest.raises(IndexError, match=rf"label {bad} is outside 0\.\.{classes - 1}"):
-            _softmax_minus_onehot_kernel(z, np.array(bad), np.empty(classes), floats=True)
+            _softmax_minus_onehot_kernel(z, np.array(bad), 1.0, np.empty(classes), floats=True)

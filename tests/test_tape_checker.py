@@ -136,6 +136,24 @@ def test_a_number_operand_must_be_a_single_float64():
     _refused(_with(tape, position, operand_forms=("array", "number")), r"takes operand 1 \(%10, i64\[4\]\) as a number")
 
 
+def test_a_kernel_takes_a_number_only_for_an_operand_its_op_declares():
+    # the per-example step: the step size reaches softmax_minus_onehot as a
+    # number (its op declares numbers=("scale",)), and nothing multiplies
+    # the residual by it afterwards
+    program = hw.multiclass(num_inputs=2, num_hidden=3)
+    tape = tg.sgd(program, 0.1).tape()
+    position = _op_position(tape, "softmax_minus_onehot")
+    residual = tape.instructions[position]
+    assert residual.operand_forms == ("array", "array", "number")
+    assert not any(instruction.op.name == "mul" and residual.value in instruction.input_values
+                   for instruction in tape.instructions)
+    check_tape(tape)
+    # the same instruction from an op whose kernel takes no numbers is refused
+    undeclared = attrs.evolve(residual.op, numbers=())
+    _refused(_with(tape, position, op=undeclared), r"passes operand 2 \(%\d+\) to its kernel as a number, but op "
+                                                   r"softmax_minus_onehot takes numbers only for \[\]")
+
+
 def test_a_fresh_array_must_be_a_result_returned_new():
     tape = _multiclass_tape()
     _refused(_with(tape, 0, destination=Destination("fresh")), "writes a fresh array, which must be returned new exactly once")

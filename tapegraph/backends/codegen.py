@@ -247,7 +247,8 @@ class _Writer:
         if how.kind == "raw":
             return self.name(value)
         if how.kind == "float":
-            return f"float({self.name(value)})"
+            # a value held as a number is a Python float already
+            return self.scalar[value] if value in self.scalar else f"float({self.array[value]})"
         written = self.destination.get(value)
         if how.kind == "new" and written is not None and written.kind == "fresh":
             return self.array[value]

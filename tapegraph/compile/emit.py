@@ -152,7 +152,9 @@ def destinations(instructions: Sequence[Instruction], types: Mapping[int, tuple[
       and it is not 0-d, which saves writing it to a buffer and copying
       it out.
     - Everything else is written to its planned slot; its operands may be
-      numbers where the op's call takes either (a ufunc or template).
+      numbers where the op's call takes either (a ufunc or template), and
+      are where its kernel takes one (``Op.numbers``) and the operand is a
+      single float64.
     """
     last_read: dict[int, int] = {}
     for position, instruction in enumerate(instructions):
@@ -181,7 +183,9 @@ def destinations(instructions: Sequence[Instruction], types: Mapping[int, tuple[
         # the workspace arrays are passed to a template by name, as the backend will
         template = op.source_template({**attributes, **{name: name for name in workspace_names.get(position, ())}})
         either = template is not None or op.elementwise
-        forms = tuple("either" if either else "array" for _ in operand_types)
+        numbers = op.number_positions
+        forms = tuple("number" if index in numbers and _single_float(kind) else "either" if either else "array"
+                      for index, kind in enumerate(operand_types))
         plain_ufunc = template is None and isinstance(op.kernel, np.ufunc)
         destination = SLOT
         feed = donated.get(instruction.value)

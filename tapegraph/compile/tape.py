@@ -346,6 +346,9 @@ def _check_forms(instruction: Instruction, types: dict[int, tuple[tuple[int, ...
             shape, dtype = types[value]
             raise TapeCheckError(f"{where} takes operand {index} (%{value}, {format_type(shape, dtype)}) as a number, "
                                  f"but only a single float64 can be one")
+        if form == "number" and instruction.destination.kind != "scalar" and index not in instruction.op.number_positions:
+            raise TapeCheckError(f"{where} passes operand {index} (%{value}) to its kernel as a number, but op "
+                                 f"{instruction.op.name} takes numbers only for {list(instruction.op.numbers)}")
 
 
 def _check_destination(instruction: Instruction, op, returned: list[Returned], feeds: dict[str, Feed],

@@ -148,6 +148,13 @@ class Op:
     #: True when ``out`` may be the same array as an input (ufunc-like
     #: ops); the buffer planner then lets the output reuse a dying input.
     elementwise: bool = False
+    #: Operands the kernel takes as a Python number where generated code has
+    #: one (a single float64 value, such as an SGD step's step size), each
+    #: 0-d: the kernel does scalar arithmetic with it and must accept a
+    #: number or a 0-d array there (folding and tests pass arrays). A float
+    #: given as a number saves the kernel ``float()`` of a 0-d array and
+    #: generated code storing the number into one.
+    numbers: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: ``specialize(in_shapes, out_shape, **static) -> dict`` of further
     #: static keyword arguments for the kernel, computed once per concrete
     #: shape (reduction axes, scale factors).
@@ -198,6 +205,11 @@ class Op:
     def arity(self) -> int:
         """Number of operands."""
         return len(self.operands)
+
+    @property
+    def number_positions(self) -> frozenset[int]:
+        """Positions of the operands in ``numbers``."""
+        return frozenset(self.operands.index(name) for name in self.numbers)
 
     @property
     def function(self) -> Callable[..., Node]:
@@ -288,6 +300,9 @@ def _check_declaration(op: Op) -> None:
         raise OpError(f"{where}: parameter names {duplicates} are given more than once")
     if not op.operands:
         raise OpError(f"{where} declares no operands; an op takes at least one input")
+    unknown_numbers = [item for item in op.numbers if item not in op.operands]
+    if unknown_numbers:
+        raise OpError(f"{where}: numbers {unknown_numbers} are not among its operands {op.operands}")
     seen_default = None
     for key, default in op.attributes.items():
         if default is REQUIRED and seen_default is not None:

@@ -234,29 +234,36 @@ def _in_floats(in_shapes) -> bool:
     return len(in_shapes[0]) == 1 and in_shapes[0][0] <= FEW_CLASSES
 
 
-def _label_specialize(in_shapes, out_shape, axis: int = -1, scale: float = 1.0) -> dict[str, bool]:
+def _label_specialize(in_shapes, out_shape, axis: int = -1) -> dict[str, bool]:
     return {"floats": _in_floats(in_shapes)}
 
 
-def _checked_label(label: np.ndarray, classes: int) -> int:
-    """The single label as an int, if it is in 0..classes-1 (else ``_check_labels`` raises)."""
-    value = int(label)
-    if not 0 <= value < classes:
-        _check_labels(label, classes)
-    return value
+def _label_and_top(values: list[float], label: np.ndarray) -> tuple[int, float]:
+    """(the single label as an int, if it is in 0..classes-1, else
+    ``_check_labels`` raises; the largest of ``values``, as ``max`` gives it).
+
+    One call for both, and the loop instead of ``max``, which for a few
+    values costs more than the loop: the Python-float kernels run at
+    every per-example step.
+    """
+    index = int(label)
+    if not 0 <= index < len(values):
+        _check_labels(label, len(values))
+    top = values[0]
+    for value in values:
+        if value > top:
+            top = value
+    return index, top
 
 
-def _class_axis(z: Node, label: Node, axis: Any, scale: Any = None) -> dict[str, Any]:
+def _class_axis(z: Node, label: Node, axis: Any) -> dict[str, Any]:
     # the one axis holding the classes, non-negative; labels index it
     if z.ndim == 0:
         raise ValueError("the scores need an axis of classes, and a scalar has none")
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
         raise TypeError(f"axis must be one int (the axis of classes), got {type(axis).__name__} {axis!r}")
     (index,) = normalize_axis(int(axis), z.ndim)
-    static: dict[str, Any] = {"axis": index}
-    if scale is not None:
-        static["scale"] = float(scale)
-    return static
+    return {"axis": index}
 
 
 def _labels_rule(z: Node, label: Node, axis: int) -> tuple[Shape, str]:
@@ -316,8 +323,8 @@ def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, axi
     # keeps every digit of its small cross-entropy
     if floats:  # one example, few classes: Python floats
         values = z.tolist()
-        top = max(values)
-        picked = values[_checked_label(label, len(values))] - top
+        index, top = _label_and_top(values, label)
+        picked = values[index] - top
         count_of_top, rest = 0, 0.0
         for value in values:
             if value == top:
@@ -335,26 +342,33 @@ def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, axi
 
 
 def _cross_entropy_vjp(g: Node, ans: Node, z: Node, label: Node, axis: int):
+    # one factor for every row (an SGD step's step size, a mean's 1/n)
+    # scales the residual inside its kernel, which saves a multiply of the
+    # whole residual (and, for a constant, a constant of its size)
+    if g.ndim == 0 and not is_const(g):
+        return SOFTMAX_MINUS_ONEHOT(z, label, g, axis), None
     if is_const(g) and (g.ndim == 0 or g.value.fill is not None):
         factor = float(g.value.array) if g.ndim == 0 else float(g.value.fill)
         if factor != 0.0 and math.isfinite(factor):
-            # a constant factor (an SGD step's step size, a mean's 1/n for
-            # every row) scales the residual inside its kernel, which saves
-            # a multiply of the whole residual and a constant of its size
-            return SOFTMAX_MINUS_ONEHOT(z, label, axis, scale=factor), None
-    residual = SOFTMAX_MINUS_ONEHOT(z, label, axis)
+            return SOFTMAX_MINUS_ONEHOT(z, label, factor, axis), None
+    residual = SOFTMAX_MINUS_ONEHOT(z, label, 1.0, axis)
     if g.ndim:  # one g per row: spread it along the classes
         g = EXPAND(g, z.shape, (axis,), False)
     return MUL(g, residual), None
 
 
-def _softmax_minus_onehot_rule(z: Node, label: Node, axis: int, scale: float) -> tuple[Shape, str]:
+def _softmax_minus_onehot_axis(z: Node, label: Node, scale: Node, axis: Any) -> dict[str, Any]:
+    return _class_axis(z, label, axis)
+
+
+def _softmax_minus_onehot_rule(z: Node, label: Node, scale: Node, axis: int) -> tuple[Shape, str]:
     _labels_rule(z, label, axis)
+    if scale.shape != () or np.dtype(scale.dtype).kind != "f":
+        raise ValueError(f"the scale must be a single float, got {format_shape(scale.shape)} {scale.dtype}")
     return z.shape, result_dtype(z)
 
 
-def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype, axis: int,
-                                    scale: float = 1.0) -> dict[str, np.ndarray | Scratch]:
+def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype, axis: int) -> dict[str, np.ndarray | Scratch]:
     if _in_floats(in_shapes):
         return {}
     scratch = _label_workspace(in_shapes, out_shape, dtype, axis)
@@ -363,26 +377,37 @@ def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype, axis: int,
     return scratch
 
 
-def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, axis: int = -1,
-                                 scale: float = 1.0, floats: bool = False, offsets: np.ndarray | None = None,
+def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, scale: float | np.ndarray, out: np.ndarray,
+                                 axis: int = -1, floats: bool = False, offsets: np.ndarray | None = None,
                                  flat: np.ndarray | None = None, row: np.ndarray | None = None,
                                  picked: np.ndarray | None = None, total: np.ndarray | None = None) -> None:
     # softmax from the shifted logits e = exp(z - max z): e / total off the
     # label, and -others / total at it, where others sums the exponentials
     # off the label: p[label] - 1 would round to the spacing of floats
     # near 1 when p[label] is close to 1
-    if floats:  # one example, few classes: Python floats, written out at once
+    if floats:  # one example, few classes: Python floats
         values = z.tolist()
-        index = _checked_label(label, len(values))
-        top = max(values)
-        exponentials = [math.exp(value - top) for value in values]
-        at_label = exponentials[index]
-        exponentials[index] = 0.0
-        others = sum(exponentials)
+        index, top = _label_and_top(values, label)
+        # one loop, entries written one by one: for a few classes this is
+        # a third faster than list comprehensions and a slice assignment
+        exponentials = []
+        others = at_label = 0.0
+        position = 0
+        for value in values:
+            exponential = math.exp(value - top)
+            if position == index:
+                at_label = exponential
+                exponential = 0.0
+            else:
+                others += exponential
+            exponentials.append(exponential)
+            position += 1
         factor = scale / (others + at_label)
-        result = [value * factor for value in exponentials]
-        result[index] = -others * factor
-        out[:] = result
+        position = 0
+        for exponential in exponentials:
+            out[position] = exponential * factor
+            position += 1
+        out[index] = -others * factor
         return
     _check_labels(label, z.shape[axis])
     _shift_by_max(z, axis, row, out)
@@ -401,11 +426,13 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarr
         np.multiply(out, scale, out=out)
 
 
-def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, axis: int, scale: float):
+def _softmax_minus_onehot_vjp(g: Node, ans: Node, z: Node, label: Node, scale: Node, axis: int):
     # d/dz of scale * (softmax(z) - onehot) is scale times the softmax's
     # Jacobian, symmetric: one fused product, exact for a near one-hot row
-    # (the Hessian-vector product of the cross-entropy)
-    return SOFTMAX_JVP(z, g if scale == 1.0 else MUL(g, scale), (axis,)), None
+    # (the Hessian-vector product of the cross-entropy); d/d scale is the
+    # unscaled residual
+    return (SOFTMAX_JVP(z, MUL(g, scale), (axis,)), None,
+            SUM(MUL(g, SOFTMAX_MINUS_ONEHOT(z, label, 1.0, axis))))
 
 
 # Native forms: one group of entries (over ``axis``) at a time, in the
@@ -504,20 +531,21 @@ def _softmax_minus_onehot_native(ctx: NativeContext) -> str:
     out = groups.at(ctx.out)
     at_label = groups.replaced(ctx.out, ctx["axis"], label)
     picked, others, total = ctx.temp("picked"), ctx.temp("others"), ctx.temp("total")
-    scale = ctx["scale"]
+    scale = ctx.operands[2]
     body = [*lines, *groups.over([f"{out} = np.exp({groups.at(ctx.operands[0])} - {top})"]),
             f"{picked} = {at_label}", f"{at_label} = {ctx.literal(0.0)}", f"{others} = {ctx.literal(0.0)}",
             *groups.over([f"{others} += {out}"])]
     if ctx.attributes.get("floats"):
         # numpy's one-row path multiplies by one factor, scale / total
         factor = ctx.temp("factor")
-        body += [f"{factor} = {ctx.literal(scale)} / ({others} + {picked})",
+        body += [f"{factor} = {scale} / ({others} + {picked})",
                  *groups.over([f"{out} = {out} * {factor}"]), f"{at_label} = -{others} * {factor}"]
     else:
         body += [f"{total} = {others} + {picked}", *groups.over([f"{out} = {out} / {total}"]),
                  f"{at_label} = -({others} / {total})"]
-        if scale != 1.0:
-            body += groups.over([f"{out} = {out} * {ctx.literal(scale)}"])
+        # as numpy's kernel, which multiplies unless the scale is 1 (exactly
+        # the same numbers: a product by 1 is exact)
+        body += groups.over([f"{out} = {out} * {scale}"])
     return groups.each(body)
 
 
@@ -725,25 +753,27 @@ CROSS_ENTROPY = register(Op(
 ))
 
 SOFTMAX_MINUS_ONEHOT = register(Op(
-    name="softmax_minus_onehot", operands=("z", "label"), attributes={"axis": -1, "scale": 1.0}, public=False,
-    normalize=_class_axis, shape_rule=_softmax_minus_onehot_rule, kernel=_softmax_minus_onehot_kernel,
+    name="softmax_minus_onehot", operands=("z", "label", "scale"), attributes={"axis": -1}, public=False,
+    numbers=("scale",), normalize=_softmax_minus_onehot_axis, shape_rule=_softmax_minus_onehot_rule, kernel=_softmax_minus_onehot_kernel,
     workspace=_softmax_minus_onehot_workspace, specialize=_label_specialize, vjp=_softmax_minus_onehot_vjp,
     native=_softmax_minus_onehot_native,
     samples=(
-        Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4)]),
-        Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)]),
-        Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4)], {"scale": 0.25}),
-        Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True)], {"scale": -3.0}),
-        Sample([Arg((3, 5)), Arg((5,), dtype="int64", low=0, high=3)], {"axis": 0}),
-        Sample([Arg((5, 3, 2), batch=True), Arg((5, 2), dtype="int64", low=0, high=3, batch=True)], {"axis": -2}),
-        Sample([Arg((20,)), Arg((), dtype="int64", low=0, high=20)]),
+        Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4), Arg((), low=0.1, high=0.5)]),
+        Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True), Arg((), low=0.5, high=1.5)]),
+        Sample([Arg((4,)), Arg((), dtype="int64", low=0, high=4), Arg((), low=-3.0, high=-1.0)]),
+        Sample([Arg((5, 3), batch=True), Arg((5,), dtype="int64", low=0, high=3, batch=True), Arg((), low=-3.0, high=-1.0)]),
+        Sample([Arg((3, 5)), Arg((5,), dtype="int64", low=0, high=3), Arg((), low=0.5, high=1.5)], {"axis": 0}),
+        Sample([Arg((5, 3, 2), batch=True), Arg((5, 2), dtype="int64", low=0, high=3, batch=True), Arg((), low=0.5, high=1.5)],
+               {"axis": -2}),
+        Sample([Arg((20,)), Arg((), dtype="int64", low=0, high=20), Arg((), low=0.5, high=1.5)]),
     ),
     doc="""``scale * (softmax(z) - onehot(label))`` along ``axis``: the gradient of the cross-entropy.
 
     Computed from ``e = exp(z - max z)``: ``e / total`` off the label and
     ``-others / total`` at it (``others`` the sum of ``e`` off the label),
-    so that ``p[label] - 1`` near 0 keeps its digits. ``scale`` is a
-    constant factor of the cross-entropy's cotangent (an SGD step's step
-    size), applied in the kernel.
+    so that ``p[label] - 1`` near 0 keeps its digits. ``scale`` is the
+    cross-entropy's cotangent when it is one number for every row (an SGD
+    step's step size, a mean's 1/n), applied in the kernel, which takes
+    it as a Python number.
     """,
 ))

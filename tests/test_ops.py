@@ -326,3 +326,30 @@ def test_one_example_kernels_in_floats_match_their_array_form(classes):
             _cross_entropy_kernel(z, np.array(bad), np.empty(()), floats=True)
         with pytest.raises(IndexError, match=rf"label {bad} is outside 0\.\.{classes - 1}"):
             _softmax_minus_onehot_kernel(z, np.array(bad), 1.0, np.empty(classes), floats=True)
+
+
+@pytest.mark.parametrize("op_name", ["softmax", "log_softmax", "softmax_jvp"])
+@pytest.mark.parametrize("classes", [1, 3, 16])
+def test_one_row_softmax_kernels_in_floats_match_their_array_form(op_name, classes):
+    """softmax, log_softmax and softmax_jvp on one row of few entries run in
+    Python floats (no np.errstate per call); they compute what the array
+    path computes on that row as a batch of one, ties and a near one-hot
+    row included."""
+    from tapegraph.ops import REGISTRY
+    from tapegraph.ops.registry import allocate_workspace
+    op = REGISTRY[op_name]
+    rng = np.random.default_rng(classes)
+    rows = [rng.normal(size=classes) * 30.0, np.full(classes, 2.0), np.arange(classes) * 40.0]
+    for z in rows:
+        operands = [z, rng.normal(size=classes)] if op_name == "softmax_jvp" else [z]
+        assert op.specialize([operand.shape for operand in operands], z.shape, axis=(0,)) == {"floats": True}
+        by_floats = np.empty(classes)
+        op.kernel(*operands, by_floats, axis=(0,), floats=True)
+        batch = [operand[np.newaxis] for operand in operands]
+        shapes = [operand.shape for operand in batch]
+        by_arrays = np.empty((1, classes))
+        derived = op.specialize(shapes, (1, classes), axis=(1,))
+        assert derived == {"floats": False}
+        scratch = allocate_workspace(op.workspace(shapes, (1, classes), "float64", axis=(1,)))
+        op.kernel(*batch, by_arrays, axis=(1,), **derived, **scratch)
+        np.testing.assert_allclose(by_floats, by_arrays[0], rtol=1e-14, atol=1e-15)

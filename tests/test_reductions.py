@@ -158,7 +158,8 @@ def _wrong_log_softmax(relative_error: float) -> Op:
     def wrong_log_softmax_kernel(z, out):
         axis = (z.ndim - 1,)
         scratch = allocate_workspace(LOG_SOFTMAX.workspace([z.shape], z.shape, "float64", axis=axis))
-        LOG_SOFTMAX.kernel(z, out, axis=axis, **scratch)
+        derived = LOG_SOFTMAX.specialize([z.shape], z.shape, axis=axis)
+        LOG_SOFTMAX.kernel(z, out, axis=axis, **derived, **scratch)
 
     return register_op(Op(
         name=f"wrong_log_softmax_{str(relative_error).replace('.', '_').replace('-', '_')}", operands=("z",),

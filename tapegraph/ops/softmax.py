@@ -48,8 +48,14 @@ def _same_shape_rule(z: Node, axis: tuple[int, ...]) -> tuple[Shape, str]:
 
 
 def _row_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
+    if _in_floats(in_shapes):
+        return {}
     row = tuple(1 if index in axis else dim for index, dim in enumerate(out_shape))
     return {"row": Scratch(row, dtype)}
+
+
+def _floats_specialize(in_shapes, out_shape, axis) -> dict[str, bool]:
+    return {"floats": _in_floats(in_shapes)}
 
 
 # Kernels call ufunc methods (np.maximum.reduce, not np.max): the
@@ -66,7 +72,18 @@ def _shift_by_max(z: np.ndarray, axis: int | tuple[int, ...], top: np.ndarray, s
         np.subtract(z, top, out=shifted)
 
 
-def _softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], row: np.ndarray) -> None:
+def _softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], row: np.ndarray | None = None,
+                    floats: bool = False) -> None:
+    if floats:  # one row of a few entries: Python floats, without np.errstate's 0.7 us
+        values = z.tolist()
+        top = _top_of(values)
+        exponentials = [math.exp(value - top) for value in values]
+        total = sum(exponentials)
+        position = 0
+        for exponential in exponentials:
+            out[position] = exponential / total
+            position += 1
+        return
     _shift_by_max(z, axis, row, out)
     np.exp(out, out=out)
     np.add.reduce(out, axis=axis, keepdims=True, out=row)
@@ -74,6 +91,8 @@ def _softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], row: 
 
 
 def _log_softmax_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
+    if _in_floats(in_shapes):
+        return {}
     scratch = _row_workspace(in_shapes, out_shape, dtype, axis)
     scratch["count"] = Scratch(scratch["row"].shape, dtype)
     scratch["full"] = Scratch(out_shape, dtype)
@@ -105,8 +124,18 @@ def _log_sum_of_shifted(shifted: np.ndarray, axis: int | tuple[int, ...], exps: 
     np.add(rest, count, out=rest)
 
 
-def _log_softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], row: np.ndarray,
-                        count: np.ndarray, full: np.ndarray, mask: np.ndarray) -> None:
+def _log_softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], row: np.ndarray | None = None,
+                        count: np.ndarray | None = None, full: np.ndarray | None = None,
+                        mask: np.ndarray | None = None, floats: bool = False) -> None:
+    if floats:  # one row of a few entries: Python floats
+        values = z.tolist()
+        top = _top_of(values)
+        log_sum = _log_sum_of_shifted_values(values, top)
+        position = 0
+        for value in values:
+            out[position] = (value - top) - log_sum
+            position += 1
+        return
     _shift_by_max(z, axis, row, out)
     _log_sum_of_shifted(out, axis, full, mask, row, count)
     np.subtract(out, row, out=out)
@@ -120,17 +149,40 @@ def _softmax_jvp_rule(z: Node, v: Node, axis: tuple[int, ...]) -> tuple[Shape, s
 
 
 def _softmax_jvp_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
+    if _in_floats(in_shapes):
+        return {}
     group = tuple(1 if index in axis else dim for index, dim in enumerate(out_shape))
     return {"group": Scratch(group, dtype), "count": Scratch(group, dtype), "shifted": Scratch(out_shape, dtype),
             "p": Scratch(out_shape, dtype), "mask": Scratch(out_shape, dtype)}
 
 
-def _softmax_jvp_kernel(z: np.ndarray, v: np.ndarray, out: np.ndarray, axis: tuple[int, ...], group: np.ndarray,
-                        count: np.ndarray, shifted: np.ndarray, p: np.ndarray, mask: np.ndarray) -> None:
+def _softmax_jvp_kernel(z: np.ndarray, v: np.ndarray, out: np.ndarray, axis: tuple[int, ...],
+                        group: np.ndarray | None = None, count: np.ndarray | None = None,
+                        shifted: np.ndarray | None = None, p: np.ndarray | None = None,
+                        mask: np.ndarray | None = None, floats: bool = False) -> None:
     # p * (v - <v, p>) for p = softmax(z), with v first shifted by its value
     # at a largest logit: for a near one-hot p, v_k - <v, p> is a difference
     # of two numbers that agree to 1e-8, while (v_k - r) - sum_j p_j (v_j - r)
     # with r = v_k only sums the small terms, so every entry keeps its digits
+    if floats:  # one row of a few entries: Python floats, in the passes below
+        values, directions = z.tolist(), v.tolist()
+        top = _top_of(values)
+        exponentials = [math.exp(value - top) for value in values]
+        total = sum(exponentials)
+        ties, at_top = 0, 0.0
+        for value, direction in zip(values, directions):
+            if value - top == 0.0:
+                ties += 1
+                at_top += direction
+        at_top = at_top / ties if ties else math.nan  # no maximum (a row of nan) gives nan
+        centred = [direction - at_top for direction in directions]
+        probabilities = [exponential / total for exponential in exponentials]
+        dot = sum([probability * entry for probability, entry in zip(probabilities, centred)])
+        position = 0
+        for probability, entry in zip(probabilities, centred):
+            out[position] = probability * (entry - dot)
+            position += 1
+        return
     _shift_by_max(z, axis, group, shifted)
     np.exp(shifted, out=p)
     np.add.reduce(p, axis=axis, keepdims=True, out=group)
@@ -238,6 +290,31 @@ def _label_specialize(in_shapes, out_shape, axis: int = -1) -> dict[str, bool]:
     return {"floats": _in_floats(in_shapes)}
 
 
+def _top_of(values: list[float]) -> float:
+    """The largest of ``values``, as ``max`` gives it (a loop: cheaper than ``max`` for a few values)."""
+    top = values[0]
+    for value in values:
+        if value > top:
+            top = value
+    return top
+
+
+def _log_sum_of_shifted_values(values: list[float], top: float) -> float:
+    """``log sum exp(values - top)`` for ``top`` their maximum, as ``_log_sum_of_shifted`` computes it.
+
+    The maxima count exactly 1 each; the rest is summed apart, and the
+    log-sum is ``log(count) + log1p(rest / count)`` (nan when no value is
+    the maximum: a row holding nan).
+    """
+    count_of_top, rest = 0, 0.0
+    for value in values:
+        if value == top:
+            count_of_top += 1
+        else:
+            rest += math.exp(value - top)
+    return math.log(count_of_top) + math.log1p(rest / count_of_top) if count_of_top else math.nan
+
+
 def _label_and_top(values: list[float], label: np.ndarray) -> tuple[int, float]:
     """(the single label as an int, if it is in 0..classes-1, else
     ``_check_labels`` raises; the largest of ``values``, as ``max`` gives it).
@@ -324,14 +401,7 @@ def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, axi
     if floats:  # one example, few classes: Python floats
         values = z.tolist()
         index, top = _label_and_top(values, label)
-        picked = values[index] - top
-        count_of_top, rest = 0, 0.0
-        for value in values:
-            if value == top:
-                count_of_top += 1
-            else:
-                rest += math.exp(value - top)
-        out[()] = math.log(count_of_top) + math.log1p(rest / count_of_top) - picked if count_of_top else math.nan
+        out[()] = _log_sum_of_shifted_values(values, top) - (values[index] - top)
         return
     _check_labels(label, z.shape[axis])
     _shift_by_max(z, axis, row, shifted)
@@ -602,7 +672,8 @@ _CLASS_SAMPLES = (
 
 SOFTMAX = register(Op(
     name="softmax", operands=("z",), attributes={"axis": -1}, normalize=_class_axes,
-    shape_rule=_same_shape_rule, kernel=_softmax_kernel, workspace=_row_workspace, native=_softmax_native,
+    shape_rule=_same_shape_rule, kernel=_softmax_kernel, workspace=_row_workspace, specialize=_floats_specialize,
+    native=_softmax_native,
     # J = diag(s) - s s^T, so g J = s * (g - <g, s>), fused so a near
     # one-hot s keeps its digits
     vjp=lambda g, ans, z, axis: (SOFTMAX_JVP(z, g, axis),),
@@ -621,7 +692,7 @@ SOFTMAX = register(Op(
 LOG_SOFTMAX = register(Op(
     name="log_softmax", operands=("z",), attributes={"axis": -1}, normalize=_class_axes,
     shape_rule=_same_shape_rule, kernel=_log_softmax_kernel, workspace=_log_softmax_workspace,
-    native=_log_softmax_native,
+    specialize=_floats_specialize, native=_log_softmax_native,
     vjp=lambda g, ans, z, axis: (SUB(g, MUL(EXP(ans), SUM(g, axis=axis, keepdims=True))),),
     samples=_CLASS_SAMPLES,
     doc="""Log of the softmax over ``axis`` (the last by default; an int or a tuple), without overflow.
@@ -636,7 +707,7 @@ SOFTMAX_JVP = register(Op(
     name="softmax_jvp", operands=("z", "v"), attributes={"axis": REQUIRED}, public=False,
     normalize=lambda z, v, axis: {"axis": normalize_axis(axis, z.ndim)},
     shape_rule=_softmax_jvp_rule, kernel=_softmax_jvp_kernel, workspace=_softmax_jvp_workspace,
-    vjp=_softmax_jvp_vjp, native=_softmax_jvp_native,
+    specialize=_floats_specialize, vjp=_softmax_jvp_vjp, native=_softmax_jvp_native,
     samples=(
         Sample([Arg((4,)), Arg((4,))], {"axis": (0,)}),
         Sample([Arg((5, 3), batch=True), Arg((5, 3), batch=True)], {"axis": (1,)}),

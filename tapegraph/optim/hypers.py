@@ -4,8 +4,9 @@ A hyperparameter (step size, momentum, betas, eps, weight decay) is a
 float64 scalar fed at every call, so changing it, or following a schedule
 (``tapegraph.schedules``), compiles nothing. Here: the feed itself
 (``hyper``), each one's allowed range (``_RANGES``, ``check_hyper``), the
-check of the names and values an optimizer is given, and how a step's
-hyperparameters print.
+check of the names and values an optimizer is given (none may be named
+like a feed of the program), the order a tape's entry takes them in, and
+how a step's hyperparameters print.
 """
 
 from __future__ import annotations

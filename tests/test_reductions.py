@@ -222,6 +222,50 @@ def test_reductions_take_axes_and_keepdims_as_numpy_does(name, axis, keepdims, r
     np.testing.assert_allclose(out, expected, rtol=1e-14)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+@pytest.mark.parametrize("name", ["var", "std"])
+def test_var_and_std_take_ddof_as_numpy_does_with_its_gradient(name, backend, rng):
+    if backend == "native":
+        pytest.importorskip("numba")
+    x = rng.standard_normal((4, 3))
+    w = tg.param("w", shape=(4, 3))
+    batch = tg.param("b", shape=(3,))
+    data = tg.input("d", shape=("batch", 3))
+    function, reference = getattr(tg, name), getattr(np, name)
+    outputs = {"all": function(w, ddof=1), "rows": function(w, axis=1, ddof=2, keepdims=True),
+               "columns": function(w, axis=0, ddof=3), "over the batch": function(data, axis=0, ddof=1)}
+    objective = tg.sum(function(w, axis=0, ddof=1)) + tg.sum(function(batch * data, axis=0, ddof=1))
+    program = tg.compile(objective, wrt=[w, batch], outputs=outputs, backend=backend)
+    given = rng.standard_normal((5, 3))
+    out = program.run({"w": x, "b": x[0]}, {"d": given})
+    np.testing.assert_allclose(out["all"], reference(x, ddof=1), rtol=1e-14)
+    np.testing.assert_allclose(out["rows"], reference(x, axis=1, ddof=2, keepdims=True), rtol=1e-14)
+    np.testing.assert_allclose(out["columns"], reference(x, axis=0, ddof=3), rtol=1e-14)
+    np.testing.assert_allclose(out["over the batch"], reference(given, axis=0, ddof=1), rtol=1e-14)
+    # the gradient over a concrete axis and over the batch axis (count / (count - ddof) computed in the graph)
+    check_grads(program, {"w": x, "b": rng.standard_normal(3)}, {"d": given[:4]})
+
+
+def test_ddof_is_refused_when_no_degree_of_freedom_is_left_or_it_is_not_a_count():
+    x = tg.input("x", shape=(2, 3))
+    with pytest.raises(tg.ShapeError, match=r"var\(x: f64\[2,3\]\) at test_reductions.py:\d+: ddof=3 leaves no "
+                                            r"degrees of freedom: each group over axis \(1,\) has 3 entries"):
+        tg.var(x, axis=1, ddof=3)
+    for bad in (-1, 1.0, True, "1"):
+        with pytest.raises(tg.ShapeError, match=r"std\(x: f64\[2,3\]\) .*ddof must be a non-negative int"):
+            tg.std(x, ddof=bad)
+
+
+def test_a_batch_too_small_for_ddof_gives_inf_and_says_so():
+    data = tg.input("d", shape=("batch", 2))
+    program = tg.compile(outputs={"var": tg.var(data, axis=0, ddof=1)})
+    with pytest.warns(RuntimeWarning, match=r"var/std with ddof=1: a group of 1 entries has no degree of freedom"):
+        out = program.run({}, {"d": np.array([[1.0, 2.0]])})["var"]
+    np.testing.assert_array_equal(out, [np.nan, np.nan])  # 0 / 0: the one entry is its own mean
+    with pytest.warns(RuntimeWarning):
+        assert np.isnan(np.var(np.array([[1.0, 2.0]]), axis=0, ddof=1)).all()  # as numpy
+
+
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_cumsum_runs_along_one_axis_both_ways(axis, rng):
     x = rng.standard_normal((3, 4))

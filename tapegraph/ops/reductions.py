@@ -9,6 +9,8 @@ pass applies it to any cotangent whose shape differs from its input's.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -456,32 +458,58 @@ def _prod_others_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...]):
     return (MUL(ans, SUB(SUM(over_x, axis=axis, keepdims=True), over_x)),)
 
 
-def _spread_specialize(in_shapes, out_shape, axis, keepdims) -> dict[str, Any]:
+def _spread_attributes(x: Node, axis: Any, keepdims: Any, ddof: Any) -> dict[str, Any]:
+    static = _reduce_attributes(x, axis, keepdims)
+    if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)) or ddof < 0:
+        raise TypeError(f"ddof must be a non-negative int (the count is divided by count - ddof), got {ddof!r}")
+    sizes = [x.shape[index] for index in static["axis"]]
+    if ddof and all(isinstance(size, int) for size in sizes) and ddof >= _count(tuple(sizes)):
+        raise ValueError(f"ddof={ddof} leaves no degrees of freedom: each group over axis {static['axis']} has "
+                         f"{_count(tuple(sizes))} entries")
+    return {**static, "ddof": int(ddof)}
+
+
+def _spread_rule(x: Node, axis: tuple[int, ...], keepdims: bool, ddof: int) -> tuple[Shape, str]:
+    return _reduce_rule(x, axis, keepdims)
+
+
+def _spread_specialize(in_shapes, out_shape, axis, keepdims, ddof) -> dict[str, Any]:
+    # scale: 1/count, for the mean; spread: 1/(count - ddof), for the sum of
+    # squared deviations (inf with no degree of freedom left, as numpy's
+    # division by zero gives for a batch too small; nan for no entries)
     count = _count(in_shapes[0], axis)
-    return {"scale": 1.0 / count if count else float("nan")}
+    if not count:
+        return {"scale": float("nan"), "spread": float("nan")}
+    return {"scale": 1.0 / count, "spread": 1.0 / (count - ddof) if count > ddof else float("inf")}
 
 
-def _spread_workspace(in_shapes, out_shape, dtype, axis, keepdims) -> dict[str, Scratch]:
+def _spread_workspace(in_shapes, out_shape, dtype, axis, keepdims, ddof) -> dict[str, Scratch]:
     scratch = _kept_workspace(in_shapes, out_shape, dtype, axis)
     scratch["deviations"] = Scratch(in_shapes[0], dtype)
     return scratch
 
 
-def _var_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float,
-                group: np.ndarray, deviations: np.ndarray) -> None:
-    # two passes: the mean, then the mean square of the deviations (no
-    # cancellation of E[x^2] - E[x]^2)
+def _var_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, ddof: int, scale: float,
+                spread: float, group: np.ndarray, deviations: np.ndarray) -> None:
+    # two passes: the mean, then the sum of squared deviations over count -
+    # ddof (no cancellation of E[x^2] - E[x]^2)
     np.add.reduce(x, axis=axis, keepdims=True, out=group)
     np.multiply(group, scale, out=group)
     np.subtract(x, group, out=deviations)
     np.square(deviations, out=deviations)
     np.add.reduce(deviations, axis=axis, keepdims=keepdims, out=out)
-    np.multiply(out, scale, out=out)
+    if spread == math.inf:  # a batch too small for ddof: as numpy, inf (nan for 0 / 0), and a warning
+        warnings.warn(f"var/std with ddof={ddof}: a group of {round(1 / scale)} entries has no degree of freedom "
+                      "left, so the result is inf (nan where its entries are equal)", RuntimeWarning, stacklevel=2)
+        with np.errstate(invalid="ignore"):
+            np.multiply(out, spread, out=out)
+        return
+    np.multiply(out, spread, out=out)
 
 
-def _std_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, scale: float,
-                group: np.ndarray, deviations: np.ndarray) -> None:
-    _var_kernel(x, out, axis, keepdims, scale, group, deviations)
+def _std_kernel(x: np.ndarray, out: np.ndarray, axis: tuple[int, ...], keepdims: bool, ddof: int, scale: float,
+                spread: float, group: np.ndarray, deviations: np.ndarray) -> None:
+    _var_kernel(x, out, axis, keepdims, ddof, scale, spread, group, deviations)
     np.sqrt(out, out=out)
 
 
@@ -489,18 +517,39 @@ def _deviations(x: Node, axis: tuple[int, ...]) -> Node:
     return SUB(x, MEAN(x, axis, keepdims=True))
 
 
-def _var_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool):
-    # d var / dx = 2 (x - mean) / count
-    return (MUL(EXPAND(MUL(g, 2.0), x.shape, axis, keepdims, mean=True), _deviations(x, axis)),)
+def _degrees_ratio(x: Node, axis: tuple[int, ...], keepdims: bool, ddof: int) -> float | Node:
+    """count / (count - ddof) for each group: what turns var's 1/count gradient into 1/(count - ddof).
+
+    A number when the groups' size is known at declaration; else computed
+    in the graph from the count of a ones array of x's shape (a batch axis).
+    """
+    sizes = [x.shape[index] for index in axis]
+    if all(isinstance(size, int) for size in sizes):
+        count = _count(tuple(sizes))
+        return count / (count - ddof)
+    count = SUM(EXPAND(1.0, x.shape, tuple(range(x.ndim)), False), axis, keepdims)
+    return DIV(count, SUB(count, float(ddof)))
 
 
-def _std_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool):
-    # d std / dx = (x - mean) / (count std); where std is 0 (all entries
-    # equal) the gradient is taken as 0, the subgradient of least norm, as
-    # abs has at 0: sign(s) / (s + 1 - sign(s)) is 1/s there and 0 at s = 0
+def _spread_cotangent(g: Node, x: Node, axis: tuple[int, ...], keepdims: bool, ddof: int) -> Node:
+    """``g`` times count / (count - ddof) (``g`` itself for ``ddof=0``)."""
+    return g if not ddof else MUL(g, _degrees_ratio(x, axis, keepdims, ddof))
+
+
+def _var_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool, ddof: int):
+    # d var / dx = 2 (x - mean) / (count - ddof)
+    scaled = _spread_cotangent(MUL(g, 2.0), x, axis, keepdims, ddof)
+    return (MUL(EXPAND(scaled, x.shape, axis, keepdims, mean=True), _deviations(x, axis)),)
+
+
+def _std_vjp(g: Node, ans: Node, x: Node, axis: tuple[int, ...], keepdims: bool, ddof: int):
+    # d std / dx = (x - mean) / ((count - ddof) std); where std is 0 (all
+    # entries equal) the gradient is taken as 0, the subgradient of least
+    # norm, as abs has at 0: sign(s) / (s + 1 - sign(s)) is 1/s there and 0 at s = 0
     sign = SIGN(ans)
     reciprocal = DIV(sign, ADD(ans, SUB(1.0, sign)))
-    return (MUL(EXPAND(MUL(g, reciprocal), x.shape, axis, keepdims, mean=True), _deviations(x, axis)),)
+    scaled = _spread_cotangent(MUL(g, reciprocal), x, axis, keepdims, ddof)
+    return (MUL(EXPAND(scaled, x.shape, axis, keepdims, mean=True), _deviations(x, axis)),)
 
 
 def _cumsum_attributes(x: Node, axis: Any, reverse: Any) -> dict[str, Any]:
@@ -589,8 +638,8 @@ def _spread_native(root: bool) -> Callable[[NativeContext], str]:
         groups = Groups(ctx, ctx.in_shapes[0], ctx["axis"])
         x = groups.at(ctx.operands[0])
         total, mean, deviation = ctx.temp("total"), ctx.temp("mean"), ctx.temp("deviation")
-        scale = ctx.literal(ctx["scale"])
-        value = f"{total} * {scale}"
+        scale, spread = ctx.literal(ctx["scale"]), ctx.literal(ctx["spread"])
+        value = f"{total} * {spread}"
         body = [f"{total} = {ctx.literal(0.0)}", *groups.over([f"{total} += {x}"]), f"{mean} = {total} * {scale}",
                 f"{total} = {ctx.literal(0.0)}",
                 *groups.over([f"{deviation} = {x} - {mean}", f"{total} += {deviation} * {deviation}"]),
@@ -702,27 +751,39 @@ PROD_OTHERS = register(Op(
     """,
 ))
 
-VAR = register(Op(
-    name="var", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
-    shape_rule=_reduce_rule, kernel=_var_kernel, specialize=_spread_specialize, workspace=_spread_workspace,
-    vjp=_var_vjp, native=_spread_native(root=False),
-    samples=_NONEMPTY_SAMPLES,
-    doc="""The variance of the entries of ``x`` over ``axis``: ``mean((x - mean x)^2)`` (numpy's ``ddof=0``).
+_SPREAD_SAMPLES = (
+    *_NONEMPTY_SAMPLES,
+    Sample([Arg((5,))], {"axis": (0,), "keepdims": False, "ddof": 1}),
+    Sample([Arg((4, 3), batch=True)], {"axis": (0,), "keepdims": True, "ddof": 1}),  # over the batch
+    Sample([Arg((2, 3, 2))], {"axis": (0, 2), "keepdims": False, "ddof": 2}),
+)
 
-    Computed in two passes (no cancellation of ``E[x^2] - E[x]^2``);
-    d/dx = ``2 (x - mean x) / count``.
+VAR = register(Op(
+    name="var", operands=("x",), attributes={**_REDUCE, "ddof": 0}, normalize=_spread_attributes,
+    shape_rule=_spread_rule, kernel=_var_kernel, specialize=_spread_specialize, workspace=_spread_workspace,
+    vjp=_var_vjp, native=_spread_native(root=False),
+    samples=_SPREAD_SAMPLES,
+    doc="""The variance of the entries of ``x`` over ``axis``: ``sum((x - mean x)^2) / (count - ddof)``, as numpy's.
+
+    ``ddof=0`` (the default) is the mean square deviation, ``ddof=1`` the
+    unbiased estimate. Computed in two passes (no cancellation of
+    ``E[x^2] - E[x]^2``); d/dx = ``2 (x - mean x) / (count - ddof)``. A
+    ``ddof`` of at least the count is refused when the count is known;
+    over a batch axis whose batch turns out too small the variance is
+    ``inf`` (``nan`` where the entries are equal) with a warning, as numpy's.
     """,
 ))
 
 STD = register(Op(
-    name="std", operands=("x",), attributes=_REDUCE, normalize=_reduce_attributes,
-    shape_rule=_reduce_rule, kernel=_std_kernel, specialize=_spread_specialize, workspace=_spread_workspace,
+    name="std", operands=("x",), attributes={**_REDUCE, "ddof": 0}, normalize=_spread_attributes,
+    shape_rule=_spread_rule, kernel=_std_kernel, specialize=_spread_specialize, workspace=_spread_workspace,
     vjp=_std_vjp, native=_spread_native(root=True),
-    samples=_NONEMPTY_SAMPLES,
-    doc="""The standard deviation of the entries of ``x`` over ``axis``: ``sqrt(var(x))`` (``ddof=0``).
+    samples=_SPREAD_SAMPLES,
+    doc="""The standard deviation of the entries of ``x`` over ``axis``: ``sqrt(var(x, ddof=ddof))``.
 
-    d/dx = ``(x - mean x) / (count std)``; where all entries of a group
-    are equal (std 0, where std is not differentiable) the gradient is 0.
+    d/dx = ``(x - mean x) / ((count - ddof) std)``; where all entries of a
+    group are equal (std 0, where std is not differentiable) the gradient
+    is 0.
     """,
 ))
 

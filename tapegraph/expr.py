@@ -11,13 +11,13 @@ static attributes, type, name and constant value are looked up in a table
 of live structures; equal structure finds the same ``Structure`` token,
 so "the same expression" is ``a.structure is b.structure`` and ``hash``
 is that token's, both O(1) however deep the trees, and two large equal
-trees built separately merge in one graph without ever being walked. The token, not
-the node, is interned because ``origin`` is not part of equality but is
-each node's own: interning whole nodes would give a node built later the
-origin of an equal node that some other model built first, so a dump would
-depend on what else the process had made. A dict keyed by nodes keeps the
-first node it sees, as it always has. The table holds tokens weakly: a
-structure no node uses any more is dropped.
+trees built separately merge in one graph without ever being walked. The
+token, not the node, is interned because ``origin`` is not part of
+equality but is each node's own: interning whole nodes would give a node
+built later the origin of an equal node that some other model built
+first, so a dump would depend on what else the process had made. A dict
+keyed by nodes keeps the first node it sees, as it always has. The table
+holds tokens weakly: a structure no node uses any more is dropped.
 
 Leaves are ``input`` (data given at each call), ``param`` (what gradients
 are taken with respect to) and ``const`` (a value fixed at declaration).

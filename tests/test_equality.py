@@ -189,3 +189,30 @@ def test_copies_of_an_equality_keep_its_truth():
         assert copied_values.structural_truth is None
         with pytest.raises(TypeError, match="known only when the program runs"):
             bool(copied_values)
+
+
+def test_compiling_and_running_never_ask_two_nodes_whether_they_are_equal(monkeypatch):
+    """The passes key their tables on ``node.structure``: in a dict keyed by
+    nodes, every equal node built apart (each VJP of tanh makes its own
+    constant 1.0) would call ``==``, which now builds an ``equal`` node."""
+    calls = []
+    compare = tg.expr._compare_expression or tg.expr._load_compare_expression()
+
+    def counted(node, other, negated):
+        calls.append((node, other))
+        return compare(node, other, negated)
+
+    monkeypatch.setattr(tg.expr, "_compare_expression", counted)
+    w = tg.param("w", shape=(4,))
+    h = w
+    for _ in range(30):
+        h = tg.tanh(h) + w
+    objective = tg.sum(h) + tg.sum(tg.tanh(w) + w)  # and a subtree equal to the first, built apart
+    program = tg.compile(objective, wrt=[w])
+    params = {"w": np.linspace(-1.0, 1.0, 4)}
+    value, grads = program.value_and_grad(params)
+    np.testing.assert_allclose(reference.evaluate(program.gradients[0], params), grads["w"], rtol=1e-12)
+    optimizer = tg.adam(program, learning_rate=0.01)
+    state, _ = optimizer(optimizer.init(params), {})
+    assert calls == []
+    assert bool(h == h) and len(calls) == 1  # (the spy is in place)

@@ -131,7 +131,7 @@ def _compare_with_itself(op: Op, a: Node, b: Node, truth: bool) -> Node | bool:
 
 def _comparable_value(other: Any) -> Any:
     """``other`` if ``node == other`` compares it elementwise (a number, an array,
-    a list of numbers), else None."""
+    a list or tuple of numbers), else None."""
     if isinstance(other, np.bool_):
         return bool(other)  # which tg.const takes, as it does not take numpy's boolean scalar
     if isinstance(other, (bool, int, float, complex, np.number, np.ndarray)):

@@ -9,15 +9,15 @@ How equality stays structural without recursing: each node's *structure*
 is hash-consed. When a node is built, its op, its inputs' structures, its
 static attributes, type, name and constant value are looked up in a table
 of live structures; equal structure finds the same ``Structure`` token,
-so ``a == b`` is ``a.structure is b.structure`` and ``hash`` is that
-token's, both O(1) however deep the trees, and two large equal trees built
-separately merge in one graph without ever being walked. The token, not
-the node, is interned because ``origin`` is not part of equality but is
-each node's own: interning whole nodes would give a node built later the
-origin of an equal node that some other model built first, so a dump would
-depend on what else the process had made. A dict keyed by nodes keeps the
-first node it sees, as it always has. The table holds tokens weakly: a
-structure no node uses any more is dropped.
+so "the same expression" is ``a.structure is b.structure`` and ``hash``
+is that token's, both O(1) however deep the trees, and two large equal
+trees built separately merge in one graph without ever being walked. The
+token, not the node, is interned because ``origin`` is not part of
+equality but is each node's own: interning whole nodes would give a node
+built later the origin of an equal node that some other model built
+first, so a dump would depend on what else the process had made. A dict
+keyed by nodes keeps the first node it sees, as it always has. The table
+holds tokens weakly: a structure no node uses any more is dropped.
 
 Leaves are ``input`` (data given at each call), ``param`` (what gradients
 are taken with respect to) and ``const`` (a value fixed at declaration).
@@ -27,6 +27,19 @@ the structure), so two declarations under one name are two leaves, which
 compiling refuses, rather than one value merged without a word. Sharing is
 explicit: reuse the node object. Constants stay structural: equal values
 are one constant.
+
+``==`` and ``!=`` are elementwise, as z3's are: ``a == b``, ``x == 0.5``
+and ``0.5 == x`` build ``tg.equal`` (``tg.not_equal``) nodes. Between two
+nodes the result also carries the answer to "are these the same
+expression?" (``structural_truth``, outside the structure), which is its
+``bool()``: so ``if a == b``, ``a in nodes``, ``list.index`` and every
+dict and set keyed by nodes (Python calls ``==`` when hashes match, then
+``bool`` of the result) keep meaning "the same structure". Two nodes that
+``tg.equal`` refuses (shapes that do not broadcast, dtypes it cannot
+compare) are never the same expression unless their structures are one,
+so there ``==`` gives the plain ``bool`` of that, and never raises in a
+lookup. Any other boolean node (``x == 0.5``, ``tg.equal(a, b)``,
+``x < y``) has no truth before the program runs: ``bool()`` raises.
 """
 
 from __future__ import annotations
@@ -296,7 +309,9 @@ class Node:
     Build nodes with ``tg.input``, ``tg.param``, ``tg.const`` and the op
     functions (``tg.tanh(x)``, ``x @ w + b``); do not call this class
     directly. Nodes are immutable; ``named`` returns a renamed copy.
-    Equality is structural but O(1) (see the module docstring).
+    ``==`` and ``!=`` build elementwise comparisons whose truth, between
+    two nodes, is whether they are the same structure, found in O(1) (see
+    the module docstring).
     """
 
     #: The op record (``tapegraph.ops.Op``), or ``INPUT`` / ``PARAM`` /
@@ -320,6 +335,10 @@ class Node:
     #: serial)``, given once by ``tg.input`` / ``tg.param`` (``new_identity``);
     #: None for every other node, which is equal to any node of its structure.
     identity: tuple[str, int] | None = None
+    #: For a node made by ``a == b`` (``a != b``) between two nodes: whether
+    #: they are (are not) the same expression, which ``bool()`` gives; None
+    #: for every other node. Not part of the structure, as ``origin``.
+    structural_truth: bool | None = None
     #: The token shared by every node of equal structure (all fields but
     #: ``origin``); found once, when the node is built.
     structure: Structure = attrs.field(init=False)
@@ -336,25 +355,24 @@ class Node:
     # numpy must not treat a node as an array: ``2.0 * node`` calls __rmul__.
     __array_ufunc__ = None
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Node):
-            return self.structure is other.structure
-        _refuse_value_comparison(self, "==", other)
-        return NotImplemented
+    def __eq__(self, other: object) -> "Node | bool":  # type: ignore[override]
+        # elementwise tg.equal; between nodes its truth is structural
+        # equality (see the module docstring)
+        return (_compare_expression or _load_compare_expression())(self, other, False)
 
-    def __ne__(self, other: object) -> bool:
-        if isinstance(other, Node):
-            return self.structure is not other.structure
-        _refuse_value_comparison(self, "!=", other)
-        return NotImplemented
+    def __ne__(self, other: object) -> "Node | bool":  # type: ignore[override]
+        return (_compare_expression or _load_compare_expression())(self, other, True)
 
     def __bool__(self) -> bool:
-        # every node is true (as any object), except a comparison's: its
-        # truth is only known when the program runs
+        # a == b between nodes is true when they are the same expression;
+        # every other node is true (as any object), except a comparison's:
+        # its truth is only known when the program runs
+        if self.structural_truth is not None:
+            return self.structural_truth
         if self.dtype == "bool":
             raise TypeError(f"the truth of {self.label} ({self.type_str}) is known only when the program runs; "
-                            "to choose between values use tg.where(cond, a, b), and compare nodes as the same "
-                            "expression with ==")
+                            "to choose between values use tg.where(cond, a, b); to ask whether two nodes are the "
+                            "same expression, compare the two nodes (bool(a == b), a in nodes)")
         return True
 
     def __hash__(self) -> int:
@@ -366,7 +384,7 @@ class Node:
         # a leaf keeps its identity, so a copy of a model (pickle, deepcopy)
         # holds the same parameters as the original, each still distinct
         return (Node, (self.op, self.inputs, self.static, self.shape, self.dtype, self.name, self.value, self.origin,
-                       self.identity))
+                       self.identity, self.structural_truth))
 
     @property
     def ndim(self) -> int:
@@ -479,8 +497,7 @@ class Node:
         from tapegraph import ops
         return ops.abs(self)
 
-    # <, <=, >, >= build boolean nodes (for tg.where); == and != stay the
-    # structural equality that hash-consing relies on (tg.equal compares values)
+    # <, <=, >, >= build boolean nodes (for tg.where), as == and != do
     def __lt__(self, other: Any) -> "Node":
         from tapegraph import ops
         return ops.less(self, other)
@@ -524,14 +541,18 @@ class Node:
         return ops.cast(self, dtype)
 
 
-def _refuse_value_comparison(node: Node, symbol: str, other: object) -> None:
-    """Raise for ``node == 0.5``: it would be False without a word, where the
-    elementwise comparison is ``tg.equal`` (``==`` on nodes compares structure)."""
-    if isinstance(other, (bool, int, float, complex, np.number, np.ndarray, list)):
-        function = "tg.equal" if symbol == "==" else "tg.not_equal"
-        raise TypeError(f"{node.label} {symbol} {type(other).__name__}: == and != on nodes compare expressions "
-                        f"(the same structure), not values; for the elementwise comparison use "
-                        f"{function}(a, b), a boolean node")
+#: ``tapegraph.ops.comparison.compare_expression``, which ``==`` and ``!=``
+#: call: found at the first comparison (ops import this module), and kept,
+#: since an import statement in ``__eq__`` would cost about a microsecond
+#: at every collision in a dict keyed by nodes.
+_compare_expression: Any = None
+
+
+def _load_compare_expression() -> Any:
+    global _compare_expression
+    from tapegraph.ops.comparison import compare_expression
+    _compare_expression = compare_expression
+    return compare_expression
 
 
 # The process token tells leaves made in different processes apart: a

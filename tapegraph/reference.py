@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tapegraph.expr import CONST, INPUT, PARAM, Node
+from tapegraph.expr import CONST, INPUT, PARAM, Node, Structure
 from tapegraph.ops import Op
 from tapegraph.ops.comparison import EQUAL, GREATER, GREATER_EQUAL, LESS, LESS_EQUAL, NOT_EQUAL, STOP_GRADIENT, WHERE
 from tapegraph.ops.elementwise import (
@@ -316,18 +316,21 @@ def evaluate(nodes_or_node: Node | Sequence[Node] | Mapping[str, Node], params: 
         if not isinstance(root, Node):
             raise TypeError(f"reference.evaluate takes tapegraph nodes, got {type(root).__name__} {root!r}")
 
-    values: dict[Node, np.ndarray] = {}
+    # keyed by structure: equal nodes built apart are one value, found
+    # without == (which builds an equal node; see Node.structural_truth)
+    values: dict[Structure, np.ndarray] = {}
     sizes = dict(sizes or {})
     order = _post_order(roots)
     # leaves first, so every symbolic size is known before any op needs it
     for node in order:
         if node.op is PARAM or node.op is INPUT:
-            values[node] = _leaf_value(node, params, inputs, sizes, float_dtype)
+            values[node.structure] = _leaf_value(node, params, inputs, sizes, float_dtype)
     for node in order:
-        if node not in values:
-            values[node] = _value(node, [values[operand] for operand in node.inputs], sizes, float_dtype)
+        if node.structure not in values:
+            values[node.structure] = _value(node, [values[operand.structure] for operand in node.inputs], sizes,
+                                            float_dtype)
 
-    results = [values[root].copy() for root in roots]
+    results = [values[root.structure].copy() for root in roots]
     if isinstance(nodes_or_node, Node):
         return results[0]
     if isinstance(nodes_or_node, Mapping):
@@ -342,19 +345,19 @@ def _post_order(roots: Sequence[Node]) -> list[Node]:
     chains of gradients) must not hit Python's recursion limit.
     """
     order: list[Node] = []
-    done: set[Node] = set()
+    done: set[Structure] = set()
     stack: list[tuple[Node, bool]] = [(root, False) for root in reversed(roots)]
     while stack:
         node, operands_done = stack.pop()
-        if node in done:
+        if node.structure in done:
             continue
         if operands_done:
-            done.add(node)
+            done.add(node.structure)
             order.append(node)
             continue
         stack.append((node, True))
         for operand in reversed(node.inputs):
-            if operand not in done:
+            if operand.structure not in done:
                 stack.append((operand, False))
     return order
 

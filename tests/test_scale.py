@@ -220,7 +220,7 @@ def test_the_sorted_order_is_networkx_lexicographic_topological_order():
     index = nx.get_node_attributes(graph, "index")
     section = assign_sections(graph, roots)
     assert topological_order(graph) == list(nx.lexicographical_topological_sort(graph, key=index.__getitem__))
-    by_networkx = list(nx.lexicographical_topological_sort(graph, key=lambda node: (section[node], index[node])))
+    by_networkx = list(nx.lexicographical_topological_sort(graph, key=lambda node: (section[node.structure], index[node])))
     assert topological_order(graph, section) == by_networkx
     walked = post_order([node for _, node, _ in roots])
     assert assign_sections(walked, roots) == section and order_by_section(walked, section) == by_networkx

@@ -9,7 +9,7 @@ import attrs
 import numpy as np
 
 from tapegraph.errors import GraphError
-from tapegraph.expr import HYPER, INPUT, PARAM, Node
+from tapegraph.expr import HYPER, INPUT, PARAM, Node, Structure
 from tapegraph.ops.registry import Scratch
 from tapegraph.shapes import substitute
 from tapegraph.compile.plan import BufferPlan
@@ -51,10 +51,12 @@ def returned(spec: Return, feed_names: Sequence[str], name: str) -> Returned:
 
 
 def emit_tape(roots: Sequence[Root], kept: Sequence[Node], computed: Sequence[Node],
-              folded: Mapping[Node, np.ndarray], value_of: Mapping[Node, int],
-              shape_of: Mapping[Node, tuple[int, ...]], section_of: Mapping[Node, int],
+              folded: Mapping[Structure, np.ndarray], value_of: Mapping[Structure, int],
+              shape_of: Mapping[Structure, tuple[int, ...]], section_of: Mapping[Structure, int],
               plan: BufferPlan, sizes: Mapping[str, int], returns: Sequence[Return] | None = None) -> Tape:
     """The ``Tape`` that computes ``roots`` with the slots of ``plan``.
+
+    The tables are keyed by ``node.structure`` (see ``tapegraph.compile.graph``).
 
     ``returns`` says how a call hands back each named root, in order
     (default: each as computed, ``"raw"``); the destinations of the
@@ -63,11 +65,12 @@ def emit_tape(roots: Sequence[Root], kept: Sequence[Node], computed: Sequence[No
     slot_of = plan.slot_of
     feeds, constants = [], []
     for node in kept:
+        key = node.structure
         if node.op is INPUT or node.op is PARAM or node.op is HYPER:
-            feeds.append(Feed(node.name, node.op.name, slot_of[node], value_of[node], shape_of[node], node.dtype))
-        elif node in folded:
-            array = folded[node]
-            constants.append(Constant(slot_of[node], value_of[node], array, node.label,
+            feeds.append(Feed(node.name, node.op.name, slot_of[key], value_of[key], shape_of[key], node.dtype))
+        elif key in folded:
+            array = folded[key]
+            constants.append(Constant(slot_of[key], value_of[key], array, node.label,
                                       scalar=(array.shape, array.dtype.name) == ((), "float64")))
 
     named = [(name, node) for name, node, _ in roots if name is not None]
@@ -76,30 +79,31 @@ def emit_tape(roots: Sequence[Root], kept: Sequence[Node], computed: Sequence[No
     if len(returns) != len(named):
         raise GraphError(f"{len(returns)} ways to return results given for {len(named)} results {[name for name, _ in named]}")
     feed_names = [feed.name for feed in feeds]
-    results = {name: (slot_of[node], value_of[node]) for name, node in named}
+    results = {name: (slot_of[node.structure], value_of[node.structure]) for name, node in named}
     how = {name: returned(spec, feed_names, name) for (name, _), spec in zip(named, returns)}
 
     instructions, workspaces = [], []
     for position, node in enumerate(computed):
         op = node.op
+        key = node.structure
         static = concrete_static(node.static, sizes)
-        in_shapes = [shape_of[operand] for operand in node.inputs]
-        derived = op.specialize(in_shapes, shape_of[node], **dict(static)) if op.specialize else {}
+        in_shapes = [shape_of[operand.structure] for operand in node.inputs]
+        derived = op.specialize(in_shapes, shape_of[key], **dict(static)) if op.specialize else {}
         if op.workspace:
-            arrays = op.workspace(in_shapes, shape_of[node], node.dtype, **dict(static))
+            arrays = op.workspace(in_shapes, shape_of[key], node.dtype, **dict(static))
             workspaces.extend(_workspace(position, name, item) for name, item in arrays.items())
         instructions.append(Instruction(
             op=node.op,
-            inputs=tuple(slot_of[operand] for operand in node.inputs),
-            output=slot_of[node],
+            inputs=tuple(slot_of[operand.structure] for operand in node.inputs),
+            output=slot_of[key],
             static=static,
             derived=tuple(sorted(derived.items())),
-            value=value_of[node],
-            input_values=tuple(value_of[operand] for operand in node.inputs),
-            shape=shape_of[node],
+            value=value_of[key],
+            input_values=tuple(value_of[operand.structure] for operand in node.inputs),
+            shape=shape_of[key],
             dtype=node.dtype,
             label=node.label,
-            section=SECTIONS[section_of[node]],
+            section=SECTIONS[section_of[key]],
         ))
 
     feeds_by_value = {feed.value: feed for feed in feeds}

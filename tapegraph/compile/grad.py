@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tapegraph.errors import GraphError
-from tapegraph.expr import PARAM, Node, const, const_fill, origin_scope
+from tapegraph.expr import PARAM, Node, Structure, const, const_fill, origin_scope
 from tapegraph.ops import add, cast, sum_to
 from tapegraph.compile.graph import post_order
 
@@ -92,37 +92,38 @@ def _gradients(objective: Node, wrt: list[Node]) -> list[Node]:
     order = post_order([objective])
     # activity in one sweep, operands before users: a node is active when
     # it is a parameter or reads an active node (every node of the order is
-    # needed by the objective, which it was walked from)
-    parameters = set(wrt)
-    active: set[Node] = set()
+    # needed by the objective, which it was walked from); the tables are
+    # keyed by node.structure, as the lowering's are (compile/graph.py)
+    parameters = {parameter.structure for parameter in wrt}
+    active: set[Structure] = set()
     for node in order:
-        if node in parameters or any(operand in active for operand in node.inputs):
-            active.add(node)
+        if node.structure in parameters or any(operand.structure in active for operand in node.inputs):
+            active.add(node.structure)
 
     # the seed d(objective)/d(objective) = 1, labelled as such in dumps
     with origin_scope(f"seed of {objective.label}"):
         seed = const(np.ones((), dtype=objective.dtype))
-    cotangents: dict[Node, list[Node]] = {objective: [seed]}
+    cotangents: dict[Structure, list[Node]] = {objective.structure: [seed]}
     for node in reversed(order):
-        if node.is_leaf or node not in active or node not in cotangents:
+        if node.is_leaf or node.structure not in active or node.structure not in cotangents:
             continue
         with origin_scope(f"grad of {node.label}"):
-            g = _accumulate(cotangents[node])
+            g = _accumulate(cotangents[node.structure])
             input_grads = node.op.cotangents(g, node)
             for operand, operand_grad in zip(node.inputs, input_grads, strict=True):
-                if operand_grad is None or operand not in active:
+                if operand_grad is None or operand.structure not in active:
                     continue
                 if operand_grad.dtype != operand.dtype:
                     # a VJP rule that computed in another dtype: the cotangent
                     # keeps the operand's (explicit, so the dump shows it)
                     operand_grad = cast(operand_grad, dtype=operand.dtype)
-                cotangents.setdefault(operand, []).append(sum_to(operand_grad, operand.shape))
+                cotangents.setdefault(operand.structure, []).append(sum_to(operand_grad, operand.shape))
 
     gradients = []
     for parameter in wrt:
         with origin_scope(f"grad of {parameter.name}"):
-            if parameter in cotangents:
-                gradients.append(_accumulate(cotangents[parameter]))
+            if parameter.structure in cotangents:
+                gradients.append(_accumulate(cotangents[parameter.structure]))
             else:
                 gradients.append(const_fill(parameter.shape, 0.0, parameter.dtype))
     return gradients

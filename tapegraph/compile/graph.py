@@ -1,7 +1,12 @@
 """Expression DAGs: a deterministic order, sections, and networkx graphs.
 
-Since equal subtrees are equal (hash and ``==``), collecting nodes in a
-set or a graph merges common subexpressions. The order is a design
+Since equal subtrees are equal (hash, and the truth of ``==``), collecting
+nodes in a set or a graph merges common subexpressions. The tables of the
+lowering passes (sections here, slots, shapes and values in ``plan``,
+``emit`` and ``lower``) are keyed by ``node.structure`` instead of the
+node: the same merging, without ``==`` being called for every operand
+that is an equal node built apart (a constant ``2.0`` that each VJP rule
+makes afresh), which builds an ``equal`` node each time. The order is a design
 decision: the depth-first post-order from the roots (taken in the order
 given), so the same model always yields the same order, and the same tape,
 byte for byte.
@@ -64,7 +69,7 @@ def build_graph(roots: Sequence[Node]) -> nx.DiGraph:
     return graph
 
 
-def topological_order(graph: nx.DiGraph, section: dict[Node, int] | None = None) -> list[Node]:
+def topological_order(graph: nx.DiGraph, section: dict[Structure, int] | None = None) -> list[Node]:
     """Every node after its inputs; ties broken by (section, post-order index).
 
     This is networkx's ``lexicographical_topological_sort`` with that key,
@@ -77,16 +82,16 @@ def topological_order(graph: nx.DiGraph, section: dict[Node, int] | None = None)
     index = nx.get_node_attributes(graph, "index")
     if section is None:
         return sorted(graph, key=index.__getitem__)
-    return sorted(graph, key=lambda node: (section[node], index[node]))
+    return sorted(graph, key=lambda node: (section[node.structure], index[node]))
 
 
-def order_by_section(order: Sequence[Node], section: dict[Node, int]) -> list[Node]:
+def order_by_section(order: Sequence[Node], section: dict[Structure, int]) -> list[Node]:
     """``order`` (a post-order) sorted by section, post-order within each.
 
     The same order as ``topological_order(graph, section)``; Python's sort
     is stable, so ties keep their post-order positions.
     """
-    return sorted(order, key=section.__getitem__)
+    return sorted(order, key=lambda node: section[node.structure])
 
 
 def _in_order(nodes: nx.DiGraph | Iterable[Node]) -> Iterable[Node]:
@@ -107,8 +112,8 @@ def ancestors_and_self(graph: nx.DiGraph, nodes: Iterable[Node]) -> set[Node]:
     return result
 
 
-def assign_sections(order: nx.DiGraph | Sequence[Node], roots: Sequence[tuple]) -> dict[Node, int]:
-    """Section index of each node: the earliest section whose roots need it.
+def assign_sections(order: nx.DiGraph | Sequence[Node], roots: Sequence[tuple]) -> dict[Structure, int]:
+    """Section index of each node, by its structure: the earliest section whose roots need it.
 
     ``order`` is ``post_order`` of the roots' nodes (or their graph);
     ``roots`` are ``(name, node, section)`` triples, sections named as in
@@ -118,16 +123,16 @@ def assign_sections(order: nx.DiGraph | Sequence[Node], roots: Sequence[tuple]) 
     reached.
     """
     from tapegraph.compile.tape import SECTIONS
-    section_of: dict[Node, int] = {}
+    section_of: dict[Structure, int] = {}
     for _, node, section in roots:
         rank = SECTIONS.index(section)
-        if rank < section_of.get(node, len(SECTIONS)):
-            section_of[node] = rank
+        if rank < section_of.get(node.structure, len(SECTIONS)):
+            section_of[node.structure] = rank
     for node in reversed(list(_in_order(order))):
-        rank = section_of[node]
+        rank = section_of[node.structure]
         for operand in node.inputs:
-            if rank < section_of.get(operand, len(SECTIONS)):
-                section_of[operand] = rank
+            if rank < section_of.get(operand.structure, len(SECTIONS)):
+                section_of[operand.structure] = rank
     return section_of
 
 
@@ -141,7 +146,7 @@ def check_names(nodes: nx.DiGraph | Iterable[Node]) -> dict[str, Node]:
         if node.name is None:
             continue
         other = named.setdefault(node.name, node)
-        if other is not node and other != node:
+        if other.structure is not node.structure:
             if other.is_leaf and node.is_leaf and other.op is node.op and node.identity is not None:
                 raise GraphError(_leaf_declared_twice(other, node))
             raise GraphError(

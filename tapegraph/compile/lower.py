@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tapegraph.errors import AllocationError, GraphError
-from tapegraph.expr import CONST, ConstValue, Node
+from tapegraph.expr import CONST, ConstValue, Node, Structure
 from tapegraph.ops.registry import fold
 from tapegraph.shapes import substitute, symbols
 from tapegraph.compile.emit import Return, Root, concrete_static, emit_tape
@@ -43,25 +43,25 @@ def _check_sizes_known(order: Sequence[Node], sizes: Mapping[str, int]) -> None:
                     f"a {dim!r} dimension that the same results depend on, or use a fixed size")
 
 
-def fold_constants(order: Sequence[Node], shape_of: Mapping[Node, tuple[int, ...]],
-                   sizes: Mapping[str, int]) -> dict[Node, np.ndarray]:
-    """The value of every node computed from constants alone.
+def fold_constants(order: Sequence[Node], shape_of: Mapping[Structure, tuple[int, ...]],
+                   sizes: Mapping[str, int]) -> dict[Structure, np.ndarray]:
+    """The value of every node computed from constants alone, by its structure.
 
     Fills stay fills (``ops.registry.fold``): their arrays are read-only
     broadcast views of one number, written out only when a tape is bound.
     """
-    constants: dict[Node, ConstValue] = {}
+    constants: dict[Structure, ConstValue] = {}
     for node in order:
         if node.op is CONST:
-            constants[node] = node.value
-        elif not node.is_leaf and all(operand in constants for operand in node.inputs):
+            constants[node.structure] = node.value
+        elif not node.is_leaf and all(operand.structure in constants for operand in node.inputs):
             static = dict(concrete_static(node.static, sizes))
             try:
-                constants[node] = fold(node.op, [constants[operand] for operand in node.inputs], shape_of[node],
-                                       node.dtype, static)
+                constants[node.structure] = fold(node.op, [constants[operand.structure] for operand in node.inputs],
+                                                 shape_of[node.structure], node.dtype, static)
             except AllocationError as error:
                 raise AllocationError(f"{node.label}, folding constants: {error}") from None
-    return {node: constant.array for node, constant in constants.items()}
+    return {structure: constant.array for structure, constant in constants.items()}
 
 
 def lower(roots: Sequence[Root], sizes: Mapping[str, int], returns: Sequence[Return] | None = None) -> Tape:
@@ -77,14 +77,16 @@ def lower(roots: Sequence[Root], sizes: Mapping[str, int], returns: Sequence[Ret
     section_of = assign_sections(walked, roots)
     order = order_by_section(walked, section_of)
     _check_sizes_known(order, sizes)
-    shape_of = {node: substitute(node.shape, sizes) for node in order}
+    # the tables are keyed by node.structure (see tapegraph.compile.graph)
+    shape_of = {node.structure: substitute(node.shape, sizes) for node in order}
     folded = fold_constants(order, shape_of, sizes)
 
-    computed = [node for node in order if not node.is_leaf and node not in folded]
-    root_nodes = {node for name, node, _ in roots if name is not None}
-    needed = root_nodes | {operand for node in computed for operand in node.inputs}
-    kept = [node for node in order if node in needed or node in computed]
-    value_of = {node: number for number, node in enumerate(kept)}
+    computed = [node for node in order if not node.is_leaf and node.structure not in folded]
+    root_nodes = {node.structure for name, node, _ in roots if name is not None}
+    needed = root_nodes | {operand.structure for node in computed for operand in node.inputs}
+    needed.update(node.structure for node in computed)
+    kept = [node for node in order if node.structure in needed]
+    value_of = {node.structure: number for number, node in enumerate(kept)}
 
     plan = plan_buffers(kept, computed, folded, value_of, shape_of, root_nodes)
     tape = emit_tape(roots, kept, computed, folded, value_of, shape_of, section_of, plan, sizes, returns)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 import numpy as np
 
-from tapegraph.expr import HYPER, INPUT, PARAM, Node
+from tapegraph.expr import HYPER, INPUT, PARAM, Node, Structure
 from tapegraph.compile.tape import Buffer
 
 
@@ -51,41 +51,44 @@ class SlotPool:
 class BufferPlan:
     """Where every kept value lives."""
 
-    #: Slot of each value's node.
-    slot_of: dict[Node, int]
+    #: Slot of each value, by its node's structure.
+    slot_of: dict[Structure, int]
     #: The slots, each with the values that take turns in it.
     buffers: tuple[Buffer, ...]
 
 
-def plan_buffers(kept: Sequence[Node], computed: Sequence[Node], folded: Mapping[Node, np.ndarray],
-                 value_of: Mapping[Node, int], shape_of: Mapping[Node, tuple[int, ...]],
-                 root_nodes: set[Node]) -> BufferPlan:
-    """Assign a slot to each kept node, reusing slots of values no longer read."""
-    last_read: dict[Node, int] = {}
+def plan_buffers(kept: Sequence[Node], computed: Sequence[Node], folded: Mapping[Structure, np.ndarray],
+                 value_of: Mapping[Structure, int], shape_of: Mapping[Structure, tuple[int, ...]],
+                 root_nodes: set[Structure]) -> BufferPlan:
+    """Assign a slot to each kept node, reusing slots of values no longer read.
+
+    The tables are keyed by ``node.structure`` (see ``tapegraph.compile.graph``).
+    """
+    last_read: dict[Structure, int] = {}
     for position, node in enumerate(computed):
         for operand in node.inputs:
-            last_read[operand] = position
+            last_read[operand.structure] = position
 
     pool = SlotPool()
-    slot_of: dict[Node, int] = {}
+    slot_of: dict[Structure, int] = {}
     for node in kept:
-        if node.op is INPUT or node.op is PARAM or node.op is HYPER or node in folded:
+        if node.op is INPUT or node.op is PARAM or node.op is HYPER or node.structure in folded:
             # feeds and constants are never released: constants are written
             # once at bind time, feeds are the caller's
-            slot_of[node] = pool.take(shape_of[node], node.dtype, value_of[node])
+            slot_of[node.structure] = pool.take(shape_of[node.structure], node.dtype, value_of[node.structure])
 
     for position, node in enumerate(computed):
         op = node.op
-        dying = [operand for operand in dict.fromkeys(node.inputs)
+        dying = [operand for operand in dict.fromkeys(operand.structure for operand in node.inputs)
                  if last_read[operand] == position and operand not in root_nodes and operand not in folded]
         # ufunc-like kernels may write over an operand they are done with;
         # not for single values, where numpy's overlap handling costs more
         # (a copy, about 0.5 us per call) than an 8-byte buffer saves
-        in_place = op.elementwise and math.prod(shape_of[node]) > 1
+        in_place = op.elementwise and math.prod(shape_of[node.structure]) > 1
         if in_place:
             for operand in dying:
                 pool.release(slot_of[operand])
-        slot_of[node] = pool.take(shape_of[node], node.dtype, value_of[node])
+        slot_of[node.structure] = pool.take(shape_of[node.structure], node.dtype, value_of[node.structure])
         if not in_place:
             for operand in dying:
                 pool.release(slot_of[operand])

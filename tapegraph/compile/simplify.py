@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tapegraph.expr import CONST, Node, const, origin_scope
+from tapegraph.expr import CONST, Node, Structure, const, origin_scope
 from tapegraph.ops.elementwise import ADD, MUL, SUB
 from tapegraph.compile.emit import Root
 from tapegraph.compile.graph import post_order
@@ -40,13 +40,13 @@ def _single_value(node: Node, dtype: str) -> Node | None:
     return node
 
 
-def _decayed_update(node: Node, users: dict[Node, int]) -> Node | None:
+def _decayed_update(node: Node, users: dict[Structure, int]) -> Node | None:
     """``(1 - c) * a - t`` for ``node`` = ``a - (c * a + t)`` (either order of
     the sum and of the product), else None."""
     if node.op is not SUB:
         return None
     a, total = node.inputs
-    if total.op is not ADD or users.get(total, 0) != 1:
+    if total.op is not ADD or users.get(total.structure, 0) != 1:
         return None
     same = {(item.shape, item.dtype) for item in (node, a, total, *total.inputs)}
     if len(same) != 1 or np.dtype(node.dtype).kind != "f":
@@ -55,8 +55,8 @@ def _decayed_update(node: Node, users: dict[Node, int]) -> Node | None:
         if product.op is not MUL:
             continue
         first, second = product.inputs
-        factor = _single_value(second, node.dtype) if first == a else \
-            _single_value(first, node.dtype) if second == a else None
+        factor = _single_value(second, node.dtype) if first.structure is a.structure else \
+            _single_value(first, node.dtype) if second.structure is a.structure else None
         if factor is None:
             continue
         with origin_scope(node.origin):
@@ -69,12 +69,13 @@ def _decayed_update(node: Node, users: dict[Node, int]) -> Node | None:
 def simplify(roots: Sequence[Root]) -> list[Root]:
     """The roots with each rewrite applied (see the module docstring)."""
     named = [node for name, node, _ in roots if name is not None]
-    users: dict[Node, int] = {}
+    # keyed by structure, as the lowering's tables are (see tapegraph.compile.graph)
+    users: dict[Structure, int] = {}
     for node in post_order(named):
-        for operand in set(node.inputs):
+        for operand in {operand.structure for operand in node.inputs}:
             users[operand] = users.get(operand, 0) + 1
     for node in named:  # a result is a use too
-        users[node] = users.get(node, 0) + 1
+        users[node.structure] = users.get(node.structure, 0) + 1
     rewritten = []
     changed = False
     for name, node, section in roots:
@@ -84,5 +85,5 @@ def simplify(roots: Sequence[Root]) -> list[Root]:
         rewritten.append((name, node, section))
     if not changed:
         return rewritten
-    needed = set(post_order(node for name, node, _ in rewritten if name is not None))
-    return [root for root in rewritten if root[0] is not None or root[1] in needed]
+    needed = {node.structure for node in post_order(node for name, node, _ in rewritten if name is not None)}
+    return [root for root in rewritten if root[0] is not None or root[1].structure in needed]

@@ -272,13 +272,15 @@ def _gradients(objective: Node, wrt: Sequence[Node]) -> list[Node]:
 
 def _node_kind(node: Node, is_forward: bool, objective: Node, outputs: Mapping[str, Node],
                gradient_nodes: Sequence[Node]) -> str:
+    # "the same expression" is asked of the structures: == would build an
+    # equal node for each pair (see Node.structural_truth)
     if node.is_leaf:
         return node.op.name
-    if node == objective:
+    if objective is not None and node.structure is objective.structure:
         return "objective"
     if not is_forward:
-        return "gradient" if node in gradient_nodes else "reverse"
-    if any(node == output for output in outputs.values()):
+        return "gradient" if any(node.structure is gradient.structure for gradient in gradient_nodes) else "reverse"
+    if any(node.structure is output.structure for output in outputs.values()):
         return "output"
     return "op"
 

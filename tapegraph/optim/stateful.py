@@ -273,8 +273,10 @@ def _same_form(first: _Owner, second: _Owner) -> bool:
     """Two owners of one rule, flags and donation over equal programs (say, a
     program and its unpickled copy): their states are interchangeable."""
     one, other = first.optimizer.program, second.optimizer.program
+    # the same expressions: their structures are one token (== on nodes builds a comparison)
     return (first.plan.kind == second.plan.kind
-            and (one is other or one.objective == other.objective and one.wrt == other.wrt))
+            and (one is other or one.objective.structure is other.objective.structure
+                 and [node.structure for node in one.wrt] == [node.structure for node in other.wrt]))
 
 
 class SGD(Optimizer):

@@ -379,12 +379,14 @@ class Node:
         return self._hash
 
     def __reduce__(self) -> tuple:
-        # rebuild through the constructor: the copy finds its structure's
+        # rebuilt through the constructor: the copy finds its structure's
         # token, where a copied token would make it unequal to the original;
         # a leaf keeps its identity, so a copy of a model (pickle, deepcopy)
-        # holds the same parameters as the original, each still distinct
-        return (Node, (self.op, self.inputs, self.static, self.shape, self.dtype, self.name, self.value, self.origin,
-                       self.identity, self.structural_truth))
+        # holds the same parameters as the original, each still distinct.
+        # The whole graph goes as one flat list (inputs by position): pickled
+        # node by node, nested, a chain of a few hundred ops would pass the
+        # recursion limit of pickle and deepcopy.
+        return (_rebuilt, (_flattened(self),))
 
     @property
     def ndim(self) -> int:
@@ -539,6 +541,35 @@ class Node:
         """The value converted to the float ``dtype`` (``tg.cast``)."""
         from tapegraph import ops
         return ops.cast(self, dtype)
+
+
+def _flattened(root: Node) -> tuple[tuple, ...]:
+    """Every node ``root`` depends on, each object once and after its operands,
+    as the fields of its constructor with its inputs given by position (``_rebuilt``)."""
+    position: dict[int, int] = {}
+    records: list[tuple] = []
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if id(node) in position:
+            continue
+        if expanded:
+            position[id(node)] = len(records)
+            records.append((node.op, tuple(position[id(operand)] for operand in node.inputs), node.static,
+                            node.shape, node.dtype, node.name, node.value, node.origin, node.identity,
+                            node.structural_truth))
+            continue
+        stack.append((node, True))
+        stack.extend((operand, False) for operand in reversed(node.inputs) if id(operand) not in position)
+    return tuple(records)
+
+
+def _rebuilt(records: tuple[tuple, ...]) -> Node:
+    """The last node of ``_flattened``'s records, each built again from its fields."""
+    nodes: list[Node] = []
+    for op, inputs, *fields in records:
+        nodes.append(Node(op, tuple(nodes[index] for index in inputs), *fields))
+    return nodes[-1]
 
 
 #: ``tapegraph.ops.comparison.compare_expression``, which ``==`` and ``!=``

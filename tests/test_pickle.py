@@ -165,6 +165,38 @@ def test_pickles_naming_the_single_module_paths_of_before_the_split_still_load(f
     _same_bits(_params_of(copied_state), _params_of(expected_state))
 
 
+def test_deep_graphs_pickle_and_deepcopy_at_the_default_recursion_limit():
+    # a chain of 2,000 ops and a 1,000-layer MLP: each node pickled with
+    # its operands nested would pass the recursion limit of pickle and of
+    # copy.deepcopy at a few hundred ops
+    assert sys.getrecursionlimit() <= 1000
+    x = tg.param("x", shape=(3,))
+    chain = x
+    for index in range(2000):
+        chain = tg.tanh(chain) if index % 2 else chain * 1.001
+    h = tg.input("h", shape=(2,))
+    layers = []
+    for index in range(1000):
+        layers.append(tg.param(f"W{index}", shape=(2, 2)))
+        h = tg.tanh(layers[-1] @ h)
+    for objective, wrt, params, inputs in [
+            (tg.sum(chain), [x], {"x": np.array([0.1, -0.2, 0.3])}, {}),
+            (tg.sum(h), layers[:3], {f"W{index}": np.eye(2) * 0.9 for index in range(1000)}, {"h": np.ones(2)})]:
+        program = tg.compile(objective, wrt=wrt)
+        copy_ = pickle.loads(pickle.dumps(program))
+        value, grads = program.value_and_grad(params, inputs)
+        copied_value, copied_grads = copy_.value_and_grad(params, inputs)
+        assert copied_value == value
+        for name in grads:
+            np.testing.assert_array_equal(copied_grads[name], grads[name])
+        deep = copy.deepcopy(objective)
+        assert deep is not objective and bool(deep == objective) and deep.origin == objective.origin
+    # shared subexpressions stay shared: one object each in the copy
+    shared = tg.exp(x)
+    both = pickle.loads(pickle.dumps(shared + shared))
+    assert both.inputs[0] is both.inputs[1]
+
+
 def test_a_program_with_a_user_op_pickles_by_the_ops_registered_name():
     from test_custom_op import SOFTSIGN
     w = tg.param("w", shape=(3,))

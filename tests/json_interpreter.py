@@ -122,7 +122,11 @@ def run_json(data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> dict[
             machine.slots[feed["slot"]][...] = array
             machine.occupant[feed["slot"]] = feed["value"]
     for constant in data["constants"]:
-        array = decode_array(constant["values"], constant["shape"], constant["dtype"])
+        if constant["fill"] is not None:
+            array = np.full(tuple(constant["shape"]), _NON_FINITE.get(constant["fill"], constant["fill"]),
+                            dtype=constant["dtype"])
+        else:
+            array = decode_array(constant["values"], constant["shape"], constant["dtype"])
         machine.slots[constant["slot"]][...] = array
         machine.occupant[constant["slot"]] = constant["value"]
         if constant["scalar"]:

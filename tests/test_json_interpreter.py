@@ -156,6 +156,26 @@ def test_random_graphs_run_from_their_json(focus, data):
         _check_every_kind(program, params, inputs, f"{focus} graph, batch {size}")
 
 
+def test_a_constant_of_one_number_is_exported_as_that_number(rng):
+    # the gradient of a sum over a large parameter is one number broadcast:
+    # written out, the export of a 1000 x 1000 parameter's tape was 5 MB
+    w = tg.param("w", shape=(1000, 1000))
+    program = tg.compile(tg.sum(w * 2.0) + tg.sum(tg.square(w[:2, :3])), wrt=[w])
+    data = _exported(program.tape())
+    fills = [constant for constant in data["constants"] if constant["fill"] is not None]
+    assert fills and all(constant["values"] is None for constant in fills)
+    assert len(dumps(data)) < 20_000
+    params = {"w": rng.standard_normal((1000, 1000))}
+    value, grads = program.value_and_grad(params)
+    from_json = run_json(data, params)
+    _assert_close(from_json["objective"], value, "large fill: objective")
+    _assert_close(from_json["grad w"], grads["w"], "large fill: gradient")
+    # a constant of several different numbers is written out in full
+    small = tg.compile(tg.sum(tg.param("v", shape=(3,)) * tg.const(np.array([1.0, 2.0, 3.0]))), wrt=[])
+    (written,) = [constant for constant in _exported(small.tape()).get("constants") if constant["shape"] == [3]]
+    assert written["fill"] is None and written["values"] == [1.0, 2.0, 3.0]
+
+
 def _reuse_too_early(data: dict) -> dict:
     """The export with one buffer reused while its value is still to be read.
 

@@ -168,12 +168,29 @@ def _shape(shape: Sequence[int]) -> list[int]:
 
 
 def _constant(slot: int, value: int, array: np.ndarray, label: str, scalar: bool) -> dict[str, Any]:
+    fill = _fill_of(array)
     return {
         "slot": slot, "value": value, "label": label, "shape": _shape(array.shape), "dtype": array.dtype.name,
-        "scalar": scalar, "values": json_value(array),
+        "scalar": scalar, "fill": None if fill is None else json_value(fill),
+        "values": json_value(array) if fill is None else None,
         "min": json_value(array.min()) if array.size else None,
         "max": json_value(array.max()) if array.size else None,
     }
+
+
+def _fill_of(array: np.ndarray) -> Any:
+    """The one number every entry of ``array`` holds (more than one entry), else None.
+
+    A constant of one number broadcast (the gradient of a sum of a large
+    parameter) is written as that number: as nested lists it would be the
+    whole array, 9 million numbers for a 3000 x 3000 parameter.
+    """
+    if array.size < 2:
+        return None
+    if not any(array.strides):  # a broadcast view: every entry is one number's memory
+        return array.flat[0]
+    first = array.flat[0]
+    return first if bool((array == first).all()) else None
 
 
 def _workspace(workspace: Workspace) -> dict[str, Any]:
@@ -247,7 +264,13 @@ TAPE_SCHEMA: dict[str, Any] = {
                                    "scalar": {"type": "boolean",
                                               "description": "also held as a Python float literal (a single "
                                                              "float64), used where an operand may be a number"},
-                                   "values": _ref("nested", "the entries as nested lists (a number for shape [])"),
+                                   "fill": {"description": "the one number every entry holds, for a "
+                                                           "constant of more than one entry that is all one "
+                                                           "number (then values is null)",
+                                            "anyOf": [{"type": "null"}, {"$ref": "#/$defs/scalar"}]},
+                                   "values": {"description": "the entries as nested lists (a number for shape "
+                                                             "[]), or null where fill gives them",
+                                              "anyOf": [{"type": "null"}, {"$ref": "#/$defs/nested"}]},
                                    "min": {"description": "smallest entry (null if empty)",
                                            "anyOf": [{"type": "null"}, {"$ref": "#/$defs/scalar"}]},
                                    "max": {"description": "largest entry (null if empty)",

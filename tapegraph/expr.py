@@ -49,6 +49,7 @@ import contextvars
 import hashlib
 import itertools
 import os
+import re
 import sys
 import threading
 import weakref
@@ -167,6 +168,28 @@ def origin_file(name: str) -> str | None:
     two files of that name declared nodes (then the name is ambiguous).
     """
     return _ORIGIN_FILES.get(name)
+
+
+def origin_location(text: str) -> tuple[str, int] | None:
+    """The user's file and line that ``text`` ends with, as Python ran the file.
+
+    ``text`` is an origin (``model.py:12``, ``grad of log at model.py:12``)
+    or an instruction's label (``log at model.py:12``), which name the file
+    alone; the file is the one ``origin_file`` knows by that name. None for
+    a text without a line (a named value, ``add at grad of w``) or whose
+    file is not known in this process (two files of that name declared
+    nodes, or a tape loaded from JSON).
+    """
+    at = len(text)
+    while at >= 0:
+        start = 0 if at == len(text) else at + 4
+        match = re.fullmatch(r"(.+):(\d+)", text[start:])
+        if match is not None:
+            filename = origin_file(match.group(1))
+            if filename is not None:
+                return filename, int(match.group(2))
+        at = text.rfind(" at ", 0, at)  # a file name with " at " in it
+    return None
 
 
 @contextlib.contextmanager

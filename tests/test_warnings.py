@@ -68,6 +68,26 @@ def test_forward_and_reverse_instructions_warn_at_the_line_that_declared_their_n
     assert shown.strip() == "logs = tg.log(w)"
 
 
+def test_folding_constants_warns_at_the_line_that_declared_the_node_and_keeps_numpys_settings():
+    def declare():
+        return tg.log(tg.const(np.array([-1.0, 0.0, 1.0])))
+    line = declare.__code__.co_firstlineno + 1
+    assert sorted(_runtime_warnings(declare)) == [("divide by zero encountered in log", __file__, line),
+                                                  ("invalid value encountered in log", __file__, line)]
+    with np.errstate(invalid="ignore"):
+        assert _runtime_warnings(declare) == [("divide by zero encountered in log", __file__, line)]
+    with np.errstate(divide="raise"), pytest.raises(FloatingPointError):
+        declare()
+    # a fold inside differentiation (d(w / c)/dw = 1 / c, both constants)
+    # names the line that declared the division, as the gradient's label does
+    c = tg.const(np.array([0.0, 2.0]))
+    w = tg.param("w", shape=(2,))
+    objective = tg.sum(w / c)
+    division_line = _line() - 1
+    found = _runtime_warnings(lambda: tg.grad(objective, w))
+    assert found == [("divide by zero encountered in divide", __file__, division_line)]
+
+
 def test_an_optimizers_update_warns_at_the_line_that_made_the_optimizer():
     w = tg.param("w", shape=(2,))
     program = tg.compile(tg.sum(w), wrt=[w])

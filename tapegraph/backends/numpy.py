@@ -27,7 +27,7 @@ import numpy as np
 from tapegraph.errors import NonFiniteError, TapeError
 from tapegraph.backends.codegen import body, identifiers, kernel_functions, tape_ops, view_of, workspace_name
 from tapegraph.compile.tape import Buffer, Tape
-from tapegraph.expr import origin_file
+from tapegraph.expr import origin_location
 from tapegraph.ops.registry import allocate
 from tapegraph.shapes import array_type
 
@@ -348,15 +348,7 @@ def instruction_origin(label: str) -> tuple[str, int] | None:
     ``add at grad of w``) or whose file is not known in this process (two
     files of that name declared nodes, or the tape was loaded from JSON).
     """
-    at = label.rfind(" at ")
-    while at >= 0:
-        match = re.fullmatch(r"(.+):(\d+)", label[at + 4:])
-        if match is not None:
-            filename = origin_file(match.group(1))
-            if filename is not None:
-                return filename, int(match.group(2))
-        at = label.rfind(" at ", 0, at)  # a file name with " at " in it
-    return None
+    return origin_location(label)
 
 
 def user_lines(tape: Tape, spans: Sequence[tuple[int, int, int]]) -> tuple[str | None, dict[int, int]]:

@@ -23,19 +23,21 @@ backend only; compiling it natively raises ``OpError`` naming the op.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import keyword
 import linecache
 import os
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 
 from tapegraph.errors import AllocationError, OpError, ShapeError
-from tapegraph.expr import CONST, ConstValue, Node, caller_origin, const, refuse_name_comparison
+from tapegraph.expr import CONST, ConstValue, Node, caller_origin, const, origin_location, refuse_name_comparison
 from tapegraph.shapes import Shape, format_type, is_concrete
 
 #: ``shape_rule(*input_nodes, **static) -> (shape, dtype)``; raises ValueError.
@@ -566,7 +568,9 @@ def apply(op: Op, *operands: Any, name: str | None = None, **static: Any) -> Nod
         # fold now, so that rules building on this node see a constant
         # (x * 1 and x + 0 simplify; gradients of constants vanish)
         try:
-            value = fold(op, [node.value for node in nodes], tuple(shape), dtype, static)
+            # in numpy's words: a ufunc kernel's name (divide, not div)
+            with _warnings_at(origin, op.kernel.__name__ if isinstance(op.kernel, np.ufunc) else op.name):
+                value = fold(op, [node.value for node in nodes], tuple(shape), dtype, static)
         except AllocationError as error:
             operand_text = ", ".join(_describe(node) for node in nodes)
             raise AllocationError(f"{op.name}({operand_text}) at {origin}, folding constants: {error}") from None
@@ -576,6 +580,34 @@ def apply(op: Op, *operands: Any, name: str | None = None, **static: Any) -> Nod
     if op.rewrite is not None and name is None:
         return op.rewrite(node)
     return node
+
+
+#: What ``warnings`` keeps to show each folding warning once per line, as
+#: a module's ``__warningregistry__`` does.
+_FOLDING_WARNINGS: dict = {}
+
+
+@contextlib.contextmanager
+def _warnings_at(origin: str, op_name: str) -> Iterator[None]:
+    """numpy's floating-point warnings inside the block, said at ``origin``, the user's line.
+
+    Constant folding runs the op's kernel inside tapegraph, so numpy's own
+    warning would name a line of tapegraph's; numpy's error state instead
+    calls back for each kind it would warn of (kinds set to ignore or
+    raise keep their setting), and the warning is issued after the block,
+    in numpy's words, at the line that declared the node.
+    """
+    location = origin_location(origin)
+    if location is None:
+        yield
+        return
+    kinds: list[str] = []
+    modes = {kind: "call" if mode == "warn" else mode for kind, mode in np.geterr().items()}
+    with np.errstate(**modes, call=lambda kind, flag: kinds.append(kind)):
+        yield
+    for kind in dict.fromkeys(kinds):
+        warnings.warn_explicit(f"{kind} encountered in {op_name}", RuntimeWarning, *location,
+                               registry=_FOLDING_WARNINGS)
 
 
 def _promote(nodes: tuple[Node, ...]) -> tuple[Node, ...]:

@@ -17,7 +17,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from tapegraph.errors import CallError, GraphError, NonFiniteError
+from tapegraph.errors import CallError, GraphError, NonFiniteError, TapeError
 from tapegraph.expr import HYPER, INPUT, PARAM, Node
 from tapegraph.shapes import symbols
 from tapegraph.inspect.dump import format_tape
@@ -518,7 +518,12 @@ class Program:
         native = self._map_natively(plan, params, rows)
         done = 0 if native is None else native[1]
         # one run per step, as a backend may replace: the loop is the meaning
-        results = [plan.enter(params, rows.inputs(index)) for index in range(done, len(rows.steps))]
+        results = []
+        for index in range(done, len(rows.steps)):
+            try:
+                results.append(plan.enter(params, rows.inputs(index)))
+            except TapeError as error:  # a kernel failed, or check mode stopped: say at which step
+                raise rows.failed(index, error) from error.__cause__
         if native is not None:
             if not results:
                 return {name: native[0][name] for name in names}
@@ -555,13 +560,7 @@ class Program:
         # the first step's arguments checked, and the step specialised, as a call would
         executable, arrays = self._prepare(plan, params, rows.inputs(0))
         fixed = {name: array for (name, kind, _), array in zip(plan.feed_names, arrays) if kind != "input"}
-        batch = rows.batch_size
-
-        def where(step: int) -> str:
-            chosen = rows.steps[step]
-            shown = f"row {chosen}" if batch is None else f"rows {chosen[:8].tolist()}" + ("..." if len(chosen) > 8 else "")
-            return f"map: step {step} ({shown})"
-        return executable.map(fixed, dict(rows.arrays), rows.order, steps, batch, where), steps
+        return executable.map(fixed, dict(rows.arrays), rows.order, steps, rows.batch_size, rows.where), steps
 
     def _default_outputs(self) -> tuple[str, ...]:
         """What ``run`` computes when not told: the objective (if any), then every output."""

@@ -160,3 +160,23 @@ def test_bad_epochs_are_refused_before_any_step_runs():
         batched.epoch(params, data)
     with pytest.raises(tg.CallError, match="batch_size must be a positive integer"):
         batched.epoch(params, data, batch_size=0)
+
+
+def test_a_step_that_fails_midway_is_named_with_its_rows_and_keeps_its_error_class():
+    z = tg.input("z", shape=(3,))
+    y = tg.input("y", shape=(), dtype="int64")
+    w = tg.param("w", shape=(3,))
+    program = tg.compile(tg.cross_entropy(w * z, y), wrt=[w], outputs={"ce": tg.cross_entropy(z, y)})
+    data = {"z": np.zeros((4, 3)), "y": np.array([0, 1, 5, 2])}
+    with pytest.raises(tg.TapeError, match=r"^sgd epoch: step 1 \(row 2\): forward instruction \d+ failed "
+                                           r"\(IndexError: label 5 is outside 0\.\.2\)"):
+        tg.sgd(program, 0.1).epoch({"w": np.ones(3)}, data, order=np.array([0, 2, 1]))
+    with pytest.raises(tg.TapeError, match=r"^adam epoch: step 2 \(row 2\): forward instruction"):
+        optimizer = tg.adam(program)
+        optimizer.epoch(optimizer.init({"w": np.ones(3)}), data)
+    with pytest.raises(tg.TapeError, match=r"^map: step 2 \(row 2\): forward instruction"):
+        program.map({"w": np.ones(3)}, data, outputs=["ce"])
+    # check mode's error stays a NonFiniteError, named with its step
+    finite = {"z": np.array([[1.0, 2.0, 3.0], [np.inf, 0.0, 0.0]]), "y": np.array([0, 1])}
+    with tg.check_finite(), pytest.raises(tg.NonFiniteError, match=r"^sgd epoch: step 1 \(row 1\): forward instruction"):
+        tg.sgd(program, 0.1).epoch({"w": np.ones(3)}, finite)

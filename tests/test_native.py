@@ -600,12 +600,13 @@ def test_a_bad_label_in_the_data_of_a_native_map_is_refused_before_any_step_runs
                         lambda text, kind: pytest.fail("a native map was made") if kind == "map" else load(text, kind))
     bad = {"x": data["x"], "y": data["y"].copy()}
     bad["y"][6] = 7
-    with pytest.raises(TapeError) as expected:
+    # both name the step and its row; the numpy map gets there row by row
+    with pytest.raises(TapeError, match=r"^map: step 6 \(row 6\): forward instruction") as expected:
         numpy_program.map(params, bad)
     with pytest.raises(TapeError, match=r"^map: step 6 \(row 6\), refused before the map's first step ran: "
                        r"forward instruction \d+ failed \(IndexError: label 7") as refused:
         native_program.map(params, bad)
-    assert str(refused.value).endswith(str(expected.value))
+    assert str(refused.value).endswith(str(expected.value).removeprefix("map: step 6 (row 6): "))
     x = tg.input("x", shape=("batch", 2))
     y = tg.input("y", shape=("batch",), dtype="int64")
     W = tg.param("W", shape=(3, 2))

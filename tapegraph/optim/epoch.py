@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tapegraph.errors import CallError
+from tapegraph.errors import CallError, TapeError
 from tapegraph.program import Program
 from tapegraph.shapes import symbols
 
@@ -139,6 +139,19 @@ class _EpochPlan:
         rows = self.steps[index]
         return {name: array[rows] for name, array in self.arrays}
 
+    def where(self, step: int) -> str:
+        """``sgd epoch: step 3 (row 17)``: what an error names a step by, with its rows (the first 8 of a batch)."""
+        chosen = self.steps[step]
+        if self.batch_size is None:
+            shown = f"row {chosen}"
+        else:
+            shown = f"rows {chosen[:8].tolist()}" + ("..." if len(chosen) > 8 else "")
+        return f"{self.owner}: step {step} ({shown})"
+
+    def failed(self, step: int, error: TapeError) -> TapeError:
+        """``error`` (raised running ``step``) said again with the step and its rows first, of its own class."""
+        return type(error)(f"{self.where(step)}: {error}")
+
     def first_inputs(self) -> dict[str, Any]:
         """The first step's inputs, gathered alone (a native epoch checks them; its steps read the data)."""
         if not self.batched:
@@ -156,7 +169,10 @@ def _run_epoch(step: Callable, state: Any, rows: _EpochPlan, progress: bool) -> 
     every = max(1, count // 10)
     started = time.perf_counter()
     for index in range(count):
-        state, objectives[index] = step(state, rows.inputs(index))
+        try:
+            state, objectives[index] = step(state, rows.inputs(index))
+        except TapeError as error:  # a kernel failed, or check mode stopped: say at which step
+            raise rows.failed(index, error) from error.__cause__
         if progress and ((index + 1) % every == 0 or index + 1 == count):
             print(f"{rows.owner}: step {index + 1}/{count}, objective {objectives[index]:.6g}, "
                   f"{time.perf_counter() - started:.2f} s", file=sys.stderr)
@@ -209,11 +225,7 @@ def _native_epoch(optimizer: Any, params: Mapping[str, Any], slots: Mapping[str,
     batch = rows.batch_size
     data = dict(rows.arrays)
 
-    def where(step: int) -> str:
-        chosen = rows.steps[step]
-        shown = f"row {chosen}" if batch is None else f"rows {chosen[:8].tolist()}" + ("..." if len(chosen) > 8 else "")
-        return f"{rows.owner}: step {step} ({shown})"
-    objectives = executable.epoch(state, fixed, data, rows.order, steps, batch, table, hyper_names, where)
+    objectives = executable.epoch(state, fixed, data, rows.order, steps, batch, table, hyper_names, rows.where)
     return state, objectives, steps
 
 

@@ -225,7 +225,8 @@ def test_json_matches_the_tape_it_exports(capsys):
     assert [item["output"] for item in data["instructions"]] == [instruction.output for instruction in tape.instructions]
     assert {item["name"]: [item["slot"], item["value"]] for item in data["results"]} == {
         name: list(place) for name, place in tape.results.items()}
-    assert data["workspace_bytes"] == 144 and data["workspaces"][0]["instruction"] == 5
+    # a batch of one row: cross_entropy and its gradient run in Python floats, with no workspace
+    assert data["workspace_bytes"] == 0 and data["workspaces"] == [] and not tape.workspaces
     assert data["instructions"][0]["static"] == {"transpose_a": False, "transpose_b": True}
 
 

@@ -293,63 +293,73 @@ def test_comparing_an_op_record_with_a_name_is_an_error_not_false():
     assert node.op == REGISTRY["tanh"] and node.op != REGISTRY["exp"] and node.op.name == "tanh"
 
 
-@pytest.mark.parametrize("classes", [1, 3, 16])
-def test_one_example_kernels_in_floats_match_their_array_form(classes):
-    """The Python-float path of cross_entropy and softmax_minus_onehot (one
-    row of few classes) computes what the array path computes, the scale
-    given as a number to one and as a 0-d array to the other."""
+def _by_arrays(op, operands, axis, shape):
+    """``op``'s kernel on ``operands``, a batch of two rows: the array path."""
     from tapegraph.ops.registry import allocate_workspace
-    from tapegraph.ops.softmax import (
-        FEW_CLASSES, _cross_entropy_kernel, _cross_entropy_workspace, _label_specialize, _softmax_minus_onehot_kernel,
-        _softmax_minus_onehot_workspace,
-    )
-    assert _label_specialize([(classes,), ()], ()) == {"floats": classes <= FEW_CLASSES}
+    shapes = [np.shape(operand) for operand in operands]
+    derived = op.specialize(shapes, shape, axis=axis)
+    assert derived == {"floats": False}
+    out = np.empty(shape)
+    op.kernel(*operands, out, axis=axis, **derived, **allocate_workspace(op.workspace(shapes, shape, "float64", axis=axis)))
+    return out
+
+
+def _by_floats(op, operands, axis, shape):
+    """``op``'s kernel on ``operands``, one row: the Python-float path."""
+    shapes = [np.shape(operand) for operand in operands]
+    assert op.specialize(shapes, shape, axis=axis) == {"floats": True}
+    assert op.workspace(shapes, shape, "float64", axis=axis) == {}
+    out = np.empty(shape)
+    op.kernel(*operands, out, axis=axis, floats=True)
+    return out
+
+
+@pytest.mark.parametrize("classes", [1, 3, 16])
+def test_one_row_label_kernels_in_floats_match_their_array_form(classes):
+    """The Python-float path of cross_entropy and softmax_minus_onehot (one
+    row of few classes: one example, or a batch of one) computes what the
+    array path computes on a batch of two rows, the scale given as a number
+    to one and as a 0-d array to the other."""
+    from tapegraph.ops.softmax import CROSS_ENTROPY, FEW_CLASSES, SOFTMAX_MINUS_ONEHOT, _label_specialize
     assert _label_specialize([(FEW_CLASSES + 1,), ()], ()) == {"floats": False}
-    z = np.random.default_rng(classes).normal(size=classes) * 30.0
+    assert _label_specialize([(1, 3), (1,)], (1,), axis=1) == {"floats": True}
+    assert _label_specialize([(2, 3), (2,)], (2,), axis=1) == {"floats": False}
+    assert _label_specialize([(3, 1), (1,)], (1,), axis=0) == {"floats": True}  # the classes down a column
+    rng = np.random.default_rng(classes)
+    z = rng.normal(size=classes) * 30.0
     for label in range(classes):
         label = np.array(label)
-        by_floats, by_arrays = np.empty(()), np.empty(())
-        _cross_entropy_kernel(z, label, by_floats, floats=True)
-        # the array path, on a batch of this one row
-        rows, labels, by_arrays = z[np.newaxis], label[np.newaxis], np.empty(1)
-        scratch = _cross_entropy_workspace([rows.shape, labels.shape], (1,), "float64", axis=1)
-        _cross_entropy_kernel(rows, labels, by_arrays, axis=1, **allocate_workspace(scratch))
-        np.testing.assert_allclose(by_floats, by_arrays[0], rtol=1e-14, atol=1e-14)
-        gradient_floats, gradient_arrays = np.empty(classes), np.empty((1, classes))
-        _softmax_minus_onehot_kernel(z, label, 0.5, gradient_floats, floats=True)
-        scratch = _softmax_minus_onehot_workspace([rows.shape, labels.shape], (1, classes), "float64", axis=1)
-        _softmax_minus_onehot_kernel(rows, labels, np.array(0.5), gradient_arrays, axis=1, **allocate_workspace(scratch))
-        gradient_arrays = gradient_arrays[0]
-        np.testing.assert_allclose(gradient_floats, gradient_arrays, rtol=1e-14, atol=1e-15)
+        two = np.stack([z, rng.normal(size=classes)]), np.array([label, 0])
+        expected = _by_arrays(CROSS_ENTROPY, two, 1, (2,))[0]
+        np.testing.assert_allclose(_by_floats(CROSS_ENTROPY, (z, label), 0, ()), expected, rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(_by_floats(CROSS_ENTROPY, (z[None], label[None]), 1, (1,))[0], expected,
+                                   rtol=1e-14, atol=1e-14)
+        expected = _by_arrays(SOFTMAX_MINUS_ONEHOT, (*two, np.array(0.5)), 1, (2, classes))[0]
+        np.testing.assert_allclose(_by_floats(SOFTMAX_MINUS_ONEHOT, (z, label, 0.5), 0, (classes,)), expected,
+                                   rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(_by_floats(SOFTMAX_MINUS_ONEHOT, (z[None], label[None], 0.5), 1, (1, classes))[0],
+                                   expected, rtol=1e-14, atol=1e-15)
     for bad in (-1, classes):
         with pytest.raises(IndexError, match=rf"label {bad} is outside 0\.\.{classes - 1}"):
-            _cross_entropy_kernel(z, np.array(bad), np.empty(()), floats=True)
+            _by_floats(CROSS_ENTROPY, (z, np.array(bad)), 0, ())
         with pytest.raises(IndexError, match=rf"label {bad} is outside 0\.\.{classes - 1}"):
-            _softmax_minus_onehot_kernel(z, np.array(bad), 1.0, np.empty(classes), floats=True)
+            _by_floats(SOFTMAX_MINUS_ONEHOT, (z[None], np.array([bad]), 1.0), 1, (1, classes))
 
 
 @pytest.mark.parametrize("op_name", ["softmax", "log_softmax", "softmax_jvp"])
 @pytest.mark.parametrize("classes", [1, 3, 16])
 def test_one_row_softmax_kernels_in_floats_match_their_array_form(op_name, classes):
-    """softmax, log_softmax and softmax_jvp on one row of few entries run in
-    Python floats (no np.errstate per call); they compute what the array
-    path computes on that row as a batch of one, ties and a near one-hot
-    row included."""
+    """softmax, log_softmax and softmax_jvp on one row of few entries (a
+    vector, or a batch of one) run in Python floats (no np.errstate per
+    call); they compute what the array path computes on a batch of two
+    rows, ties and a near one-hot row included."""
     from tapegraph.ops import REGISTRY
-    from tapegraph.ops.registry import allocate_workspace
     op = REGISTRY[op_name]
     rng = np.random.default_rng(classes)
-    rows = [rng.normal(size=classes) * 30.0, np.full(classes, 2.0), np.arange(classes) * 40.0]
-    for z in rows:
+    for z in [rng.normal(size=classes) * 30.0, np.full(classes, 2.0), np.arange(classes) * 40.0]:
         operands = [z, rng.normal(size=classes)] if op_name == "softmax_jvp" else [z]
-        assert op.specialize([operand.shape for operand in operands], z.shape, axis=(0,)) == {"floats": True}
-        by_floats = np.empty(classes)
-        op.kernel(*operands, by_floats, axis=(0,), floats=True)
-        batch = [operand[np.newaxis] for operand in operands]
-        shapes = [operand.shape for operand in batch]
-        by_arrays = np.empty((1, classes))
-        derived = op.specialize(shapes, (1, classes), axis=(1,))
-        assert derived == {"floats": False}
-        scratch = allocate_workspace(op.workspace(shapes, (1, classes), "float64", axis=(1,)))
-        op.kernel(*batch, by_arrays, axis=(1,), **derived, **scratch)
-        np.testing.assert_allclose(by_floats, by_arrays[0], rtol=1e-14, atol=1e-15)
+        two = [np.stack([operand, rng.normal(size=classes)]) for operand in operands]
+        expected = _by_arrays(op, two, (1,), (2, classes))[0]
+        np.testing.assert_allclose(_by_floats(op, operands, (0,), (classes,)), expected, rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(_by_floats(op, [operand[None] for operand in operands], (1,), (1, classes))[0],
+                                   expected, rtol=1e-14, atol=1e-15)

@@ -48,14 +48,14 @@ def _same_shape_rule(z: Node, axis: tuple[int, ...]) -> tuple[Shape, str]:
 
 
 def _row_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
-    if _in_floats(in_shapes):
+    if _in_floats(in_shapes, axis):
         return {}
     row = tuple(1 if index in axis else dim for index, dim in enumerate(out_shape))
     return {"row": Scratch(row, dtype)}
 
 
 def _floats_specialize(in_shapes, out_shape, axis) -> dict[str, bool]:
-    return {"floats": _in_floats(in_shapes)}
+    return {"floats": _in_floats(in_shapes, axis)}
 
 
 # Kernels call ufunc methods (np.maximum.reduce, not np.max): the
@@ -75,6 +75,8 @@ def _shift_by_max(z: np.ndarray, axis: int | tuple[int, ...], top: np.ndarray, s
 def _softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], row: np.ndarray | None = None,
                     floats: bool = False) -> None:
     if floats:  # one row of a few entries: Python floats, without np.errstate's 0.7 us
+        if z.ndim != 1:  # a batch of one row (see _one_row)
+            z, out = _one_row(z), _one_row(out)
         values = z.tolist()
         top = _top_of(values)
         exponentials = [math.exp(value - top) for value in values]
@@ -91,7 +93,7 @@ def _softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], row: 
 
 
 def _log_softmax_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
-    if _in_floats(in_shapes):
+    if _in_floats(in_shapes, axis):
         return {}
     scratch = _row_workspace(in_shapes, out_shape, dtype, axis)
     scratch["count"] = Scratch(scratch["row"].shape, dtype)
@@ -128,6 +130,8 @@ def _log_softmax_kernel(z: np.ndarray, out: np.ndarray, axis: tuple[int, ...], r
                         count: np.ndarray | None = None, full: np.ndarray | None = None,
                         mask: np.ndarray | None = None, floats: bool = False) -> None:
     if floats:  # one row of a few entries: Python floats
+        if z.ndim != 1:  # a batch of one row (see _one_row)
+            z, out = _one_row(z), _one_row(out)
         values = z.tolist()
         top = _top_of(values)
         log_sum = _log_sum_of_shifted_values(values, top)
@@ -149,7 +153,7 @@ def _softmax_jvp_rule(z: Node, v: Node, axis: tuple[int, ...]) -> tuple[Shape, s
 
 
 def _softmax_jvp_workspace(in_shapes, out_shape, dtype, axis) -> dict[str, Scratch]:
-    if _in_floats(in_shapes):
+    if _in_floats(in_shapes, axis):
         return {}
     group = tuple(1 if index in axis else dim for index, dim in enumerate(out_shape))
     return {"group": Scratch(group, dtype), "count": Scratch(group, dtype), "shifted": Scratch(out_shape, dtype),
@@ -165,6 +169,8 @@ def _softmax_jvp_kernel(z: np.ndarray, v: np.ndarray, out: np.ndarray, axis: tup
     # of two numbers that agree to 1e-8, while (v_k - r) - sum_j p_j (v_j - r)
     # with r = v_k only sums the small terms, so every entry keeps its digits
     if floats:  # one row of a few entries: Python floats, in the passes below
+        if z.ndim != 1:  # a batch of one row (see _one_row)
+            z, v, out = _one_row(z), _one_row(v), _one_row(out)
         values, directions = z.tolist(), v.tolist()
         top = _top_of(values)
         exponentials = [math.exp(value - top) for value in values]
@@ -274,20 +280,40 @@ def _unpick_kernel(g: np.ndarray, index: np.ndarray, out: np.ndarray, depth: int
     out.put(flat, g)
 
 
-#: One example of at most this many classes is computed in Python floats:
+#: One row of at most this many classes is computed in Python floats:
 #: each numpy call costs a dispatch (0.2-0.5 us) worth dozens of float
 #: operations, and a few classes need only a few (measured in
 #: docs/performance.md); more classes are faster as array operations.
 FEW_CLASSES = 16
 
 
-def _in_floats(in_shapes) -> bool:
-    """True when a kernel over scores of ``in_shapes[0]`` runs in Python floats: one row of few classes."""
-    return len(in_shapes[0]) == 1 and in_shapes[0][0] <= FEW_CLASSES
+def _in_floats(in_shapes, axis: int | tuple[int, ...]) -> bool:
+    """True when a kernel over scores of ``in_shapes[0]`` runs in Python floats: one row of few classes.
+
+    One row: ``axis`` is one axis, of at most ``FEW_CLASSES`` entries, and
+    every other axis has one entry, as for one example (a vector) or a
+    batch of one (``(1, classes)``, an estimator's step with ``batch_size=1``).
+    """
+    shape = tuple(in_shapes[0])
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if len(axes) != 1 or not shape:
+        return False
+    classes = int(axes[0]) % len(shape)
+    return shape[classes] <= FEW_CLASSES and all(size == 1 for index, size in enumerate(shape) if index != classes)
 
 
 def _label_specialize(in_shapes, out_shape, axis: int = -1) -> dict[str, bool]:
-    return {"floats": _in_floats(in_shapes)}
+    return {"floats": _in_floats(in_shapes, axis)}
+
+
+def _one_row(array: np.ndarray) -> np.ndarray:
+    """The entries of an array holding one row (``(1, classes)``, ``(classes, 1)``...) as a vector.
+
+    For an output it is a view to write through: outputs are planned
+    buffers, C-contiguous, so ``reshape`` gives a view (of an operand it
+    may be a copy, which is as good).
+    """
+    return array.reshape(-1)
 
 
 def _top_of(values: list[float]) -> float:
@@ -381,7 +407,7 @@ def _flat_positions(label: np.ndarray, z_shape: tuple[int, ...], axis: int, offs
 
 
 def _cross_entropy_workspace(in_shapes, out_shape, dtype, axis: int) -> dict[str, np.ndarray | Scratch]:
-    if _in_floats(in_shapes):
+    if _in_floats(in_shapes, axis):
         return {}
     scratch = _label_workspace(in_shapes, out_shape, dtype, axis)
     for name in ("shifted", "exps", "mask"):
@@ -399,6 +425,8 @@ def _cross_entropy_kernel(z: np.ndarray, label: np.ndarray, out: np.ndarray, axi
     # as log(count of maxima) + log1p(rest) so that a near one-hot row
     # keeps every digit of its small cross-entropy
     if floats:  # one example, few classes: Python floats
+        if z.ndim != 1:  # a batch of one row (see _one_row); out[()] sets its one entry
+            z, label = _one_row(z), label.reshape(())
         values = z.tolist()
         index, top = _label_and_top(values, label)
         out[()] = _log_sum_of_shifted_values(values, top) - (values[index] - top)
@@ -439,7 +467,7 @@ def _softmax_minus_onehot_rule(z: Node, label: Node, scale: Node, axis: int) -> 
 
 
 def _softmax_minus_onehot_workspace(in_shapes, out_shape, dtype, axis: int) -> dict[str, np.ndarray | Scratch]:
-    if _in_floats(in_shapes):
+    if _in_floats(in_shapes, axis):
         return {}
     scratch = _label_workspace(in_shapes, out_shape, dtype, axis)
     scratch["picked"] = Scratch(scratch["offsets"].shape, dtype)
@@ -456,6 +484,8 @@ def _softmax_minus_onehot_kernel(z: np.ndarray, label: np.ndarray, scale: float 
     # off the label: p[label] - 1 would round to the spacing of floats
     # near 1 when p[label] is close to 1
     if floats:  # one example, few classes: Python floats
+        if z.ndim != 1:  # a batch of one row (see _one_row)
+            z, label, out = _one_row(z), label.reshape(()), _one_row(out)
         values = z.tolist()
         index, top = _label_and_top(values, label)
         # one loop, entries written one by one: for a few classes this is

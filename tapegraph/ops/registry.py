@@ -598,11 +598,12 @@ def _warnings_at(origin: str, op_name: str) -> Iterator[None]:
     in numpy's words, at the line that declared the node.
     """
     location = origin_location(origin)
-    if location is None:
+    settings = np.geterr()
+    if location is None or "call" in settings.values():  # a callback of the user's keeps its calls
         yield
         return
     kinds: list[str] = []
-    modes = {kind: "call" if mode == "warn" else mode for kind, mode in np.geterr().items()}
+    modes = {kind: "call" if mode == "warn" else mode for kind, mode in settings.items()}
     with np.errstate(**modes, call=lambda kind, flag: kinds.append(kind)):
         yield
     for kind in dict.fromkeys(kinds):

@@ -22,8 +22,10 @@ every trick that keeps the count of numpy calls down (each costs about
 - the multiclass step folds the step size into the exponent:
   exp(z - logsumexp(z) + log step_size) is step_size * softmax(z).
 
-Products use np.dot rather than np.matmul because its per-call overhead
-measured lower on these small arrays.
+Products are the arrays' own ``dot`` method (``W1.dot(x, out=h)``): it
+runs the product np.dot runs, and measured 0.12 us a call cheaper than
+np.dot, which first looks for ``__array_function__`` overrides, and
+cheaper still than np.matmul on these small arrays.
 
 Each step computes the same gradients as the homework graph; `grads` gives
 them for the last step (for bench/check_baselines.py), recovered from the
@@ -53,8 +55,8 @@ class Ridge:
         b = params["b"]
         data_step = self.data_step
 
-        residual = float(np.dot(x, w)) + float(b) - float(y)
-        objective = residual * residual + self.l2_reg * float(np.dot(w, w))
+        residual = float(x.dot(w)) + float(b) - float(y)
+        objective = residual * residual + self.l2_reg * float(w.dot(w))
 
         # d/dw = 2 r x + 2 l2_reg w, so w - step_size d/dw = (1 - 2 step_size l2_reg) w - 2 step_size r x.
         scaled = 2.0 * step_size * residual
@@ -95,7 +97,7 @@ class MLPRegression:
         self.one = np.ones(())  # 0-d operands (see the module's docstring)
         self.scaled = np.zeros(())
         # An (m, 1) view of the hidden pre-activation's step: the outer
-        # product with x is then np.dot of (m, 1) by (1, d), which measured
+        # product with x is then a dot of (m, 1) by (1, d), which measured
         # faster than a broadcasting np.multiply (2 vs 5 us for d = 400).
         self.step_b1_column = self.steps["b1"][:, np.newaxis]
         self.step_size = None
@@ -112,10 +114,10 @@ class MLPRegression:
         scratch_m = self.scratch_m
 
         # Forward: h = tanh(W1 x + b1), prediction = w2 . h + b2.
-        np.dot(W1, x, out=h)
+        W1.dot(x, out=h)
         np.add(h, b1, out=h)
         np.tanh(h, out=h)
-        residual = float(np.dot(w2, h)) + float(b2) - float(y)
+        residual = float(w2.dot(h)) + float(b2) - float(y)
         objective = residual * residual
 
         # Backward, scaled by the step size: d prediction = 2 r; d a = d prediction * w2 * (1 - h^2).
@@ -126,7 +128,7 @@ class MLPRegression:
         np.subtract(self.one, scratch_m, out=scratch_m)
         np.multiply(w2, scaled_0d, out=step_a)
         np.multiply(step_a, scratch_m, out=step_a)
-        np.dot(self.step_b1_column, x[np.newaxis, :], out=steps["W1"])
+        self.step_b1_column.dot(x[np.newaxis, :], out=steps["W1"])
         np.multiply(h, scaled_0d, out=step_w2)
 
         np.subtract(W1, steps["W1"], out=W1)
@@ -159,7 +161,7 @@ class Multiclass:
         self.scratch_m = np.zeros(m)
         self.one = np.ones(())  # 0-d operands (see the module's docstring)
         self.shift = np.zeros(())
-        # Column and row views so outer products are np.dot calls (see MLPRegression).
+        # Column and row views so outer products are dot calls (see MLPRegression).
         self.step_b1_column = self.steps["b1"][:, np.newaxis]
         self.step_b2_column = self.steps["b2"][:, np.newaxis]
         self.hidden_row = self.hidden[np.newaxis, :]
@@ -179,10 +181,10 @@ class Multiclass:
         label = int(y)
 
         # Forward: h = tanh(W1 x + b1), z = W2 h + b2.
-        np.dot(W1, x, out=h)
+        W1.dot(x, out=h)
         np.add(h, b1, out=h)
         np.tanh(h, out=h)
-        np.dot(W2, h, out=z)
+        W2.dot(h, out=z)
         np.add(z, b2, out=z)
 
         # The k scores as floats: log-sum-exp shifted by max(z) so exp cannot overflow.
@@ -197,12 +199,12 @@ class Multiclass:
         np.subtract(z, shift, out=step_z)
         np.exp(step_z, out=step_z)
         step_z[label] -= step_size
-        np.dot(self.step_b2_column, self.hidden_row, out=steps["W2"])
-        np.dot(step_z, W2, out=step_a)
+        self.step_b2_column.dot(self.hidden_row, out=steps["W2"])
+        step_z.dot(W2, out=step_a)
         np.square(h, out=scratch_m)
         np.subtract(self.one, scratch_m, out=scratch_m)
         np.multiply(step_a, scratch_m, out=step_a)
-        np.dot(self.step_b1_column, x[np.newaxis, :], out=steps["W1"])
+        self.step_b1_column.dot(x[np.newaxis, :], out=steps["W1"])
 
         np.subtract(W1, steps["W1"], out=W1)
         np.subtract(b1, step_a, out=b1)

@@ -3,7 +3,7 @@
 Each instruction becomes a line (or a few) of numpy calls on named arrays,
 with a comment naming the expression it came from::
 
-    v2 = np.dot(x, w)                             # %2 matmul at model.py:20
+    v2 = float(x.dot(w))                          # %2 matmul at model.py:20
     v4 = v2 + v3                                  # %4 prediction
     np.square(w, out=s8)                          # %8 square at model.py:21
 
@@ -215,7 +215,7 @@ class _Writer:
         operands = [self.operand(instruction, index) for index in range(len(instruction.input_values))]
         if destination.kind == "scalar":
             scalar = op.scalar_template(attributes).format(*operands, **attributes)
-            if "np." in scalar:
+            if _NUMPY_CALL.search(scalar):
                 # a numpy call gives a numpy scalar, whose arithmetic costs
                 # about twice a float's: every scalar value is a float
                 scalar = f"float({scalar})"
@@ -268,6 +268,11 @@ class _Writer:
             return target
         raise ValueError(f"unknown way to return a result: {how!r}")
 
+
+#: A call of numpy in a ``scalar`` template (``np.add.reduce(...)``, or a
+#: method of an array operand, ``{0}.dot({1})``): its value is a numpy
+#: scalar, not a float. (``abs({0})`` of a float is a float.)
+_NUMPY_CALL = re.compile(r"\bnp\.|\.\w+\(")
 
 #: A column or row view of a 1-D buffer, as templates write it (``outer``).
 _VIEW = re.compile(r"\b(s\d+)\[(:, None|None, :)\]")

@@ -79,11 +79,13 @@ def _matmul_source(transpose_a: bool, transpose_b: bool, swap: bool = False, bat
     if batched:
         return "np.matmul({0}%s, {1}%s, out={out})" % (".swapaxes(-1, -2)" if transpose_a else "",
                                                       ".swapaxes(-1, -2)" if transpose_b else "")
-    # np.dot equals np.matmul for vectors and matrices, and measured about
-    # 40% cheaper per call on the small arrays of per-example steps
+    # ndarray.dot equals np.matmul for vectors and matrices; on the small
+    # arrays of per-example steps it measured about 40% cheaper per call,
+    # and the method a further 0.12 us cheaper than np.dot, which first
+    # looks for __array_function__ overrides (the operands are arrays)
     if swap:
-        return "np.dot({1}, {0}, out={out})"
-    return "np.dot({0}%s, {1}%s, out={out})" % (".T" if transpose_a else "", ".T" if transpose_b else "")
+        return "{1}.dot({0}, out={out})"
+    return "{0}%s.dot({1}%s, out={out})" % (".T" if transpose_a else "", ".T" if transpose_b else "")
 
 
 def _matmul_vjp(g: Node, ans: Node, a: Node, b: Node, transpose_a: bool, transpose_b: bool):
@@ -352,7 +354,7 @@ def _outer_fill(a, b, in_shapes, out_shape):
 MATMUL = register(Op(
     name="matmul", operands=("a", "b"), attributes={"transpose_a": False, "transpose_b": False},
     normalize=_flag_attributes, shape_rule=_matmul_rule, kernel=_matmul_kernel, vjp=_matmul_vjp, fill=_matmul_fill,
-    specialize=_matmul_specialize, source=_matmul_source, scalar="np.dot({0}, {1})", native=_matmul_native,
+    specialize=_matmul_specialize, source=_matmul_source, scalar="{0}.dot({1})", native=_matmul_native,
     samples=(
         Sample([Arg((4,)), Arg((4,))], _flags(False, False)),
         Sample([Arg((3, 4)), Arg((4,))], _flags(False, False)),
@@ -398,7 +400,7 @@ OUTER = register(Op(
     native=_outer_native,
     # a column times a row through BLAS: np.multiply.outer allocates a
     # temporary of the output's size at every call, this does not
-    source="np.dot({0}[:, None], {1}[None, :], out={out})",
+    source="{0}[:, None].dot({1}[None, :], out={out})",
     vjp=lambda g, ans, a, b: (MATMUL(g, b), MATMUL(g, a, transpose_a=True)),
     samples=(Sample([Arg((3,)), Arg((4,))]),),
     doc="Outer product of two vectors: ``out[i, j] = a[i] * b[j]``, that is a b^T; d/da = g b, d/db = g^T a.",

@@ -156,8 +156,23 @@ def _sum_squares_rule(x: Node) -> tuple[Shape, str]:
     return (), result_dtype(x)
 
 
-def _sum_squares_kernel(x: np.ndarray, out: np.ndarray) -> None:
-    out[()] = np.vdot(x, x)
+def _sum_squares_kernel(x: np.ndarray, out: np.ndarray, vector: bool = False) -> None:
+    out[()] = x.dot(x) if vector else np.vdot(x, x)
+
+
+def _sum_squares_specialize(in_shapes, out_shape) -> dict[str, bool]:
+    """``vector``: ``x`` has one axis, where ``x.dot(x)`` is ``np.vdot(x, x)``
+    (the same BLAS dot product) without np.vdot's look for
+    ``__array_function__`` overrides, 0.13 us a call."""
+    return {"vector": True} if len(in_shapes[0]) == 1 else {}
+
+
+def _sum_squares_source(vector: bool = False) -> str:
+    return "{out}[()] = {0}.dot({0})" if vector else "{out}[()] = np.vdot({0}, {0})"
+
+
+def _sum_squares_scalar(vector: bool = False) -> str:
+    return "{0}.dot({0})" if vector else "np.vdot({0}, {0})"
 
 
 def _expand_rule(g: Node, shape: Shape, axis: tuple[int, ...], keepdims: bool, mean: bool) -> tuple[Shape, str]:
@@ -311,8 +326,8 @@ SUM_SQUARES = register(Op(
     rewrite=_square_of_scalar, fill=_sum_squares_fill,
     # one BLAS dot product instead of square then sum: the homework's L2
     # penalty and squared distance, measured about 1 us faster per step
-    source="{out}[()] = np.vdot({0}, {0})",
-    scalar="np.vdot({0}, {0})", native=_sum_squares_native,
+    specialize=_sum_squares_specialize, source=_sum_squares_source,
+    scalar=_sum_squares_scalar, native=_sum_squares_native,
     vjp=lambda g, ans, x: (MUL(MUL(g, 2.0), x),),
     samples=(Sample([Arg((5,))]), Sample([Arg((4, 3), batch=True)]), Sample([Arg(())])),
     doc="""The sum of the squares of every entry of ``x``: ``||x||^2``; d/dx = 2x.

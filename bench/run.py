@@ -336,7 +336,7 @@ def profile_step(case, number):
     pieces = [
         ("whole pure step: step(params, inputs)", lambda: step(params, inputs)),
         ("whole donated step", lambda: case.donated_step(params, inputs)),
-        ("generated entry: argument checks, then step", lambda: enter(params, inputs, None, hypers)),
+        ("generated entry: argument checks, then step", lambda: enter(hypers, params, inputs)),
         ("generated step alone, arrays given", lambda: compiled(*arrays)),
         ("general path: Program._prepare alone", lambda: program._prepare(plan, params, fed)),
         ("empty Python call, for scale", lambda: None),

@@ -47,7 +47,7 @@ def main(rounds: int = 15) -> None:
         assert compiled.co_code == relocated.co_code and compiled.co_filename != relocated.co_filename
 
         def call():
-            return entry(params, inputs)
+            return entry(None, params, inputs)
 
         times = {"user's lines": [], "generated lines": []}
         for round_ in range(rounds):

@@ -135,11 +135,22 @@ CHECK_BUILTINS = frozenset({"type", "len", "float", "int", "Exception", "TypeErr
 
 Feed = tuple[str, bool, np.dtype, tuple[int, ...]]
 
-#: The parameters of every generated entry: the call's two dicts, the
-#: tuple of feeds the general path has checked and converted already,
-#: and the hyperparameter values an optimizer passes apart from the inputs
-#: (see ``check_lines``).
-ENTRY_PARAMETERS = "r0_params, r0_inputs, r0_arrays=None, r0_hypers=None"
+#: The parameters of every generated entry: the hyperparameter values an
+#: optimizer passes apart from the inputs (None from a program's own
+#: calls), the call's two dicts, and the tuple of feeds the general path
+#: has checked and converted already (see ``check_lines``). The values
+#: come first so that an optimizer step can bind its own to the entry
+#: (``types.MethodType(entry, values)``, see ``optim.step.SGDStep``).
+ENTRY_PARAMETERS = "r0_hypers, r0_params, r0_inputs=None, r0_arrays=None"
+
+#: The entry an SGD step calls also takes keyword arguments: the call
+#: overriding its hyperparameters (``step(params, inputs, step_size=0.1)``).
+ENTRY_OVERRIDES = ", **r0_overrides"
+
+
+def entry_parameters(overrides: bool = False) -> str:
+    """The parameter list of a generated entry; with ``overrides``, it takes keyword arguments too."""
+    return ENTRY_PARAMETERS + (ENTRY_OVERRIDES if overrides else "")
 
 
 def pack_expression(packing: Packing, results: str) -> str:
@@ -160,10 +171,10 @@ def pack_expression(packing: Packing, results: str) -> str:
 
 def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collection[str] = (),
                 numbers: Collection[str] = (), indent: str = "        ", overlap: bool = False,
-                hypers: Collection[str] = ()) -> list[str]:
+                hypers: Collection[str] = (), overrides: bool = False) -> list[str]:
     """The statements that check one specialisation's arguments, generated with it.
 
-    They run first in a function of ``ENTRY_PARAMETERS``.
+    They run first in a function of ``entry_parameters(overrides)``.
     The general path, which has checked and converted the arguments
     itself, passes them as the tuple ``r0_arrays``: they are unpacked into
     the variables unchecked. Otherwise (``r0_arrays`` is None) they take
@@ -191,12 +202,20 @@ def check_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Collec
     inputs); a float serves each at once. When ``r0_hypers`` is None they
     are looked for in the inputs, on the general path. The general path
     is given them merged into the inputs: ``r0_fallback(r0_params,
-    r0_inputs, r0_hypers)`` (see ``check_namespace``).
+    r0_inputs, r0_hypers)`` (see ``check_namespace``). With ``overrides``,
+    keyword arguments (``r0_overrides``, see ``entry_parameters``) go
+    first to ``r0_override(r0_hypers, r0_params, r0_inputs,
+    r0_overrides)``, the optimizer's check of hyperparameters overridden
+    for one call.
     The dtypes and numpy scalar types are ``r0_dtype<i>``, ``r0_scalar<i>``
     (see ``check_namespace``).
     """
     fallback = "return r0_fallback(r0_params, r0_inputs, r0_hypers)"
-    lines = [
+    lines = []
+    if overrides:
+        lines += ["if r0_overrides:  # hyperparameters given for this call",
+                  "    return r0_override(r0_hypers, r0_params, r0_inputs, r0_overrides)"]
+    lines += [
         "if r0_inputs is None:",
         "    r0_inputs = {}",
         "if r0_checking():",
@@ -292,14 +311,16 @@ def overlap_lines(feeds: Sequence[Feed], variables: Sequence[str], donated: Coll
 
 def check_namespace(feeds: Sequence[Feed], fallback: Callable, checking: Callable[[], bool],
                     overlap: Callable[[Any, Any], None] | None = None,
-                    hypers: Collection[str] = ()) -> dict[str, Any]:
-    """The values of the names ``check_lines`` uses (all but the two dicts).
+                    hypers: Collection[str] = (), override: Callable | None = None) -> dict[str, Any]:
+    """The values of the names ``check_lines`` uses (all but the entry's parameters).
 
     ``fallback(params, inputs)`` is the general path; it is given the
     hyperparameters of ``hypers`` merged into the inputs when they were
     passed apart. ``overlap(params, inputs)`` raises if a donated array
     shares memory with another feed (``check_lines(..., overlap=True)``
-    calls it).
+    calls it). ``override(values, params, inputs, overrides)`` runs a
+    call that overrides hyperparameters (``check_lines(...,
+    overrides=True)`` calls it).
     """
     passed = tuple(name for name, is_param, _, _ in feeds if name in hypers and not is_param)
 
@@ -310,6 +331,8 @@ def check_namespace(feeds: Sequence[Feed], fallback: Callable, checking: Callabl
                                  "r0_ndarray": np.ndarray, "r0_asarray": np.asarray}
     if overlap is not None:
         namespace["r0_overlap"] = overlap
+    if override is not None:
+        namespace["r0_override"] = override
     for index, (_, _, dtype, _) in enumerate(feeds):
         namespace[f"r0_dtype{index}"] = np.dtype(dtype)
         namespace[f"r0_scalar{index}"] = np.dtype(dtype).type
@@ -336,10 +359,10 @@ def with_hypers(inputs: Any, names: Sequence[str], values: Any) -> Any:
 
 def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donated: Collection[str] = (),
                  numbers: Collection[str] = (), names: Sequence[str] = (), overlap: bool = False,
-                 hypers: Collection[str] = ()) -> str:
+                 hypers: Collection[str] = (), overrides: bool = False) -> str:
     """Python source of ``make(r0_step, r0_failure, <names>)``, which returns an entry.
 
-    The entry ``enter(ENTRY_PARAMETERS)`` runs ``check_lines`` and then
+    The entry ``enter(<entry_parameters(overrides)>)`` runs ``check_lines`` and then
     ``r0_step`` on the feeds, in order; a failure inside the step comes out
     as ``r0_failure(error)``, and what it returns is packed as ``packing``
     says. This is the entry for a backend whose step takes the feeds as
@@ -349,8 +372,8 @@ def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donate
     variables = [f"a{index}" for index in range(len(feeds))]
     lines = [
         f"def make({', '.join(['r0_step', 'r0_failure', *names])}):",
-        f"    def enter({ENTRY_PARAMETERS}):",
-        *check_lines(feeds, variables, donated, numbers, overlap=overlap, hypers=hypers),
+        f"    def enter({entry_parameters(overrides)}):",
+        *check_lines(feeds, variables, donated, numbers, overlap=overlap, hypers=hypers, overrides=overrides),
         "        try:",
         f"            r0_results = r0_step({', '.join(variables)})",
         "        except Exception as error:",
@@ -365,10 +388,11 @@ def entry_source(feeds: Sequence[Feed], packing: Packing = ("tuple", ()), donate
 def make_entry(feeds: Sequence[Feed], step: Callable, failure: Callable, fallback: Callable,
                checking: Callable[[], bool], packing: Packing = ("tuple", ()), donated: Collection[str] = (),
                numbers: Collection[str] = (), overlap: Callable[[Any, Any], None] | None = None,
-               hypers: Collection[str] = ()) -> Callable:
+               hypers: Collection[str] = (), override: Callable | None = None) -> Callable:
     """Compile ``entry_source``: the entry of one specialisation whose step takes the feeds as arguments."""
-    namespace = check_namespace(feeds, fallback, checking, overlap, hypers)
-    text = entry_source(feeds, packing, donated, numbers, list(namespace), overlap is not None, hypers)
+    namespace = check_namespace(feeds, fallback, checking, overlap, hypers, override)
+    text = entry_source(feeds, packing, donated, numbers, list(namespace), overlap is not None, hypers,
+                        override is not None)
     filename = f"<tapegraph call check {next(_serial)}>"
     # registered so that tracebacks through the entry show its lines
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)

@@ -12,6 +12,7 @@ import contextvars
 import functools
 import logging
 import threading
+import weakref
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, NamedTuple
 
@@ -22,8 +23,8 @@ from tapegraph.expr import HYPER, INPUT, PARAM, Node
 from tapegraph.shapes import symbols
 from tapegraph.inspect.dump import format_tape
 from tapegraph.calls import (
-    Packing, check_lines, check_namespace, check_shape, convert, count, did_you_mean, make_entry, pack_expression,
-    with_hypers,
+    Packing, check_lines, check_namespace, check_shape, convert, count, did_you_mean, entry_parameters, make_entry,
+    pack_expression, with_hypers,
 )
 from tapegraph.backends import Executable, Return, backend_note, checking, checking_now, get_backend
 from tapegraph.compile.graph import check_names, leaves, post_order
@@ -85,18 +86,21 @@ def no_new_specializations() -> Iterator[None]:
 class _Plan:
     """One set of roots (say, objective and gradients) and its specialisations.
 
-    A call goes through ``enter(params, inputs)``: the generated entry of
-    the specialisation used last (see ``calls.entry_source``), which runs
-    the step at once when the arguments are what that specialisation
-    takes, and otherwise hands them to ``fallback``, the general path
-    (``Program._call_general``: convert or explain, find or make the
-    specialisation, run).
+    A call goes through ``enter(hypers, params, inputs)``: the generated
+    entry of the specialisation used last (see ``calls.entry_source``),
+    which runs the step at once when the arguments are what that
+    specialisation takes, and otherwise hands them to ``fallback``, the
+    general path (``Program._call_general``: convert or explain, find or
+    make the specialisation, run). ``hypers`` is None but for an
+    optimizer's plan (``calls.check_lines``). Whoever holds ``enter``
+    itself rather than the plan (an SGD step binds it to its values)
+    follows it with ``follow``.
     """
 
     def __init__(self, kind: str, roots: Sequence[Root], returns: Sequence[Return], fallback: Callable,
                  packing: Packing = ("tuple", ()), donated: Sequence[str] = (),
                  refuse: Callable[[str, Any], None] | None = None,
-                 overlap: Callable[[Any, Any], None] | None = None) -> None:
+                 overlap: Callable[[Any, Any], None] | None = None, overridable: bool = False) -> None:
         self.kind = kind
         #: How a call returns the step's tuple of results (``calls.Packing``);
         #: ``pack`` does it on the general path.
@@ -136,18 +140,47 @@ class _Plan:
         #: The general path, ``fallback(params, inputs)``; ``enter`` until a
         #: specialisation exists.
         self.fallback = functools.partial(fallback, self)
+        #: ``override(hypers, params, inputs, overrides)``: a call given
+        #: hyperparameters by keyword, for the plan of an SGD step, which
+        #: sets it; None: the plan's entries take no keyword arguments.
+        self.override: Callable | None = None
+        if overridable:
+            self.override = _overrides_not_set
         self.enter: Callable = self._enter_first
+        #: Callbacks ``follower(enter)``, each called with the new entry
+        #: when ``enter`` changes (see ``set_enter``); held weakly.
+        self._followers: weakref.WeakSet = weakref.WeakSet()
         #: Held while specialising: two threads needing the same new
         #: specialisation lower it once.
         self.lock = threading.Lock()
 
-    def _enter_first(self, params: Any, inputs: Any, arrays: None = None, hypers: Any = None) -> Any:
+    def _enter_first(self, hypers: Any, params: Any, inputs: Any = None, arrays: None = None,
+                     **overrides: Any) -> Any:
         """``enter`` until a specialisation exists: the general path, given
         the hyperparameters (passed apart, see ``calls.check_lines``) in the inputs."""
+        if overrides:
+            if self.override is None:
+                raise TypeError(f"this call takes no keyword arguments (got {', '.join(sorted(overrides))})")
+            return self.override(hypers, params, inputs, overrides)
         if hypers is not None:
             names = tuple(node.name for node in self.feeds if node.op is HYPER)
             inputs = with_hypers(inputs, names, hypers)
         return self.fallback(params, inputs)
+
+    def follow(self, follower: Any) -> None:
+        """Call ``follower.follow_entry(enter)`` now and whenever ``enter`` changes.
+
+        Held weakly: a follower that is no longer used is dropped.
+        """
+        self._followers.add(follower)
+        follower.follow_entry(self.enter)
+
+    def set_enter(self, enter: Callable) -> None:
+        """Make ``enter`` the plan's entry (a specialisation's) and tell its followers."""
+        if enter is not self.enter:
+            self.enter = enter
+            for follower in list(self._followers):
+                follower.follow_entry(enter)
 
 
 class Program:
@@ -244,21 +277,23 @@ class Program:
     def _custom_plan(self, key: Any, kind: str, roots: Sequence[Root], returns: Sequence[Return],
                      packing: Packing = ("tuple", ()), donated: Sequence[str] = (),
                      refuse: Callable[[str, Any], None] | None = None,
-                     overlap: Callable[[Any, Any], None] | None = None) -> _Plan:
+                     overlap: Callable[[Any, Any], None] | None = None, overridable: bool = False) -> _Plan:
         """A plan over any roots built from this program's expressions (used by ``tg.sgd``).
 
         ``packing`` says how a call returns the results (``calls.Packing``);
         ``donated`` names parameters the step updates in place;
         ``refuse(name, value)`` raises the error for a value given for one
         that cannot be; ``overlap(params, inputs)`` refuses donated arrays
-        that share memory with another feed.
+        that share memory with another feed; ``overridable``: its entries
+        take hyperparameters by keyword, as the plan's ``override`` says.
         """
         plan = self._plans.get(key)
         if plan is None:
             with self._plans_lock:  # two threads asking at once get one plan
                 plan = self._plans.get(key)
                 if plan is None:
-                    plan = _Plan(kind, roots, returns, self._call_general, packing, donated, refuse, overlap)
+                    plan = _Plan(kind, roots, returns, self._call_general, packing, donated, refuse, overlap,
+                                 overridable)
                     self._plans[key] = plan
         return plan
 
@@ -292,7 +327,7 @@ class Program:
         else:
             executable = plan.last or self._specialize(plan, arrays, ())
         plan.last = executable
-        plan.enter = executable.enter
+        plan.set_enter(executable.enter)
         return executable, arrays
 
     def _specialize(self, plan: _Plan, arrays: list, key: tuple) -> Executable:
@@ -326,16 +361,21 @@ class Program:
         #: and runs its step: the backend's own, with the checks at the top of
         #: its generated step, or else one calling the step (``calls``).
         executable.enter = None
+        # (a step's override is looked up at each such call: the step sets
+        # it once the plan exists)
+        override = None if plan.override is None else functools.partial(_override, plan)
         if hasattr(executable, "entry"):
             executable.enter = executable.entry(
                 lambda arguments: check_lines(feeds, arguments, plan.donated, numbers,
-                                              overlap=plan.overlap is not None, hypers=plan.hyper_names),
-                check_namespace(feeds, plan.fallback, checking_now, plan.overlap, plan.hyper_names),
-                lambda results: pack_expression(plan.packing, results))
+                                              overlap=plan.overlap is not None, hypers=plan.hyper_names,
+                                              overrides=override is not None),
+                check_namespace(feeds, plan.fallback, checking_now, plan.overlap, plan.hyper_names, override),
+                lambda results: pack_expression(plan.packing, results),
+                entry_parameters(override is not None))
         if executable.enter is None:
             executable.enter = make_entry(feeds, executable.function(), executable.failure,
                                           plan.fallback, checking_now, plan.packing, plan.donated, numbers,
-                                          plan.overlap, plan.hyper_names)
+                                          plan.overlap, plan.hyper_names, override)
         plan.cache[key] = executable
         log.info("tapegraph: specialised %s to %s (%d instructions, %d bytes)", plan.kind,
                  _format_sizes(sizes), len(tape.instructions), tape.total_bytes)
@@ -372,7 +412,7 @@ class Program:
         if checking():
             return plan.pack(self._call_checked(executable, plan, arrays))
         # the entry without its checks: these arguments are checked
-        return executable.enter(None, None, arrays)
+        return executable.enter(None, None, None, arrays)
 
     def _run(self, executable: Executable, plan: _Plan, arrays: list) -> tuple:
         """Run a prepared call (see ``_prepare``)."""
@@ -442,7 +482,7 @@ class Program:
         >>> value, grads["w"]
         (5.0, array([2., 4.]))
         """
-        return self._value_and_grad_plan().enter(params, inputs)
+        return self._value_and_grad_plan().enter(None, params, inputs)
 
     def run(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
             outputs: Iterable[str] | None = None) -> dict[str, Any]:
@@ -455,7 +495,7 @@ class Program:
         names = self._default_outputs() if outputs is None else tuple(outputs)
         if isinstance(outputs, str):
             names = (outputs,)
-        return self._run_plan(names).enter(params, inputs)
+        return self._run_plan(names).enter(None, params, inputs)
 
     def map(self, params: Mapping[str, Any], data: Mapping[str, Any], outputs: Iterable[str] | None = None,
             batch_size: int | None = None) -> dict[str, np.ndarray]:
@@ -521,7 +561,7 @@ class Program:
         results = []
         for index in range(done, len(rows.steps)):
             try:
-                results.append(plan.enter(params, rows.inputs(index)))
+                results.append(plan.enter(None, params, rows.inputs(index)))
             except TapeError as error:  # a kernel failed, or check mode stopped: say at which step
                 raise rows.failed(index, error) from error.__cause__
         if native is not None:
@@ -695,6 +735,15 @@ class Program:
             return f"<Program outputs={list(self.outputs)} (no objective)>"
         wrt = ", ".join(param.name for param in self.wrt)
         return f"<Program objective={self.objective.label} wrt=[{wrt}] outputs={list(self.outputs)}>"
+
+
+def _override(plan: _Plan, hypers: Any, params: Any, inputs: Any, overrides: Mapping[str, Any]) -> Any:
+    """A generated entry's ``r0_override``: the plan's step runs the call."""
+    return plan.override(hypers, params, inputs, overrides)
+
+
+def _overrides_not_set(hypers: Any, params: Any, inputs: Any, overrides: Mapping[str, Any]) -> Any:
+    raise RuntimeError("this plan takes hyperparameters by keyword, but its step has not said how")
 
 
 def _read_as_numbers_or_either(tape: Tape, names: Collection[str]) -> frozenset[str]:

@@ -155,7 +155,7 @@ def test_the_numpy_step_holds_its_checks_even_for_a_feed_named_like_a_builtin_th
     program = hw.ridge(num_features=3)
     program.value_and_grad({"w": np.zeros(3), "b": 0.0}, {"x": np.ones(3), "y": 1.0})
     enter = program._value_and_grad_plan().last.enter
-    assert enter.__code__.co_varnames[:2] == ("r0_params", "r0_inputs")
+    assert enter.__code__.co_varnames[:3] == ("r0_hypers", "r0_params", "r0_inputs")
     assert "np" in enter.__code__.co_freevars  # the step's own code, not a call of it
     # a feed called len would shadow the checks' len(), but feeds' identifiers step aside for builtins
     length = tg.input("len", shape=(2,))
@@ -189,9 +189,9 @@ def test_an_sgd_step_passes_its_hyperparameters_to_the_entry_apart_from_the_inpu
     assert "r0_hypers" in code.co_varnames and "step_size" not in code.co_consts and "x" in code.co_consts
     # the same values taken in the inputs (the general path) or given as
     # a numpy scalar or a 0-d array give the same step
-    assert _equal_steps(plan.enter(params, {**inputs, "step_size": 0.1}), expected)
-    assert _equal_steps(plan.enter(params, inputs, None, (np.float64(0.1),)), expected)
-    assert _equal_steps(plan.enter(params, inputs, None, (np.array(0.1),)), expected)
+    assert _equal_steps(plan.enter(None, params, {**inputs, "step_size": 0.1}), expected)
+    assert _equal_steps(plan.enter((np.float64(0.1),), params, inputs), expected)
+    assert _equal_steps(plan.enter((np.array(0.1),), params, inputs), expected)
     # a step size in the caller's inputs is the step's own, as before
     assert _equal_steps(step(params, {**inputs, "step_size": 5.0}), expected)
     assert _equal_steps(step(params, inputs, step_size=0.1), expected)
@@ -209,3 +209,88 @@ def test_a_wrong_argument_to_a_step_gives_the_general_paths_error_with_its_hyper
     assert text.startswith("unknown name 'z' in inputs")
     text = _error_text(lambda: step(params, {"x": np.ones(3)}))
     assert "input(s) ['y'] missing from inputs" in text
+
+
+# An SGD step is a functools.partial of its plan's entry, bound to its
+# hyperparameter values (optim.step.SGDStep): these hold it to what a step
+# promises however it is called.
+
+
+def test_a_step_calls_its_plans_entry_and_follows_it_to_a_new_specialisation():
+    program = hw.ridge(num_features=3, batch=True)
+    step = tg.sgd(program, step_size=0.1)
+    params = {"w": np.array([0.5, -1.0, 2.0]), "b": np.array(0.25)}
+    rng = np.random.default_rng(0)
+    batches = [{"x": rng.normal(size=(rows, 3)), "y": rng.normal(size=rows)} for rows in (4, 3, 4, 3)]
+    for inputs in batches:
+        expected = program.value_and_grad(params, inputs)
+        new_params, value = step(params, inputs)
+        assert value == expected[0]
+        for name in params:  # (the step folds its step size into the gradient: rounding differs)
+            assert np.allclose(new_params[name], params[name] - 0.1 * expected[1][name], rtol=1e-14, atol=1e-15)
+        # the step runs the entry of the specialisation it was last given
+        assert step.func.__func__ is step._plan.enter
+    assert len(step._plan.cache) == 2
+
+
+def test_steps_sharing_a_plan_keep_their_own_step_sizes():
+    program = hw.ridge(num_features=3)
+    slow, fast = tg.sgd(program, step_size=0.01), tg.sgd(program, step_size=0.5)
+    assert slow._plan is fast._plan
+    params = {"w": np.array([0.5, -1.0, 2.0]), "b": np.array(0.25)}
+    inputs = {"x": np.array([1.0, 2.0, 3.0]), "y": np.float64(0.5)}
+    _, grads = program.value_and_grad(params, inputs)
+    for step, size in [(slow, 0.01), (fast, 0.5), (slow, 0.01)]:
+        new_params, _ = step(params, inputs)
+        assert np.allclose(new_params["w"], params["w"] - size * grads["w"], rtol=1e-14, atol=0)
+        # a size given for one call, then the step's own again
+        new_params, _ = step(params, inputs, step_size=0.2)
+        assert np.allclose(new_params["w"], params["w"] - 0.2 * grads["w"], rtol=1e-14, atol=0)
+
+
+def test_a_step_given_a_wrong_keyword_says_which_whatever_the_entry():
+    program = hw.ridge(num_features=3)
+    step = tg.sgd(program, step_size=0.1)
+    params = {"w": np.zeros(3), "b": np.array(0.0)}
+    inputs = {"x": np.ones(3), "y": 1.0}
+    for _ in range(2):  # before the first specialisation and through its entry
+        with pytest.raises(tg.CallError, match=r"unknown hyperparameter 'stepsize' \(did you mean 'step_size'\?\)"):
+            step(params, inputs, stepsize=0.2)
+        with pytest.raises(tg.CallError, match="made with weight_decay=0"):
+            step(params, inputs, weight_decay=0.1)
+        step(params, inputs)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'step_size'"):
+        program.value_and_grad(params, inputs, step_size=0.1)
+
+
+def test_a_step_reads_as_a_step_to_inspect_pickle_and_a_class_holding_it():
+    import inspect
+    import pickle
+
+    program = hw.ridge(num_features=3)
+    step = tg.sgd(program, step_size=0.1, donate=True)
+    assert str(inspect.signature(step)) == "(params, inputs=None, **hypers)"
+    assert repr(step) == "<sgd step step_size=0.1, donate=True over ['w', 'b']>"
+
+    class Trainer:
+        held = step  # a partial is no descriptor: the class attribute is the step itself
+
+    assert Trainer().held is step
+    copy = pickle.loads(pickle.dumps(step))
+    assert type(copy) is tg.optim.SGDStep and copy.donate and copy.step_size == 0.1
+    params = {"w": np.zeros(3), "b": np.array(0.0)}
+    new_params, value = copy(params, {"x": np.ones(3), "y": 1.0})
+    assert new_params["w"] is params["w"] and value == 1.0
+
+
+def test_a_step_no_longer_used_leaves_its_plan():
+    import gc
+
+    program = hw.ridge(num_features=3)
+    kept = tg.sgd(program, step_size=0.1)
+    dropped = tg.sgd(program, step_size=0.2)
+    plan = kept._plan
+    assert set(plan._followers) == {kept, dropped}
+    del dropped
+    gc.collect()
+    assert set(plan._followers) == {kept}

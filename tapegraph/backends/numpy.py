@@ -166,8 +166,9 @@ class Executable:
         return function
 
     def entry(self, checks: Callable[[Sequence[str]], list[str]],
-              namespace: Mapping[str, Any], packing: Callable[[str], str]) -> Callable | None:
-        """The unchecked step as a function of ``(r0_params, r0_inputs)``, checks first.
+              namespace: Mapping[str, Any], packing: Callable[[str], str],
+              parameters: str | None = None) -> Callable | None:
+        """The step as a function of ``parameters`` (``calls.entry_parameters``), checks first.
 
         ``checks(arguments)`` gives the statements that bind each feed's
         argument name (in ``feed_order``) from the two dicts, or from the
@@ -185,7 +186,7 @@ class Executable:
         if CHECK_BUILTINS & set(self.arguments.values()):
             return None
         with self._compiling:
-            return self._compile(False, (checks, dict(namespace), packing, ENTRY_PARAMETERS))
+            return self._compile(False, (checks, dict(namespace), packing, parameters or ENTRY_PARAMETERS))
 
     def source(self, check: bool = False) -> str:
         """The text of the generated factory behind ``function(check)``."""

@@ -156,7 +156,7 @@ class Optimizer(_Step):
         for slot, name, feed in self._slot_feeds:
             feeds[feed] = state.slots[slot][name]
         # the hyperparameters go apart from the inputs, in the entry's order
-        results = self._plan.enter(feeds, inputs, None, tuple([fed_values[name] for name in self._hyper_order]))
+        results = self._plan.enter(tuple([fed_values[name] for name in self._hyper_order]), feeds, inputs)
         params = dict(state.params)
         slots: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self.slot_names}
         position = 1

@@ -9,7 +9,9 @@ is ``tg.sgd`` without state: ``step(params, inputs) -> (new_params, value)``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import inspect
+import types
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -138,8 +140,16 @@ class _Step:
                         f"of {node.type_str}; got {given}")
 
 
-class SGDStep(_Step):
+class SGDStep(_Step, functools.partial):
     """``step(params, inputs) -> (new_params, objective_value)``: plain SGD.
+
+    A call is one step from ``params`` on ``inputs``: it returns the new
+    parameters, the updated ``wrt`` parameters and then every other
+    parameter given (unchanged, the caller's own objects), so that
+    ``params, value = step(params, inputs)`` can go on looping, and the
+    objective at ``params``. ``step(params, inputs, step_size=0.01)`` (and
+    ``weight_decay=`` if the step has one) overrides the step's own for
+    that call.
 
     One tape computes the objective, the gradients, and ``p - step_size *
     grad p`` for every ``wrt`` parameter (with ``weight_decay``, the
@@ -162,7 +172,30 @@ class SGDStep(_Step):
     buffers of its own. A donated step writes into the caller's arrays,
     so two threads donating the same arrays race on them; that race is
     the caller's (the step does not lock them): give each thread its own.
+
+    Why a ``functools.partial``: a step is called once per example, and
+    CPython 3.11 calls an instance of a class with a Python ``__call__``
+    through its type's slot, which builds the arguments anew and a bound
+    method, 0.2 to 0.3 us a step more than calling a function. A partial
+    calls its function from C: the step is a partial of its plan's
+    generated entry bound to the step's hyperparameter values
+    (``types.MethodType(entry, values)``, ``follow_entry``), so a call runs
+    the entry's argument checks and then the tape at once. ``func``,
+    ``args`` and ``keywords`` are partial's and say how (they are not part
+    of the step's API); the call's signature is ``__signature__``.
     """
+
+    #: What ``inspect.signature`` and ``help`` show for a call.
+    __signature__ = inspect.Signature([
+        inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+        inspect.Parameter("hypers", inspect.Parameter.VAR_KEYWORD),
+    ])
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "SGDStep":
+        # partial's own constructor takes the function to call: the entry is
+        # bound in __init__, once the plan exists (follow_entry)
+        return super().__new__(cls, _not_bound)
 
     def __init__(self, program: Program, step_size: float, donate: bool = False, weight_decay: float = 0.0) -> None:
         self.program = _check_program(program, "sgd")
@@ -197,7 +230,7 @@ class SGDStep(_Step):
         donated = self._names if self.donate else ()
         self._plan = program._custom_plan(("sgd", bool(self.weight_decay), self.donate), kind, roots, returns,
                                           ("dict, value", self._names), donated, self._refuse,
-                                          self._check_no_overlap if self.donate else None)
+                                          self._check_no_overlap if self.donate else None, overridable=True)
         #: The hyper feeds the tape reads, in the order its entry takes
         #: their values (apart from the inputs), and this step's values.
         #: (A hyperparameter the tape does not read is not passed: an
@@ -208,57 +241,38 @@ class SGDStep(_Step):
         #: returns those given too, which the entry's packing does not.
         self._returns_others = bool(set(program.params) - set(self._names))
         self._note_donated(donated)
+        # a call given hyperparameters by keyword: checked as for any sgd
+        # step of this plan (the plan's steps differ in their values only)
+        self._plan.override = functools.partial(_call_overridden, self._plan, tuple(self._hypers))
+        self._plan.follow(self)
+
+    def follow_entry(self, enter: Any) -> None:
+        """Call ``enter``, the plan's entry (``_Plan.follow``), with this step's hyperparameters.
+
+        Made again when the plan's entry changes (a new specialisation):
+        the entry bound before still works, through the general path.
+        """
+        if self._returns_others:
+            call: Any = self._call_returning_others
+        else:
+            call = types.MethodType(enter, self._hyper_values)
+        functools.partial.__setstate__(self, (call, (), None, self.__dict__))
 
     def init(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
         """Plain SGD's state is the parameters themselves: ``params``, as given."""
         return params
 
-    def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
-                 **hypers: float) -> tuple[dict[str, np.ndarray], float]:
-        """One step from ``params`` on ``inputs``: (new parameters, objective at ``params``).
-
-        The new parameters are the updated ``wrt`` parameters, then every
-        other parameter given (unchanged, the caller's own objects), so
-        that ``params, value = step(params, inputs)`` can go on looping.
-        ``step_size=`` (and ``weight_decay=`` if the step has one)
-        override the step's own for this call.
-
-        Safe to call from several threads at once: each call runs on
-        buffers of its own. A donated step writes into the arrays it is
-        given, so two threads donating the same arrays race on them, as any
-        two threads writing one array would: give each thread its own.
-        """
-        if hypers or self._returns_others:
-            return self._call_with(params, inputs, hypers)
-        # the common case in one call of the specialisation's generated
-        # entry, which checks the arguments (a donated step's also refuses
-        # donated arrays sharing memory, _check_no_overlap); kept to these
-        # two lines, as each line here costs every step
-        return self._plan.enter(params, inputs, None, self._hyper_values)
-
-    def _call_with(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None,
-                   hypers: Mapping[str, float]) -> tuple[dict[str, np.ndarray], float]:
-        """``__call__`` with hyperparameters overridden, or for a program with parameters besides ``wrt``."""
-        values = self._hyper_values
-        if hypers:
-            given = {**self._hypers, **self._override(hypers)}
-            values = tuple(given[name] for name in self._hyper_order)
-        updated, value = self._plan.enter(params, inputs, None, values)
+    def _call_returning_others(self, params: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
+                               **hypers: float) -> tuple[dict[str, np.ndarray], float]:
+        """A call for a program with parameters besides ``wrt``: those given are returned too."""
+        updated, value = self._plan.enter(self._hyper_values, params, inputs, **hypers)
         if len(params) > len(updated):
             for name, given in params.items():
                 updated.setdefault(name, given)
         return updated, value
 
     def _override(self, hypers: Mapping[str, Any]) -> dict[str, float]:
-        if "weight_decay" in hypers and "weight_decay" not in self._hypers:
-            raise CallError("this sgd step was made with weight_decay=0, so its update has no decay term: "
-                            "pass weight_decay= to tg.sgd to make it a runtime value")
-        checked = _check_hypers("sgd step", hypers, self._hypers)
-        for name, value in checked.items():
-            if callable(value):
-                raise CallError(f"a plain sgd step has no step count for a schedule of {name}: make the optimizer "
-                                f"with tg.sgd(prog, step_size=schedule), whose state counts its steps")
-        return {name: float(value) for name, value in checked.items()}
+        return _check_overrides(hypers, self._hypers)
 
     def epoch(self, params: Mapping[str, Any], data: Mapping[str, Any], order: Any = None,
               batch_size: int | None = None, progress: bool = False,
@@ -302,6 +316,38 @@ class SGDStep(_Step):
 
     def _label(self) -> str:
         return "sgd"
+
+
+def _not_bound(*args: Any, **kwargs: Any) -> Any:
+    """What an SGD step calls before its ``__init__`` has bound its entry (never, once made)."""
+    raise TypeError("this sgd step was not made: use tg.sgd(program, step_size)")
+
+
+def _check_overrides(hypers: Mapping[str, Any], known: Collection[str]) -> dict[str, float]:
+    """The hyperparameters a plain SGD call gives by keyword, checked: ``known`` are the step's."""
+    if "weight_decay" in hypers and "weight_decay" not in known:
+        raise CallError("this sgd step was made with weight_decay=0, so its update has no decay term: "
+                        "pass weight_decay= to tg.sgd to make it a runtime value")
+    checked = _check_hypers("sgd step", hypers, dict.fromkeys(known))
+    for name, value in checked.items():
+        if callable(value):
+            raise CallError(f"a plain sgd step has no step count for a schedule of {name}: make the optimizer "
+                            f"with tg.sgd(prog, step_size=schedule), whose state counts its steps")
+    return {name: float(value) for name, value in checked.items()}
+
+
+def _call_overridden(plan: Any, known: tuple[str, ...], values: tuple[float, ...], params: Any, inputs: Any,
+                     overrides: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], float]:
+    """An SGD plan's ``override``: a call given hyperparameters by keyword.
+
+    ``values`` are the step's own, in the entry's order; the ones given
+    replace them for this call (``known`` names the step's
+    hyperparameters, ``_check_overrides``).
+    """
+    checked = _check_overrides(overrides, known)
+    order = _hyper_order(plan)
+    given = {**dict(zip(order, values)), **checked}
+    return plan.enter(tuple(given[name] for name in order), params, inputs)
 
 
 def _made_again(kind: type, program: Program, arguments: Mapping[str, Any]) -> _Step:

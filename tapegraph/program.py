@@ -150,6 +150,7 @@ class _Plan:
         #: Callbacks ``follower(enter)``, each called with the new entry
         #: when ``enter`` changes (see ``set_enter``); held weakly.
         self._followers: weakref.WeakSet = weakref.WeakSet()
+        self._followers_lock = threading.Lock()
         #: Held while specialising: two threads needing the same new
         #: specialisation lower it once.
         self.lock = threading.Lock()
@@ -172,15 +173,19 @@ class _Plan:
 
         Held weakly: a follower that is no longer used is dropped.
         """
-        self._followers.add(follower)
-        follower.follow_entry(self.enter)
+        with self._followers_lock:
+            self._followers.add(follower)
+            follower.follow_entry(self.enter)
 
     def set_enter(self, enter: Callable) -> None:
         """Make ``enter`` the plan's entry (a specialisation's) and tell its followers."""
         if enter is not self.enter:
-            self.enter = enter
-            for follower in list(self._followers):
-                follower.follow_entry(enter)
+            # (a follower made meanwhile in another thread is told too; an
+            # entry told late still runs: through the general path)
+            with self._followers_lock:
+                self.enter = enter
+                for follower in list(self._followers):
+                    follower.follow_entry(enter)
 
 
 class Program:

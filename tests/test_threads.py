@@ -121,6 +121,29 @@ def test_pure_sgd_from_two_threads_matches_sequential_training():
         _assert_same(threaded, expected)
 
 
+def test_a_step_on_two_batch_sizes_from_two_threads_matches_sequential_training():
+    # each thread's batches have their own size: the step's plan changes its
+    # entry back and forth, and the step follows it, while both call it
+    program = hw.ridge(num_features=5, batch=True)
+    step = tg.sgd(program, step_size=0.01)
+    start = hw.random_params(program, np.random.default_rng(0))
+    data = [_examples(index, CALLS // 10 * (3 + index), 5) for index in range(THREADS)]
+
+    def work(index: int) -> list:
+        X, Y = data[index]
+        rows = 3 + index
+        params, trajectory = start, []
+        for first in range(0, len(Y), rows):
+            params, value = step(params, {"x": X[first:first + rows], "y": Y[first:first + rows]})
+            trajectory.append(_flatten((params, value)))
+        return trajectory
+
+    sequential = [work(index) for index in range(THREADS)]
+    for threaded, expected in zip(_in_threads(work), sequential):
+        _assert_same(threaded, expected)
+    assert len(step._plan.cache) == 2  # one specialisation per size
+
+
 def test_donated_steps_on_separate_arrays_from_two_threads_match_sequential_training():
     # Each thread donates its own arrays: the step's buffers are still shared
     # by the program, and must not be shared by the calls.

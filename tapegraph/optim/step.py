@@ -176,7 +176,7 @@ class SGDStep(_Step, functools.partial):
     Why a ``functools.partial``: a step is called once per example, and
     CPython 3.11 calls an instance of a class with a Python ``__call__``
     through its type's slot, which builds the arguments anew and a bound
-    method, 0.2 to 0.3 us a step more than calling a function. A partial
+    method, 0.1 to 0.3 us a step more than calling a function. A partial
     calls its function from C: the step is a partial of its plan's
     generated entry bound to the step's hyperparameter values
     (``types.MethodType(entry, values)``, ``follow_entry``), so a call runs

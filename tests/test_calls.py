@@ -270,6 +270,8 @@ def test_a_step_reads_as_a_step_to_inspect_pickle_and_a_class_holding_it():
     program = hw.ridge(num_features=3)
     step = tg.sgd(program, step_size=0.1, donate=True)
     assert str(inspect.signature(step)) == "(params, inputs=None, **hypers)"
+    # the class's is its constructor's
+    assert list(inspect.signature(tg.optim.SGDStep).parameters) == ["program", "step_size", "donate", "weight_decay"]
     assert repr(step) == "<sgd step step_size=0.1, donate=True over ['w', 'b']>"
 
     class Trainer:

@@ -140,6 +140,17 @@ class _Step:
                         f"of {node.type_str}; got {given}")
 
 
+class _CallSignature:
+    """A class's ``__signature__`` for its instances' calls: None on the
+    class itself, whose signature is its constructor's."""
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.signature = signature
+
+    def __get__(self, instance: Any, owner: type | None = None) -> inspect.Signature | None:
+        return None if instance is None else self.signature
+
+
 class SGDStep(_Step, functools.partial):
     """``step(params, inputs) -> (new_params, objective_value)``: plain SGD.
 
@@ -185,14 +196,15 @@ class SGDStep(_Step, functools.partial):
     of the step's API); the call's signature is ``__signature__``.
     """
 
-    #: What ``inspect.signature`` and ``help`` show for a call.
-    __signature__ = inspect.Signature([
+    #: What ``inspect.signature`` and ``help`` show for a call of a step.
+    __signature__ = _CallSignature(inspect.Signature([
         inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
         inspect.Parameter("hypers", inspect.Parameter.VAR_KEYWORD),
-    ])
+    ]))
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "SGDStep":
+    def __new__(cls, program: Program, step_size: float, donate: bool = False,
+                weight_decay: float = 0.0) -> "SGDStep":
         # partial's own constructor takes the function to call: the entry is
         # bound in __init__, once the plan exists (follow_entry)
         return super().__new__(cls, _not_bound)
